@@ -1,0 +1,114 @@
+// The engine's public C++ API: everything the N-API layer, the CLI tests and the benchmarks use.
+// No N-API or CUDA header is included from here.
+//
+//   Model   — config + weights (immutable after load, shareable between contexts).
+//   Context — one sequence: its KV cache and the token ids that cache holds.
+//   generate() — prompt → tokens with KV reuse of the longest common prefix, sampling, streaming, cancel.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "error.h"
+#include "model_config.h"
+
+namespace mixq {
+
+class ThreadPool;
+struct ModelWeights;  // defined in model.h
+struct KvCache;       // defined in kv_cache.h
+
+struct EngineOptions {
+  std::string device = "cpu";  // "cpu" | "cuda" | "cuda:N" | "auto" (CUDA backends slot in here)
+  std::vector<int> gpus;       // GPU ids for placement over several devices (future: layer split / expert parallel)
+  int threads = 0;             // CPU worker threads; 0 = all hardware threads
+  int context_length = 0;      // KV cache capacity in tokens; 0 = min(max_position_embeddings, 4096)
+};
+
+class Model {
+ public:
+  // Loads DIR (config.json + model.safetensors or sharded with model.safetensors.index.json).
+  // Throws mixq::Error naming the file / tensor / field on any inconsistency.
+  static std::shared_ptr<Model> load(const std::string& model_dir, const EngineOptions& opts);
+  ~Model();
+  const ModelConfig& config() const;
+  const EngineOptions& options() const;
+  ThreadPool& pool() const;
+  const ModelWeights& weights() const;
+  size_t weight_bytes() const;      // resident weight bytes (mapped)
+  std::string description() const;  // e.g. "mixtral 4 layers, 8 experts top-2, bf16, cpu (2 threads)"
+  std::string model_dir;
+
+  struct Impl;
+  std::unique_ptr<Impl> impl;
+};
+
+// What eval() should capture besides logits (tests and perplexity use these).
+struct EvalCapture {
+  bool all_logits = false;          // logits of every evaluated position, else only the last
+  bool hidden = false;              // hidden[K]: [n, hidden] K=0 embeddings, K=1..L-1 residual after layer K-1, K=L final-normed
+  bool router_logits = false;       // router_logits[layer]: [n, experts] before softmax
+  std::vector<float> logits;        // [n or 1, vocab]
+  std::vector<std::vector<float>> hidden_states;
+  std::vector<std::vector<float>> router;
+  std::vector<std::vector<int32_t>> topk_experts;  // [layer]: [n, top_k] chosen experts, in order
+};
+
+class Context {
+ public:
+  Context(std::shared_ptr<Model> model, int capacity = 0);
+  ~Context();
+  // Evaluates `tokens` at positions [n_past, n_past+len) and appends them to the cache.
+  // Throws mixq::Error if the cache would overflow.
+  void eval(const std::vector<int32_t>& tokens, EvalCapture& out);
+  // Drops cached positions >= n (keeps the first n tokens).
+  void truncate(int n);
+  int n_past() const;
+  int capacity() const;
+  const std::vector<int32_t>& cached_tokens() const;
+  Model& model() const;
+
+  struct Impl;
+  std::unique_ptr<Impl> impl;
+};
+
+struct SamplingOptions {
+  bool greedy = true;
+  float temperature = 1.0f;
+  int top_k = 0;      // 0 = off
+  float top_p = 1.0f; // 1 = off
+  uint64_t seed = 0;
+};
+
+struct GenerateOptions {
+  int max_tokens = 16;
+  SamplingOptions sampling;
+  std::vector<int32_t> stop_ids;  // stop on any of these (EOS is always a stop unless ignore_eos)
+  bool ignore_eos = false;
+};
+
+enum class StopReason { Eos, StopId, MaxTokens, Cancelled, ContextFull, Callback };
+const char* stop_reason_name(StopReason r);
+
+struct GenerateResult {
+  std::vector<int32_t> tokens;  // generated ids (the stop id included when it was produced)
+  StopReason stop_reason = StopReason::MaxTokens;
+  int prompt_tokens = 0;
+  int reused_tokens = 0;     // prompt tokens whose KV entries were reused
+  int evaluated_tokens = 0;  // tokens run through the model in this call (prompt remainder + decode steps)
+  double prefill_ms = 0;
+  double decode_ms = 0;
+};
+
+// Called with each new token as soon as it is sampled; return false to stop.
+using TokenCallback = std::function<bool(int32_t token)>;
+
+// Reuses the longest common prefix of ctx.cached_tokens() and prompt (at least the last prompt token
+// is always re-evaluated to get fresh logits), then decodes. `cancel` is polled before every token.
+GenerateResult generate(Context& ctx, const std::vector<int32_t>& prompt, const GenerateOptions& opts,
+                        const TokenCallback& on_token, const std::atomic<bool>* cancel);
+
+}  // namespace mixq

@@ -1,0 +1,19 @@
+# C++ tests run by ctest. Tests that need ../shared/fixtures print SKIPPED (exit code 77) when it is absent.
+# MIXQ_REPO_ROOT lets tests find models/ and ../shared without depending on the working directory.
+get_filename_component(MIXQ_REPO_ROOT ${CMAKE_CURRENT_LIST_DIR}/../.. ABSOLUTE)
+function(mixq_test name)
+  add_executable(${name} ${CMAKE_CURRENT_LIST_DIR}/${name}.cpp ${CMAKE_CURRENT_LIST_DIR}/test_util.cpp)
+  target_link_libraries(${name} PRIVATE mixq_core)
+  target_compile_definitions(${name} PRIVATE MIXQ_REPO_ROOT="${MIXQ_REPO_ROOT}")
+  add_test(NAME ${name} COMMAND ${name})
+  set_tests_properties(${name} PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 1800)
+endfunction()
+
+set(MIXQ_TESTS
+)
+foreach(t ${MIXQ_TESTS})
+  mixq_test(${t})
+endforeach()
+
+add_executable(mixq_bench ${CMAKE_CURRENT_LIST_DIR}/../bench/mixq_bench.cpp)
+target_link_libraries(mixq_bench PRIVATE mixq_core)

@@ -1,0 +1,135 @@
+// The native addon's surface, typed once (native/addon/addon.cc implements it).
+// Every call that runs the model is asynchronous (an N-API AsyncWorker): nothing here blocks the event loop.
+
+export type StopReason = 'eos' | 'stop_id' | 'max_tokens' | 'cancelled' | 'context_full' | 'callback';
+
+export interface NativeLoadOptions {
+  device?: string;        // 'cpu' | 'cuda' | 'cuda:N' | 'auto'
+  gpus?: number[];
+  threads?: number;       // 0 = all hardware threads
+  contextLength?: number; // KV capacity; 0 = model default
+}
+
+export interface NativeModelInfo {
+  modelType: string;
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  numExperts: number;
+  topK: number;
+  vocabSize: number;
+  bosTokenId: number;
+  eosTokenId: number;
+  contextLength: number;
+  maxPositionEmbeddings: number;
+  slidingWindow: number;  // 0 = none
+  weightBytes: number;
+  quantization: string;   // 'none' or e.g. 'awq int4 g128'
+  device: string;
+  threads: number;
+  description: string;
+}
+
+export interface NativeGenerateRequest {
+  prompt: number[];       // token ids (BOS already applied by the caller's tokenizer rules)
+  maxTokens: number;
+  greedy?: boolean;       // default true
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  seed?: number;
+  stopIds?: number[];
+  ignoreEos?: boolean;
+}
+
+export interface NativeGenerateResult {
+  tokens: number[];
+  stopReason: StopReason;
+  promptTokens: number;
+  reusedTokens: number;
+  evaluatedTokens: number;
+  prefillMs: number;
+  decodeMs: number;
+}
+
+export interface NativeGeneration {
+  readonly result: Promise<NativeGenerateResult>;
+  // Stops the generation before its next token; result resolves with stopReason 'cancelled'.
+  cancel(): void;
+}
+
+export interface NativePerplexityResult {
+  ppl: number;
+  tokens: number;    // predicted tokens counted
+  nll: number;       // mean negative log-likelihood
+  ms: number;
+}
+
+export interface NativeBenchResult {
+  prefillTokensPerSec: number;
+  decodeTokensPerSec: number;
+  prefillTokens: number;
+  decodeTokens: number;
+  decodeMsPerLayer: number;
+  weightBytesPerToken: number;   // bytes streamed per decoded token
+  memcpyGBps: number;            // measured in the same run
+  bandwidthRatio: number;        // (weightBytesPerToken * decode tok/s) / memcpy bandwidth
+  peakRssBytes: number;
+  description: string;
+}
+
+export interface NativeEngine {
+  info(): NativeModelInfo;
+  // One generation at a time per engine: a second call while one runs rejects with an Error.
+  generate(req: NativeGenerateRequest, onToken?: (token: number) => void): NativeGeneration;
+  // ids: the held-out stream; windows of `seq` tokens, each predicting its own next tokens.
+  perplexity(ids: Int32Array, windows: number, seq: number): Promise<NativePerplexityResult>;
+  // Token ids currently held in the KV cache.
+  cachedTokens(): number[];
+  reset(): void;
+  dispose(): void;
+}
+
+export interface NativeBenchOptions {
+  model?: string;               // a model folder
+  synthetic?: string;           // 'mixtral-8x7b' | 'tiny'
+  layers?: number;              // layers for synthetic
+  prefillTokens?: number;
+  decodeTokens?: number;
+  threads?: number;
+  device?: string;
+}
+
+export interface NativeAddon {
+  version: string;
+  cudaCompiled: boolean;
+  devices(): string[];          // ['cpu', 'cuda:0', ...]
+  cpuFeatures(): string[];      // ['avx2', 'fma', 'avx512f', ...]
+  loadModel(dir: string, opts?: NativeLoadOptions): Promise<NativeEngine>;
+  bench(opts: NativeBenchOptions): Promise<NativeBenchResult>;
+}
+
+// Loads build/Release/mixq.node (cmake-js output) relative to the package root.
+export function loadAddon(): NativeAddon {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const path = require('node:path') as typeof import('node:path');
+  const candidates = [
+    process.env.MIXQ_ADDON,
+    path.join(__dirname, '..', '..', 'build', 'Release', 'mixq.node'),
+    path.join(__dirname, '..', 'build', 'Release', 'mixq.node'),
+    path.join(__dirname, 'mixq.node'),
+  ].filter((p): p is string => !!p);
+  const errors: string[] = [];
+  for (const p of candidates) {
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      return require(p) as NativeAddon;
+    } catch (e) {
+      errors.push(`${p}: ${(e as Error).message.split('\n')[0]}`);
+    }
+  }
+  throw new Error(`MixQ native addon not found or failed to load (run npm install):\n  ${errors.join('\n  ')}`);
+}
