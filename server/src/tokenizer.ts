@@ -1,0 +1,259 @@
+/**
+ * The model's tokenizer, read from a Hugging Face model folder (tokenizer.json + tokenizer_config.json).
+ *
+ * Exported API (used by the language server, the CLI and the tests):
+ *
+ *   const tok = MixqTokenizer.load(modelDir);
+ *   tok.encode(text)                                → number[]  post-processor rules apply (BOS first for this model)
+ *   tok.encode(text, { addSpecialTokens: false })   → number[]  raw pieces (FIM parts, continuations)
+ *   tok.decode(ids, { skipSpecialTokens })          → string    no "clean up tokenization spaces"
+ *   tok.fimPrompt(prefix, suffix, 'psm' | 'spm')    → number[]  FIM layouts of the fixtures README (no BOS)
+ *   tok.bosId / eosId / unkId / fim / vocabSize     special ids from tokenizer_config.json + added_tokens
+ *   tok.isByteFallback(id)                          true for the `<0xNN>` byte tokens
+ *   tok.isSpecial(id)                               true for added tokens marked special
+ *
+ * Decoding matches the Rust `tokenizers` library (what transformers uses) exactly, including one detail
+ * where the JS port differs: a run of byte-fallback tokens that is not valid UTF-8 as a whole decodes to
+ * one U+FFFD per byte (Rust), not to the valid pieces plus replacement characters (WHATWG TextDecoder).
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+import type * as HfTokenizers from '@huggingface/tokenizers' with { 'resolution-mode': 'import' };
+
+// The package ships a CommonJS build for `require`; its types are declared as ESM, hence the type-only import.
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const hf = require('@huggingface/tokenizers') as typeof HfTokenizers;
+
+export type FimMode = 'psm' | 'spm';
+
+export interface FimTokens {
+  prefix: number;
+  middle: number;
+  suffix: number;
+  modes: FimMode[];
+}
+
+export interface EncodeOptions {
+  /** Apply the post-processor template (for this model: BOS first). Default true. */
+  addSpecialTokens?: boolean;
+}
+
+export interface DecodeOptions {
+  /** Drop added tokens marked special (`<s>`, `</s>`, FIM markers). Default false. */
+  skipSpecialTokens?: boolean;
+}
+
+/** A token of the model's vocabulary written `<0xNN>`: byte fallback for characters without a piece. */
+const BYTE_TOKEN = /^<0x([0-9A-Fa-f]{2})>$/;
+
+export class TokenizerError extends Error {}
+
+function readJson(file: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new TokenizerError(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  try {
+    const value = JSON.parse(text) as unknown;
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+      throw new Error('not a JSON object');
+    }
+    return value as Record<string, unknown>;
+  } catch (e) {
+    throw new TokenizerError(`${file}: invalid JSON (${(e as Error).message})`);
+  }
+}
+
+/** A special-token entry of tokenizer_config.json: either "<s>" or {"content": "<s>", ...}. */
+function tokenName(value: unknown): string | undefined {
+  if (typeof value === 'string') return value;
+  if (value && typeof value === 'object' && typeof (value as { content?: unknown }).content === 'string') {
+    return (value as { content: string }).content;
+  }
+  return undefined;
+}
+
+interface DecoderNode {
+  decoders?: DecoderNode[];
+  decode_chain(tokens: string[]): string[];
+}
+
+/**
+ * Rust `tokenizers` ByteFallback: consecutive `<0xNN>` tokens are joined; if the bytes are valid UTF-8 they
+ * become that text, else every byte becomes U+FFFD.
+ */
+function strictByteFallbackChain(tokens: string[]): string[] {
+  const strict = new TextDecoder('utf-8', { fatal: true });
+  const out: string[] = [];
+  let bytes: number[] = [];
+  const flush = (): void => {
+    if (bytes.length === 0) return;
+    try {
+      out.push(strict.decode(Uint8Array.from(bytes)));
+    } catch {
+      for (let i = 0; i < bytes.length; i++) out.push('\uFFFD');
+    }
+    bytes = [];
+  };
+  for (const token of tokens) {
+    const m = BYTE_TOKEN.exec(token);
+    if (m) {
+      bytes.push(parseInt(m[1], 16));
+    } else {
+      flush();
+      out.push(token);
+    }
+  }
+  flush();
+  return out;
+}
+
+// Exported by the package at run time, though its type declarations leave it out.
+const ByteFallbackDecoder = (hf as unknown as { ByteFallbackDecoder: abstract new (...args: never[]) => unknown })
+  .ByteFallbackDecoder;
+
+function patchByteFallback(node: DecoderNode | null | undefined): void {
+  if (!node) return;
+  if (node instanceof ByteFallbackDecoder) {
+    node.decode_chain = strictByteFallbackChain;
+  }
+  for (const child of node.decoders ?? []) patchByteFallback(child);
+}
+
+export class MixqTokenizer {
+  readonly bosId: number;
+  readonly eosId: number;
+  readonly unkId: number;
+  /** FIM special ids when tokenizer_config.json names them (`fim.prefix/middle/suffix`), else undefined. */
+  readonly fim: FimTokens | undefined;
+  /** Size of the vocabulary including added tokens (max id + 1). */
+  readonly vocabSize: number;
+
+  private readonly hfTokenizer: HfTokenizers.Tokenizer;
+  private readonly byteTokenIds: Uint8Array; // 1 where id is a `<0xNN>` token
+  private readonly specialIds: Set<number>;
+  private readonly tokenizerJsonPath: string;
+
+  /** Reads DIR/tokenizer.json and DIR/tokenizer_config.json. Throws TokenizerError naming the file/field. */
+  static load(modelDir: string): MixqTokenizer {
+    const jsonPath = path.join(modelDir, 'tokenizer.json');
+    const configPath = path.join(modelDir, 'tokenizer_config.json');
+    const tokenizerJson = readJson(jsonPath);
+    const tokenizerConfig = fs.existsSync(configPath) ? readJson(configPath) : {};
+    return new MixqTokenizer(tokenizerJson, tokenizerConfig, jsonPath, configPath);
+  }
+
+  constructor(
+    tokenizerJson: Record<string, unknown>,
+    tokenizerConfig: Record<string, unknown>,
+    jsonPath = 'tokenizer.json',
+    configPath = 'tokenizer_config.json',
+  ) {
+    this.tokenizerJsonPath = jsonPath;
+    const model = tokenizerJson.model as { vocab?: unknown } | undefined;
+    if (!model || typeof model !== 'object' || !model.vocab || typeof model.vocab !== 'object') {
+      throw new TokenizerError(`${jsonPath}: missing field "model.vocab"`);
+    }
+    try {
+      this.hfTokenizer = new hf.Tokenizer(tokenizerJson, tokenizerConfig);
+    } catch (e) {
+      throw new TokenizerError(`${jsonPath}: unsupported tokenizer (${(e as Error).message})`);
+    }
+    patchByteFallback(this.hfTokenizer.decoder as unknown as DecoderNode | null);
+
+    const vocab = this.hfTokenizer.get_vocab(true);
+    let maxId = -1;
+    for (const id of vocab.values()) maxId = Math.max(maxId, id);
+    this.vocabSize = maxId + 1;
+    this.byteTokenIds = new Uint8Array(this.vocabSize);
+    for (const [token, id] of vocab) {
+      if (BYTE_TOKEN.test(token)) this.byteTokenIds[id] = 1;
+    }
+    this.specialIds = new Set();
+    for (const [id, added] of this.hfTokenizer.get_added_tokens_decoder()) {
+      if (added.special) this.specialIds.add(id);
+    }
+
+    const idOf = (field: string, fallback: string | undefined): number => {
+      const name = tokenName(tokenizerConfig[field]) ?? fallback;
+      if (name === undefined) throw new TokenizerError(`${configPath}: missing field "${field}"`);
+      const id = this.hfTokenizer.token_to_id(name);
+      if (id === undefined) {
+        throw new TokenizerError(`${configPath}: "${field}" names "${name}", which is not in ${jsonPath}`);
+      }
+      return id;
+    };
+    this.bosId = idOf('bos_token', '<s>');
+    this.eosId = idOf('eos_token', '</s>');
+    this.unkId = idOf('unk_token', '<unk>');
+
+    const fim = tokenizerConfig.fim as Record<string, unknown> | undefined;
+    if (fim && typeof fim === 'object') {
+      const fimId = (key: 'prefix' | 'middle' | 'suffix'): number => {
+        const name = tokenName(fim[key]);
+        const id = name === undefined ? undefined : this.hfTokenizer.token_to_id(name);
+        if (id === undefined) {
+          throw new TokenizerError(`${configPath}: "fim.${key}" is missing or not a token of ${jsonPath}`);
+        }
+        return id;
+      };
+      const modes = Array.isArray(fim.modes)
+        ? (fim.modes.filter((m) => m === 'psm' || m === 'spm') as FimMode[])
+        : (['psm'] as FimMode[]);
+      this.fim = { prefix: fimId('prefix'), middle: fimId('middle'), suffix: fimId('suffix'), modes };
+    } else {
+      this.fim = undefined;
+    }
+  }
+
+  /** Token ids of `text`. With addSpecialTokens (default) the post-processor template applies (BOS first). */
+  encode(text: string, options: EncodeOptions = {}): number[] {
+    if (text.length === 0 && options.addSpecialTokens === false) return [];
+    return this.hfTokenizer.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
+  }
+
+  /** Text of `ids` as the Rust tokenizers' decode gives it, without clean-up of tokenization spaces. */
+  decode(ids: readonly number[], options: DecodeOptions = {}): string {
+    if (ids.length === 0) return '';
+    for (const id of ids) {
+      if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) {
+        throw new TokenizerError(`token id ${id} is outside the vocabulary of ${this.tokenizerJsonPath} (size ${this.vocabSize})`);
+      }
+    }
+    return this.hfTokenizer.decode(ids as number[], {
+      skip_special_tokens: options.skipSpecialTokens ?? false,
+      clean_up_tokenization_spaces: false,
+    });
+  }
+
+  /**
+   * A fill-in-the-middle prompt (token level, no BOS, pieces encoded without special tokens):
+   *   psm: <fim_prefix> prefix <fim_suffix> suffix <fim_middle>
+   *   spm: <fim_prefix> <fim_suffix> suffix <fim_middle> prefix
+   */
+  fimPrompt(prefix: string, suffix: string, mode: FimMode = 'spm'): number[] {
+    if (!this.fim) throw new TokenizerError(`${this.tokenizerJsonPath}: the model has no FIM tokens`);
+    const p = this.encode(prefix, { addSpecialTokens: false });
+    const s = this.encode(suffix, { addSpecialTokens: false });
+    const { prefix: fp, middle: fm, suffix: fs_ } = this.fim;
+    return mode === 'psm' ? [fp, ...p, fs_, ...s, fm] : [fp, fs_, ...s, fm, ...p];
+  }
+
+  /** True for the `<0xNN>` byte-fallback tokens (for this model ids 6..261). */
+  isByteFallback(id: number): boolean {
+    return this.byteTokenIds[id] === 1;
+  }
+
+  /** True for added tokens marked special (BOS, EOS, unk, FIM markers). */
+  isSpecial(id: number): boolean {
+    return this.specialIds.has(id);
+  }
+
+  /** The vocabulary string of one id (e.g. "▁return", "<0xE6>"), or undefined. */
+  tokenText(id: number): string | undefined {
+    return this.hfTokenizer.id_to_token(id);
+  }
+}

@@ -1,0 +1,62 @@
+// Paths and fixture loading shared by the Node tests (compiled to out/test/, run by `node --test out/test/`).
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+/** The repository root (tests run from out/test/). */
+export const repoRoot = path.resolve(__dirname, '..', '..');
+/**
+ * A compiled server module (out/server/NAME.js). Tests import the server's types from its sources
+ * (`import type * as m from '../server/src/NAME'`) and its values through this, because the compiled tests
+ * live in out/test/ next to out/server/, not next to server/src/.
+ */
+export function serverModule<T>(name: string): T {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return require(path.join(repoRoot, 'out', 'server', name)) as T;
+}
+
+/** The bundled fixture model. */
+export const tinyModelDir = path.join(repoRoot, 'models', 'mixq-tiny-code');
+/** The mixq CLI entry point. */
+export const cliPath = path.join(repoRoot, 'bin', 'mixq.js');
+
+/** <repo>/../shared/fixtures, or undefined when absent (then reference tests are skipped). */
+export const sharedFixtures: string | undefined = (() => {
+  const dir = path.resolve(repoRoot, '..', 'shared', 'fixtures');
+  return fs.existsSync(path.join(dir, 'mixq-tiny-code', 'reference', 'reference.json')) ? dir : undefined;
+})();
+
+/** node:test `skip` option for tests that need ../shared/fixtures. */
+export const needsFixtures: string | false = sharedFixtures ? false : 'skipped: ../shared/fixtures not found';
+
+export interface ReferencePrompt {
+  name: string;
+  input_ids: number[];
+  text: string;
+  suffix: string | null;
+  argmax: number[];
+  greedy_32: number[];
+  greedy_text: string;
+}
+
+export interface Reference {
+  model: string;
+  prompts: ReferencePrompt[];
+  tokenizer_cases: { text: string; ids: number[] }[];
+}
+
+/** reference.json of the fixture model (call only when sharedFixtures is set). */
+export function loadReference(): Reference {
+  if (!sharedFixtures) throw new Error('../shared/fixtures not found');
+  const file = path.join(sharedFixtures, 'mixq-tiny-code', 'reference', 'reference.json');
+  return JSON.parse(fs.readFileSync(file, 'utf8')) as Reference;
+}
+
+/** reference-figures.json entry of the fixture model. */
+export function loadReferenceFigures(): Record<string, number | string> {
+  if (!sharedFixtures) throw new Error('../shared/fixtures not found');
+  const all = JSON.parse(fs.readFileSync(path.join(sharedFixtures, 'reference-figures.json'), 'utf8')) as Record<
+    string,
+    Record<string, number | string>
+  >;
+  return all['mixq-tiny-code'];
+}

@@ -1,0 +1,89 @@
+// The tokenizer against what the Rust `tokenizers` library and transformers produce (reference.json).
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { test } from 'node:test';
+
+import type * as tokenizerModule from '../server/src/tokenizer';
+import { loadReference, needsFixtures, serverModule, tinyModelDir } from './helpers';
+
+const { MixqTokenizer, TokenizerError } = serverModule<typeof tokenizerModule>('tokenizer');
+
+const tok = MixqTokenizer.load(tinyModelDir);
+
+test('special ids come from tokenizer_config.json and added_tokens', () => {
+  assert.equal(tok.unkId, 0);
+  assert.equal(tok.bosId, 1);
+  assert.equal(tok.eosId, 2);
+  assert.deepEqual(tok.fim, { prefix: 3, middle: 4, suffix: 5, modes: ['psm', 'spm'] });
+  assert.equal(tok.vocabSize, 8192);
+  assert.ok(tok.isSpecial(1) && tok.isSpecial(5) && !tok.isSpecial(6));
+  assert.ok(!tok.isByteFallback(5) && tok.isByteFallback(6) && tok.isByteFallback(261) && !tok.isByteFallback(262));
+  assert.equal(tok.tokenText(6), '<0x00>');
+});
+
+test('plain prompts get BOS; pieces without special tokens do not', () => {
+  const withBos = tok.encode('def f():');
+  const raw = tok.encode('def f():', { addSpecialTokens: false });
+  assert.equal(withBos[0], tok.bosId);
+  assert.deepEqual(withBos.slice(1), raw);
+  assert.deepEqual(tok.encode('', { addSpecialTokens: false }), []);
+  assert.equal(tok.decode([]), '');
+});
+
+test('decode does not clean up tokenization spaces', () => {
+  const text = 'from . import x, y ; a . b';
+  assert.equal(tok.decode(tok.encode(text, { addSpecialTokens: false })), text);
+});
+
+test('decode rejects ids outside the vocabulary', () => {
+  assert.throws(() => tok.decode([1, 8192]), /outside the vocabulary/);
+  assert.throws(() => tok.decode([-1]), /outside the vocabulary/);
+});
+
+test('an invalid UTF-8 run of byte tokens decodes to one U+FFFD per byte (as Rust tokenizers)', () => {
+  // 0xE6 0x97 0xA5 is "日"; 0xE6 alone is an incomplete sequence; 0xC3 0xA9 is "é".
+  const b = (byte: number): number => 6 + byte;
+  assert.equal(tok.decode([b(0xe6), b(0x97), b(0xa5)]), '日');
+  assert.equal(tok.decode([b(0xc3), b(0xa9), b(0xe6)]), '\uFFFD\uFFFD\uFFFD');
+  const a = tok.encode('a', { addSpecialTokens: false });
+  assert.equal(tok.decode([b(0xe6), ...a, b(0xc3), b(0xa9)]), '\uFFFDaé');
+});
+
+test('missing or broken tokenizer files give errors naming the file', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mixq-tok-'));
+  try {
+    assert.throws(() => MixqTokenizer.load(dir), (e: Error) => e instanceof TokenizerError && e.message.includes('tokenizer.json'));
+    fs.writeFileSync(path.join(dir, 'tokenizer.json'), '{"model": ');
+    assert.throws(() => MixqTokenizer.load(dir), /tokenizer\.json: invalid JSON/);
+    fs.copyFileSync(path.join(tinyModelDir, 'tokenizer.json'), path.join(dir, 'tokenizer.json'));
+    fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify({ bos_token: '<bos>' }));
+    assert.throws(() => MixqTokenizer.load(dir), /tokenizer_config\.json: "bos_token" names "<bos>"/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('every reference tokenizer case: identical ids and decode(encode(text)) == text', { skip: needsFixtures }, () => {
+  const ref = loadReference();
+  assert.ok(ref.tokenizer_cases.length > 0);
+  for (const c of ref.tokenizer_cases) {
+    const ids = tok.encode(c.text, { addSpecialTokens: false });
+    assert.deepEqual(ids, c.ids, `ids of ${JSON.stringify(c.text.slice(0, 40))}`);
+    assert.equal(tok.decode(ids), c.text);
+  }
+});
+
+test('reference prompts: input_ids (plain with BOS, FIM layouts) and greedy_text', { skip: needsFixtures }, () => {
+  const ref = loadReference();
+  for (const p of ref.prompts) {
+    if (p.suffix === null) {
+      assert.deepEqual(tok.encode(p.text), p.input_ids, p.name);
+    } else {
+      const mode = p.name.endsWith('spm') ? 'spm' : 'psm';
+      assert.deepEqual(tok.fimPrompt(p.text, p.suffix, mode), p.input_ids, p.name);
+    }
+    assert.equal(tok.decode(p.greedy_32), p.greedy_text, `greedy_text of ${p.name}`);
+  }
+});
