@@ -1,0 +1,123 @@
+/**
+ * Context from other places than the current document: the extension point, and one implementation that picks
+ * the chunks of other open documents most similar to the code around the cursor.
+ */
+
+/** The document being completed, as the prompt builder sees it. */
+export interface CompletionDocument {
+  uri: string;
+  languageId: string;
+  text: string;
+  /** Cursor offset in `text` (UTF-16 code units). */
+  offset: number;
+}
+
+export interface ContextSnippet {
+  /** Where it comes from, shown to the model in a comment: a path relative to the workspace, or a URI. */
+  label: string;
+  text: string;
+  /** Higher is more relevant; snippets are taken in descending score until the budget is spent. */
+  score: number;
+}
+
+/**
+ * A source of snippets (other open files, recently edited places, a symbol index, …). Called once per request
+ * that reaches the model; must be fast (no I/O on the hot path) and deterministic for the same state, so that the
+ * prompt — and with it the engine's KV cache — stays stable while the user types.
+ */
+export interface ContextProvider {
+  readonly name: string;
+  snippets(doc: CompletionDocument, maxChars: number): ContextSnippet[];
+}
+
+/** Identifier-like words of a text (the bag compared by Jaccard similarity). */
+export function wordSet(text: string): Set<string> {
+  const words = new Set<string>();
+  for (const m of text.matchAll(/[A-Za-z_][A-Za-z0-9_]*/g)) words.add(m[0]);
+  return words;
+}
+
+export function jaccard(a: ReadonlySet<string>, b: ReadonlySet<string>): number {
+  if (a.size === 0 && b.size === 0) return 0;
+  let inter = 0;
+  for (const w of a) if (b.has(w)) inter++;
+  return inter / (a.size + b.size - inter);
+}
+
+export interface OpenDocumentsSource {
+  /** The documents open in the editor (the server's TextDocuments). */
+  all(): Array<{ uri: string; languageId: string; getText(): string }>;
+}
+
+/**
+ * Chunks (CHUNK_LINES lines, overlapping by half) of other open documents of the same language, scored by Jaccard
+ * similarity of their identifiers with the last QUERY_LINES lines before the cursor. Chunks scoring under
+ * MIN_SCORE are noise for a small model and are left out.
+ */
+export class OpenFilesContextProvider implements ContextProvider {
+  readonly name = 'open-files';
+  static readonly CHUNK_LINES = 16;
+  static readonly QUERY_LINES = 24;
+  static readonly MIN_SCORE = 0.2;
+  static readonly MAX_SNIPPETS = 3;
+
+  constructor(private readonly documents: OpenDocumentsSource, private readonly relativeLabel: (uri: string) => string = (u) => u) {}
+
+  snippets(doc: CompletionDocument, maxChars: number): ContextSnippet[] {
+    if (maxChars <= 0) return [];
+    const before = doc.text.slice(0, doc.offset).split('\n');
+    const query = wordSet(before.slice(-OpenFilesContextProvider.QUERY_LINES).join('\n'));
+    if (query.size === 0) return [];
+    const candidates: ContextSnippet[] = [];
+    for (const other of this.documents.all()) {
+      if (other.uri === doc.uri || other.languageId !== doc.languageId) continue;
+      const lines = other.getText().split('\n');
+      const step = OpenFilesContextProvider.CHUNK_LINES / 2;
+      for (let start = 0; start < lines.length; start += step) {
+        const text = lines.slice(start, start + OpenFilesContextProvider.CHUNK_LINES).join('\n').trimEnd();
+        if (text.trim().length === 0) continue;
+        const score = jaccard(query, wordSet(text));
+        if (score >= OpenFilesContextProvider.MIN_SCORE) candidates.push({ label: this.relativeLabel(other.uri), text, score });
+        if (start + OpenFilesContextProvider.CHUNK_LINES >= lines.length) break;
+      }
+    }
+    // Stable order for equal scores (label, then text) keeps the prompt identical between keystrokes.
+    candidates.sort((a, b) => b.score - a.score || a.label.localeCompare(b.label) || a.text.localeCompare(b.text));
+    const picked: ContextSnippet[] = [];
+    let used = 0;
+    for (const c of candidates) {
+      if (picked.length >= OpenFilesContextProvider.MAX_SNIPPETS) break;
+      if (used + c.text.length > maxChars) continue;
+      picked.push(c);
+      used += c.text.length;
+    }
+    return picked;
+  }
+}
+
+/** Line-comment marker for a VS Code language id (snippets are shown to the model as comments). */
+export function lineComment(languageId: string): string {
+  switch (languageId) {
+    case 'python': case 'shellscript': case 'ruby': case 'perl': case 'r': case 'yaml': case 'toml':
+    case 'makefile': case 'dockerfile': case 'powershell': case 'julia': case 'elixir': case 'coffeescript':
+      return '#';
+    case 'sql': case 'lua': case 'haskell':
+      return '--';
+    case 'clojure': case 'lisp': case 'scheme':
+      return ';';
+    default:
+      return '//';
+  }
+}
+
+/** The snippets as a comment block placed before the prefix. */
+export function formatSnippets(snippets: ContextSnippet[], languageId: string): string {
+  if (snippets.length === 0) return '';
+  const c = lineComment(languageId);
+  let out = '';
+  for (const s of snippets) {
+    out += `${c} Path: ${s.label}\n`;
+    for (const line of s.text.split('\n')) out += `${c} ${line}\n`;
+  }
+  return out + '\n';
+}

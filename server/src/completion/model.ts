@@ -1,0 +1,88 @@
+/**
+ * What the completion pipeline needs from a loaded model: a tokenizer view (prompt building, decoding) and the
+ * engine's asynchronous generate with cancel. `openCompletionModel` builds it from a model folder over
+ * ../engine (native engine + the model's tokenizer); unit tests substitute their own implementation.
+ */
+import * as path from 'node:path';
+
+import { Engine, type EngineLoadOptions } from '../engine';
+import type { NativeGenerateRequest, NativeGenerateResult, NativeModelInfo } from '../native';
+import type { MixqTokenizer } from '../tokenizer';
+import type { PromptTokenizer } from './prompt';
+import { KNOWN_MARKER_NAMES, type VocabularyInfo } from './templates';
+
+export interface ModelGeneration {
+  readonly result: Promise<NativeGenerateResult>;
+  /** Stops before the next token; result resolves with stopReason 'cancelled'. */
+  cancel(): void;
+}
+
+export interface CompletionModel extends PromptTokenizer {
+  readonly name: string;
+  readonly path: string;
+  readonly info: Pick<NativeModelInfo, 'description' | 'device' | 'quantization' | 'contextLength'>;
+  readonly eosId: number | undefined;
+  readonly vocab: VocabularyInfo;
+  /** Text of generated ids, special tokens skipped. */
+  decode(ids: readonly number[]): string;
+  /** Generations run one at a time, in order; `onToken` sees each id as soon as it is sampled. */
+  generate(req: NativeGenerateRequest, onToken?: (token: number) => void): ModelGeneration;
+  dispose(): void | Promise<void>;
+}
+
+/** Finds the known FIM/stop marker names in a tokenizer's vocabulary (one pass over the ids). */
+export function scanMarkers(tokenizer: MixqTokenizer): Map<string, number> {
+  const markers = new Map<string, number>();
+  for (let id = 0; id < tokenizer.vocabSize; id++) {
+    const t = tokenizer.tokenText(id);
+    if (t !== undefined && KNOWN_MARKER_NAMES.has(t) && !markers.has(t)) markers.set(t, id);
+  }
+  return markers;
+}
+
+export class EngineCompletionModel implements CompletionModel {
+  readonly name: string;
+  readonly vocab: VocabularyInfo;
+  readonly bosId: number | undefined;
+  readonly eosId: number | undefined;
+  readonly info: NativeModelInfo;
+  readonly tokenizer: MixqTokenizer;
+
+  constructor(readonly engine: Engine) {
+    if (!engine.tokenizer) throw new Error('the completion model needs the tokenizer');
+    this.tokenizer = engine.tokenizer;
+    this.name = path.basename(engine.modelDir);
+    this.info = engine.info;
+    this.bosId = this.tokenizer.bosId;
+    this.eosId = this.tokenizer.eosId;
+    this.vocab = { markers: scanMarkers(this.tokenizer), fimModes: this.tokenizer.fim?.modes };
+  }
+
+  get path(): string {
+    return this.engine.modelDir;
+  }
+
+  encode(text: string): number[] {
+    return this.tokenizer.encode(text, { addSpecialTokens: false });
+  }
+
+  markerId(name: string): number | undefined {
+    return this.vocab.markers.get(name);
+  }
+
+  decode(ids: readonly number[]): string {
+    return this.tokenizer.decode(ids, { skipSpecialTokens: true });
+  }
+
+  generate(req: NativeGenerateRequest, onToken?: (token: number) => void): ModelGeneration {
+    return this.engine.generate(req, { onToken });
+  }
+
+  dispose(): Promise<void> {
+    return this.engine.dispose();
+  }
+}
+
+export async function openCompletionModel(dir: string, opts: EngineLoadOptions): Promise<EngineCompletionModel> {
+  return new EngineCompletionModel(await Engine.load(dir, opts));
+}

@@ -1,0 +1,273 @@
+/**
+ * The completion pipeline: request → cache → adaptive debounce → wait for the engine → prompt → streamed generation
+ * with early stop → post-processing → answer; with cancellation at every step.
+ *
+ * One engine runs one generation at a time, so the newest request wins: a new request (or an edit of the document)
+ * cancels every older one. A request still waiting is dropped at once; a generating one is cancelled inside the
+ * engine, which stops before its next token, and the new request waits for that before starting. The engine keeps
+ * the KV cache of the previous prompt + generated tokens and reuses the longest common prefix, so with a layout
+ * that grows at its end (SPM, prefix-only) a keystroke evaluates only the last few prompt tokens.
+ */
+import type { CompletionCounters, CompletionTiming, ServerSettings } from '../protocol';
+import { CompletionCache } from './cache';
+import type { CompletionDocument, ContextProvider } from './context';
+import { AdaptiveDebounce } from './debounce';
+import type { CompletionModel } from './model';
+import { postprocess, postprocessContext, type PostprocessResult } from './postprocess';
+import { buildPrompt, type BuiltPrompt } from './prompt';
+import { chooseTemplate, type FimTemplate } from './templates';
+
+export interface CompletionRequest extends CompletionDocument {
+  version: number;
+  /** Explicitly invoked by the user (no debounce). */
+  invoked: boolean;
+  /** The document's version now; undefined once it was closed. */
+  currentVersion(): number | undefined;
+  /** Client-side cancellation ($/cancelRequest). */
+  onClientCancel?(listener: () => void): void;
+}
+
+export type CancelReason = 'superseded' | 'client' | 'edited' | 'stale' | 'shutdown';
+
+export type CompletionOutcome =
+  | { kind: 'suggestion'; text: string; timing: CompletionTiming; prompt?: BuiltPrompt }
+  | { kind: 'empty'; reason: string; timing: CompletionTiming; prompt?: BuiltPrompt }
+  | { kind: 'cancelled'; reason: CancelReason; stage: 'waiting' | 'generating' | 'done' };
+
+export type ServiceSettings = Pick<ServerSettings,
+  'maxTokens' | 'timeCapMs' | 'debounceMs' | 'fimTemplate' | 'maxPrefixTokens' | 'maxSuffixTokens' | 'stopSequences' | 'contextFromOpenFiles'>;
+
+/** Share of the prefix budget snippets from other files may take. */
+const SNIPPET_SHARE = 0.25;
+
+/** One request's cancellation state. */
+class Ticket {
+  reason: CancelReason | undefined;
+  private readonly listeners: Array<() => void> = [];
+  constructor(readonly uri: string) {}
+  get cancelled(): boolean {
+    return this.reason !== undefined;
+  }
+  cancel(reason: CancelReason): void {
+    if (this.reason !== undefined) return;
+    this.reason = reason;
+    for (const l of this.listeners.splice(0)) l();
+  }
+  onCancel(listener: () => void): void {
+    if (this.reason !== undefined) listener();
+    else this.listeners.push(listener);
+  }
+  /** Resolves after `ms`, or at once when cancelled. */
+  sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.onCancel(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+}
+
+function zeroCounters(): CompletionCounters {
+  return { requests: 0, completed: 0, empty: 0, cacheHits: 0, cancelled: 0, cancelledWaiting: 0, cancelledGenerating: 0, staleVersion: 0, errors: 0, evaluatedTokens: 0 };
+}
+
+export class CompletionService {
+  readonly template: FimTemplate;
+  readonly templateReason: string;
+  readonly cache = new CompletionCache();
+  counters: CompletionCounters = zeroCounters();
+  last: CompletionTiming | undefined;
+  activeGenerations = 0;
+  pendingRequests = 0;
+
+  private readonly debounce: AdaptiveDebounce;
+  private readonly live = new Set<Ticket>();
+  /** Settles when the engine's current generation has ended (cancelled ones included). */
+  private engineIdle: Promise<unknown> = Promise.resolve();
+  private readonly stopIds: number[];
+  private disposed = false;
+
+  constructor(
+    readonly model: CompletionModel,
+    private settings: ServiceSettings,
+    private readonly providers: readonly ContextProvider[] = [],
+    private readonly onChange: () => void = () => {},
+    private readonly now: () => number = () => performance.now(),
+  ) {
+    const choice = chooseTemplate(settings.fimTemplate, model.vocab);
+    this.template = choice.template;
+    this.templateReason = choice.reason;
+    this.debounce = new AdaptiveDebounce(settings.debounceMs);
+    const ids = new Set<number>();
+    for (const name of this.template.stopTokens) {
+      const id = model.markerId(name);
+      if (id !== undefined) ids.add(id);
+    }
+    if (model.eosId !== undefined) ids.add(model.eosId);
+    this.stopIds = [...ids];
+  }
+
+  /** Settings that do not need a new model (a different template does: the server rebuilds the service). */
+  updateSettings(settings: ServiceSettings): void {
+    const outputChanged = settings.maxTokens !== this.settings.maxTokens || settings.maxPrefixTokens !== this.settings.maxPrefixTokens
+      || settings.maxSuffixTokens !== this.settings.maxSuffixTokens || settings.contextFromOpenFiles !== this.settings.contextFromOpenFiles
+      || settings.stopSequences.join('\u0000') !== this.settings.stopSequences.join('\u0000');
+    this.settings = settings;
+    this.debounce.baseMs = settings.debounceMs;
+    if (outputChanged) this.cache.clear();
+  }
+
+  resetCounters(): void {
+    this.counters = zeroCounters();
+    this.last = undefined;
+  }
+
+  /** An edit of `uri`: requests computed for its old text are stale, stop them now. */
+  documentChanged(uri: string): void {
+    for (const t of this.live) if (t.uri === uri) t.cancel('edited');
+  }
+
+  /** Cancels everything and waits for the engine to stop (before disposing the model). */
+  async shutdown(): Promise<void> {
+    this.disposed = true;
+    for (const t of this.live) t.cancel('shutdown');
+    await this.engineIdle;
+  }
+
+  private cancelled(ticket: Ticket, stage: 'waiting' | 'generating' | 'done'): CompletionOutcome {
+    const reason = ticket.reason ?? 'stale';
+    if (reason === 'stale') {
+      this.counters.staleVersion++;
+    } else {
+      this.counters.cancelled++;
+      if (stage === 'waiting') this.counters.cancelledWaiting++;
+      else this.counters.cancelledGenerating++;
+    }
+    return { kind: 'cancelled', reason, stage };
+  }
+
+  async complete(req: CompletionRequest): Promise<CompletionOutcome> {
+    const t0 = this.now();
+    this.counters.requests++;
+    this.pendingRequests++;
+    const ticket = new Ticket(req.uri);
+    for (const older of this.live) older.cancel('superseded');
+    this.live.add(ticket);
+    req.onClientCancel?.(() => ticket.cancel('client'));
+    try {
+      if (this.disposed) ticket.cancel('shutdown');
+      return await this.run(req, ticket, t0);
+    } catch (e) {
+      this.counters.errors++;
+      throw e;
+    } finally {
+      this.live.delete(ticket);
+      this.pendingRequests--;
+      this.onChange();
+    }
+  }
+
+  private async run(req: CompletionRequest, ticket: Ticket, t0: number): Promise<CompletionOutcome> {
+    const ppContext = postprocessContext(req.text, req.offset, this.settings.stopSequences);
+    const cacheKey = { uri: req.uri, offset: req.offset, prefix: req.text.slice(0, req.offset), suffix: req.text.slice(req.offset) };
+
+    const delay = this.debounce.next(this.now());
+    const hit = this.cache.get(cacheKey);
+    if (hit) {
+      this.counters.cacheHits++;
+      this.counters.completed++;
+      const totalMs = this.now() - t0;
+      this.last = {
+        totalMs, waitMs: 0, prefillMs: 0, decodeMs: 0, otherMs: totalMs, promptTokens: 0, reusedTokens: 0,
+        evaluatedPromptTokens: 0, generatedTokens: 0, tokensPerSec: 0, stop: `cache_${hit.kind}`, fromCache: true,
+      };
+      return { kind: 'suggestion', text: hit.text, timing: this.last };
+    }
+
+    if (!req.invoked) await ticket.sleep(delay);
+    if (ticket.cancelled) return this.cancelled(ticket, 'waiting');
+    // The engine may still be finishing a cancelled generation (it stops before its next token).
+    while (true) {
+      const idle = this.engineIdle;
+      await idle;
+      if (ticket.cancelled) return this.cancelled(ticket, 'waiting');
+      if (idle === this.engineIdle) break;
+    }
+    const waitMs = this.now() - t0;
+
+    const prompt = buildPrompt(this.model, this.template, req, {
+      maxPrefixTokens: this.settings.maxPrefixTokens,
+      maxSuffixTokens: this.settings.maxSuffixTokens,
+      snippetShare: this.settings.contextFromOpenFiles ? SNIPPET_SHARE : 0,
+    }, this.providers);
+
+    const tokens: number[] = [];
+    let stopBy: 'postprocess' | 'time_cap' | undefined;
+    let streamed: PostprocessResult | undefined;
+    this.activeGenerations++;
+    const generation = this.model.generate(
+      { prompt: prompt.ids, maxTokens: this.settings.maxTokens, greedy: true, stopIds: this.stopIds },
+      (token) => {
+        if (this.stopIds.includes(token) || stopBy || ticket.cancelled) return;
+        tokens.push(token);
+        streamed = postprocess(this.model.decode(tokens), ppContext);
+        if (streamed.final) {
+          stopBy = 'postprocess';
+          generation.cancel();
+        }
+      },
+    );
+    const done = generation.result.finally(() => {
+      this.activeGenerations--;
+    });
+    this.engineIdle = done.catch(() => undefined);
+    ticket.onCancel(() => generation.cancel());
+    const timer = setTimeout(() => {
+      stopBy ??= 'time_cap';
+      generation.cancel();
+    }, this.settings.timeCapMs);
+    let result;
+    try {
+      result = await done;
+    } finally {
+      clearTimeout(timer);
+    }
+    this.counters.evaluatedTokens += result.evaluatedTokens;
+    if (ticket.cancelled) return this.cancelled(ticket, 'generating');
+    if (req.currentVersion() !== req.version) {
+      ticket.cancel('stale');
+      return this.cancelled(ticket, 'done');
+    }
+
+    // The streamed ids are those before any stop id; the result's are authoritative (the callback may lag).
+    const generated = result.tokens.filter((t) => !this.stopIds.includes(t));
+    const kept = stopBy === 'postprocess' ? tokens : generated;
+    const pp = postprocess(this.model.decode(kept), ppContext);
+
+    const totalMs = this.now() - t0;
+    const otherMs = Math.max(0, totalMs - waitMs - result.prefillMs - result.decodeMs);
+    this.last = {
+      totalMs,
+      waitMs,
+      prefillMs: result.prefillMs,
+      decodeMs: result.decodeMs,
+      otherMs,
+      promptTokens: result.promptTokens,
+      reusedTokens: result.reusedTokens,
+      evaluatedPromptTokens: result.promptTokens - result.reusedTokens,
+      generatedTokens: result.tokens.length,
+      tokensPerSec: result.decodeMs > 0 ? (result.tokens.length * 1000) / result.decodeMs : 0,
+      stop: stopBy ?? result.stopReason,
+      fromCache: false,
+    };
+    if (pp.text.length === 0) {
+      this.counters.empty++;
+      return { kind: 'empty', reason: pp.dropped ?? 'empty', timing: this.last, prompt };
+    }
+    this.cache.put(cacheKey, pp.text);
+    this.counters.completed++;
+    return { kind: 'suggestion', text: pp.text, timing: this.last, prompt };
+  }
+}

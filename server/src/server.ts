@@ -1,0 +1,301 @@
+/**
+ * The MixQ language server: answers LSP 3.18 `textDocument/inlineCompletion` with the local model, plus the custom
+ * `mixq/*` messages of ./protocol. Started by the VS Code client over IPC, or by tests over stdio
+ * (`node out/server/server.js --stdio`).
+ *
+ * The model runs in the native addon's worker threads; this process's event loop only routes messages, so
+ * `mixq/status` and document sync are answered while a completion generates.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+import {
+  createConnection,
+  InlineCompletionTriggerKind,
+  LSPErrorCodes,
+  ProposedFeatures,
+  ResponseError,
+  TextDocuments,
+  TextDocumentSyncKind,
+  type Connection,
+  type InitializeResult,
+  type InlineCompletionList,
+} from 'vscode-languageserver/node';
+import { TextDocument } from 'vscode-languageserver-textdocument';
+
+import { OpenFilesContextProvider } from './completion/context';
+import { openCompletionModel, type CompletionModel } from './completion/model';
+import { CompletionService, type ServiceSettings } from './completion/service';
+import { chooseTemplate } from './completion/templates';
+import {
+  ConfigureNotification,
+  defaultServerSettings,
+  LoadModelRequest,
+  ResetCountersRequest,
+  StatusChangedNotification,
+  StatusRequest,
+  type InitializationOptions,
+  type LoadModelParams,
+  type LoadModelResult,
+  type ServerSettings,
+  type ServerState,
+  type ServerStatus,
+} from './protocol';
+
+/** Merges partial settings over the defaults, ignoring values of the wrong type (user settings are untrusted). */
+export function normalizeSettings(base: ServerSettings, patch: Partial<ServerSettings> | undefined): ServerSettings {
+  const out: ServerSettings = { ...base };
+  if (!patch || typeof patch !== 'object') return out;
+  for (const key of Object.keys(defaultServerSettings) as Array<keyof ServerSettings>) {
+    const value = patch[key];
+    if (value === undefined || value === null) continue;
+    const expected = defaultServerSettings[key];
+    if (Array.isArray(expected) ? Array.isArray(value) : typeof value === typeof expected) {
+      (out as unknown as Record<string, unknown>)[key] = value;
+    }
+  }
+  return out;
+}
+
+function serviceSettings(s: ServerSettings): ServiceSettings {
+  return {
+    maxTokens: s.maxTokens,
+    timeCapMs: s.timeCapMs,
+    debounceMs: s.debounceMs,
+    fimTemplate: s.fimTemplate,
+    maxPrefixTokens: s.maxPrefixTokens,
+    maxSuffixTokens: s.maxSuffixTokens,
+    stopSequences: s.stopSequences,
+    contextFromOpenFiles: s.contextFromOpenFiles,
+  };
+}
+
+/** The loaded model and its completion service; one at a time, loads serialized (the newest wins). */
+class ModelHost {
+  state: ServerState = 'noModel';
+  message: string | undefined = 'No model configured: run "MixQ: Select Model…"';
+  model: CompletionModel | undefined;
+  service: CompletionService | undefined;
+  private loadedKey = '';
+  private loadSeq = 0;
+  private loading: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly documents: TextDocuments<TextDocument>,
+    private readonly notify: () => void,
+    private readonly log: (msg: string) => void,
+  ) {}
+
+  private static key(s: ServerSettings): string {
+    return JSON.stringify([path.resolve(s.modelPath), s.device, s.gpus, s.threads, s.contextLength]);
+  }
+
+  /** Applies settings: reloads when the model/device changed, else updates the running service. */
+  async apply(settings: ServerSettings): Promise<void> {
+    if (!settings.modelPath) {
+      await this.unload('noModel', 'No model configured: run "MixQ: Select Model…"');
+      return;
+    }
+    const key = ModelHost.key(settings);
+    if (key === this.loadedKey && this.state !== 'error') {
+      if (this.service && this.service.template.id !== this.templateFor(settings)) {
+        this.service = this.makeService(this.model!, settings);
+      } else {
+        this.service?.updateSettings(serviceSettings(settings));
+      }
+      return;
+    }
+    await this.load(settings);
+  }
+
+  private templateFor(settings: ServerSettings): string | undefined {
+    return this.model ? chooseTemplate(settings.fimTemplate, this.model.vocab).template.id : undefined;
+  }
+
+  private makeService(model: CompletionModel, settings: ServerSettings): CompletionService {
+    const providers = [new OpenFilesContextProvider({ all: () => this.documents.all() }, (uri) => path.basename(uri))];
+    const service = new CompletionService(model, serviceSettings(settings), providers, this.notify);
+    this.log(`template ${service.template.id} (${service.templateReason})`);
+    return service;
+  }
+
+  private async unload(state: ServerState, message: string | undefined): Promise<void> {
+    this.loadSeq++;
+    const old = { service: this.service, model: this.model };
+    this.service = undefined;
+    this.model = undefined;
+    this.loadedKey = '';
+    this.state = state;
+    this.message = message;
+    this.notify();
+    await old.service?.shutdown();
+    await old.model?.dispose();
+  }
+
+  load(settings: ServerSettings): Promise<void> {
+    const seq = ++this.loadSeq;
+    const run = async (): Promise<void> => {
+      if (seq !== this.loadSeq) return; // a newer load was requested while this one queued
+      const dir = path.resolve(settings.modelPath);
+      const oldService = this.service;
+      const oldModel = this.model;
+      this.service = undefined;
+      this.model = undefined;
+      this.loadedKey = '';
+      this.state = 'loading';
+      this.message = `Loading ${dir}`;
+      this.notify();
+      await oldService?.shutdown();
+      await oldModel?.dispose();
+      const t0 = performance.now();
+      try {
+        if (fs.existsSync(dir) && !fs.existsSync(path.join(dir, 'config.json'))) throw new Error(`no config.json in ${dir}: not a model folder`);
+        const model = await openCompletionModel(dir, {
+          device: settings.device,
+          gpus: settings.gpus.length > 0 ? settings.gpus : undefined,
+          threads: settings.threads,
+          contextLength: settings.contextLength,
+        });
+        if (seq !== this.loadSeq) {
+          await model.dispose();
+          return;
+        }
+        this.model = model;
+        this.service = this.makeService(model, settings);
+        this.loadedKey = ModelHost.key(settings);
+        this.state = 'ready';
+        this.message = undefined;
+        this.log(`loaded ${dir} in ${(performance.now() - t0).toFixed(0)} ms: ${model.info.description}`);
+      } catch (e) {
+        if (seq !== this.loadSeq) return;
+        this.state = 'error';
+        this.message = `Could not load model ${dir}: ${(e as Error).message}`;
+        this.log(this.message);
+      }
+      this.notify();
+    };
+    this.loading = this.loading.then(run, run);
+    return this.loading;
+  }
+
+  status(): ServerStatus {
+    const svc = this.service;
+    const model = this.model;
+    return {
+      state: this.state,
+      message: this.message,
+      model: model && svc ? {
+        path: model.path,
+        name: model.name,
+        description: model.info.description,
+        device: model.info.device,
+        quantization: model.info.quantization,
+        template: svc.template.id,
+        contextLength: model.info.contextLength,
+      } : undefined,
+      activeGenerations: svc?.activeGenerations ?? 0,
+      pendingRequests: svc?.pendingRequests ?? 0,
+      last: svc?.last,
+      counters: svc?.counters ?? {
+        requests: 0, completed: 0, empty: 0, cacheHits: 0, cancelled: 0, cancelledWaiting: 0, cancelledGenerating: 0,
+        staleVersion: 0, errors: 0, evaluatedTokens: 0,
+      },
+      rssBytes: process.memoryUsage.rss(),
+      pid: process.pid,
+    };
+  }
+
+  async shutdown(): Promise<void> {
+    await this.unload('noModel', 'shut down');
+  }
+}
+
+export function startServer(connection: Connection): void {
+  const documents = new TextDocuments(TextDocument);
+  let settings = defaultServerSettings;
+  const log = (msg: string): void => connection.console.log(`[mixq] ${msg}`);
+
+  let notifyQueued = false;
+  const notify = (): void => {
+    // Coalesce bursts (50 cancelled requests end within one tick) into one notification.
+    if (notifyQueued) return;
+    notifyQueued = true;
+    setImmediate(() => {
+      notifyQueued = false;
+      void connection.sendNotification(StatusChangedNotification, host.status());
+    });
+  };
+  const host = new ModelHost(documents, notify, log);
+
+  connection.onInitialize((params): InitializeResult => {
+    const init = params.initializationOptions as InitializationOptions | undefined;
+    settings = normalizeSettings(defaultServerSettings, init?.settings);
+    return {
+      capabilities: {
+        textDocumentSync: TextDocumentSyncKind.Incremental,
+        inlineCompletionProvider: {},
+      },
+      serverInfo: { name: 'mixq', version: '0.1.0' },
+    };
+  });
+
+  connection.onInitialized(() => {
+    void host.apply(settings);
+  });
+
+  documents.onDidChangeContent((e) => host.service?.documentChanged(e.document.uri));
+  documents.onDidClose((e) => host.service?.documentChanged(e.document.uri));
+
+  connection.languages.inlineCompletion.on(async (params, token): Promise<InlineCompletionList | null> => {
+    const service = host.service;
+    const doc = documents.get(params.textDocument.uri);
+    if (!service || !doc) return null;
+    const uri = doc.uri;
+    const outcome = await service.complete({
+      uri,
+      languageId: doc.languageId,
+      version: doc.version,
+      text: doc.getText(),
+      offset: doc.offsetAt(params.position),
+      invoked: params.context.triggerKind === InlineCompletionTriggerKind.Invoked,
+      currentVersion: () => documents.get(uri)?.version,
+      onClientCancel: (listener) => token.onCancellationRequested(listener),
+    });
+    if (outcome.kind === 'cancelled') {
+      const code = outcome.reason === 'client' ? LSPErrorCodes.RequestCancelled : LSPErrorCodes.ServerCancelled;
+      throw new ResponseError(code, `completion cancelled (${outcome.reason}, while ${outcome.stage})`);
+    }
+    if (outcome.kind === 'empty') return { items: [] };
+    return { items: [{ insertText: outcome.text, range: { start: params.position, end: params.position } }] };
+  });
+
+  connection.onRequest(StatusRequest, () => host.status());
+
+  connection.onRequest(ResetCountersRequest, () => {
+    host.service?.resetCounters();
+    return host.status();
+  });
+
+  connection.onRequest(LoadModelRequest, async (params: LoadModelParams): Promise<LoadModelResult> => {
+    settings = normalizeSettings(settings, { modelPath: params.modelPath, device: params.device, gpus: params.gpus });
+    await host.load(settings);
+    const status = host.status();
+    return { ok: status.state === 'ready', error: status.state === 'error' ? status.message : undefined, status };
+  });
+
+  connection.onNotification(ConfigureNotification, (patch) => {
+    settings = normalizeSettings(settings, patch);
+    void host.apply(settings);
+  });
+
+  connection.onShutdown(async () => {
+    await host.shutdown();
+  });
+
+  documents.listen(connection);
+  connection.listen();
+}
+
+if (require.main === module) {
+  startServer(createConnection(ProposedFeatures.all));
+}
