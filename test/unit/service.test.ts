@@ -1,0 +1,121 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import type * as serviceModule from '../../server/src/completion/service';
+import { serverModule } from '../helpers';
+import { FakeModel } from './fake-model';
+
+const { CompletionService } = serverModule<typeof serviceModule>('completion/service');
+
+const settings: serviceModule.ServiceSettings = {
+  maxTokens: 64, timeCapMs: 5000, debounceMs: 0, fimTemplate: 'auto', maxPrefixTokens: 1024, maxSuffixTokens: 256,
+  stopSequences: [], contextFromOpenFiles: false,
+};
+
+/** A request for a document with `|` at the cursor; `versions` maps uri → current version (tests edit it). */
+function request(doc: string, version: number, versions: Map<string, number>, invoked = true): serviceModule.CompletionRequest {
+  const offset = doc.indexOf('|');
+  const uri = 'file:///t.py';
+  versions.set(uri, version);
+  return {
+    uri, languageId: 'python', text: doc.replace('|', ''), offset, version, invoked,
+    currentVersion: () => versions.get(uri),
+  };
+}
+
+test('a suggestion is the post-processed continuation; the engine stops once the cut is final', async () => {
+  const model = new FakeModel({ msPerToken: 1, continuation: () => 'return x + 1\n\ndef other():\n    pass\n' + 'y'.repeat(40) });
+  const svc = new CompletionService(model, settings);
+  assert.equal(svc.template.id, 'starcoder-spm');
+  const out = await svc.complete(request('def f(x):\n    |', 1, new Map()));
+  assert.equal(out.kind, 'suggestion');
+  assert.equal(out.kind === 'suggestion' && out.text, 'return x + 1');
+  assert.equal(out.kind === 'suggestion' && out.timing.stop, 'postprocess');
+  // Stopped at the "d" of "def": far fewer tokens than the 64 allowed.
+  const gen = model.generations[0].result!;
+  assert.ok(gen.tokens.length <= 'return x + 1\n\nd'.length + 2, `generated ${gen.tokens.length}`);
+  assert.equal(gen.stopReason, 'cancelled');
+  assert.equal(svc.counters.completed, 1);
+});
+
+test('a burst of edits + requests: all but the last are cancelled, one generation at a time, none left running', async () => {
+  const model = new FakeModel({ msPerToken: 2, continuation: (p, m) => `# ${m.show(p).length}`.padEnd(30, '.') });
+  const svc = new CompletionService(model, { ...settings, debounceMs: 20 });
+  const versions = new Map<string, number>();
+  let text = 'x = ';
+  const pending: Promise<serviceModule.CompletionOutcome>[] = [];
+  for (let v = 1; v <= 50; v++) {
+    text += 'a';
+    svc.documentChanged('file:///t.py');
+    pending.push(svc.complete(request(text + '|', v, versions, false)));
+    await new Promise((r) => setTimeout(r, v % 10 === 0 ? 40 : 1)); // some pauses let generations start
+  }
+  const outcomes = await Promise.all(pending);
+  assert.equal(outcomes.filter((o) => o.kind === 'cancelled').length, 49);
+  assert.equal(outcomes[49].kind, 'suggestion');
+  assert.equal(svc.activeGenerations, 0);
+  assert.equal(svc.pendingRequests, 0);
+  assert.equal(model.maxRunning, 1);
+  assert.equal(svc.counters.cancelled, 49);
+  assert.equal(svc.counters.cancelledWaiting + svc.counters.cancelledGenerating, 49);
+  assert.ok(svc.counters.cancelledGenerating >= 1, 'the pauses let some generations start, and they were stopped');
+  for (const g of model.generations.slice(0, -1)) assert.equal(g.result!.stopReason, 'cancelled');
+});
+
+test('a new request cancels a running generation inside the engine within a token', async () => {
+  const model = new FakeModel({ msPerToken: 5, continuation: () => 'z'.repeat(500) });
+  const svc = new CompletionService(model, { ...settings, maxTokens: 400 });
+  const versions = new Map<string, number>();
+  const first = svc.complete(request('a = |', 1, versions));
+  await new Promise((r) => setTimeout(r, 40));
+  const second = svc.complete(request('a = |', 1, versions));
+  const [a] = await Promise.all([first, second]);
+  assert.deepEqual(a, { kind: 'cancelled', reason: 'superseded', stage: 'generating' });
+  const stopped = model.generations[0].result!;
+  assert.equal(stopped.stopReason, 'cancelled');
+  assert.ok(stopped.tokens.length < 20, `${stopped.tokens.length} tokens after cancel`);
+});
+
+test('the time cap ends generation and keeps what was generated', async () => {
+  const model = new FakeModel({ msPerToken: 10, continuation: () => 'q'.repeat(300) });
+  const svc = new CompletionService(model, { ...settings, maxTokens: 300, timeCapMs: 60 });
+  const out = await svc.complete(request('s = "|', 1, new Map()));
+  assert.equal(out.kind, 'suggestion');
+  if (out.kind !== 'suggestion') return;
+  assert.equal(out.timing.stop, 'time_cap');
+  assert.ok(out.text.length > 0 && out.text.length < 30, out.text);
+});
+
+test('forward cache hit while typing the suggestion; no new generation', async () => {
+  const model = new FakeModel({ continuation: () => 'compute(a, b)\n' });
+  const svc = new CompletionService(model, settings);
+  const versions = new Map<string, number>();
+  const first = await svc.complete(request('x = |', 1, versions));
+  assert.equal(first.kind === 'suggestion' && first.text, 'compute(a, b)');
+  const typed = await svc.complete(request('x = comp|', 2, versions));
+  assert.equal(typed.kind === 'suggestion' && typed.text, 'ute(a, b)');
+  assert.equal(typed.kind === 'suggestion' && typed.timing.fromCache, true);
+  assert.equal(model.generations.length, 1);
+  assert.equal(svc.counters.cacheHits, 1);
+});
+
+test('an answer computed for an older document version is dropped', async () => {
+  const model = new FakeModel({ msPerToken: 3, continuation: () => 'abc\n' });
+  const svc = new CompletionService(model, settings);
+  const versions = new Map<string, number>();
+  const pending = svc.complete(request('v = |', 1, versions));
+  versions.set('file:///t.py', 2); // edited without the server hearing of it yet
+  assert.deepEqual(await pending, { kind: 'cancelled', reason: 'stale', stage: 'done' });
+  assert.equal(svc.counters.staleVersion, 1);
+});
+
+test('SPM + engine KV reuse: the next keystroke evaluates only the changed tail of the prompt', async () => {
+  const model = new FakeModel({ continuation: () => '' });
+  const svc = new CompletionService(model, settings);
+  const versions = new Map<string, number>();
+  const doc = 'import os\n\ndef main(argv):\n    return ar|\n\nmain([])\n';
+  await svc.complete(request(doc, 1, versions));
+  await svc.complete(request(doc.replace('ar|', 'arg|'), 2, versions));
+  assert.equal(svc.last?.evaluatedPromptTokens, 1);
+  assert.ok((svc.last?.reusedTokens ?? 0) > 40);
+});
