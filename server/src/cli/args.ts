@@ -1,0 +1,129 @@
+/**
+ * A strict flag parser for the `mixq` subcommands: every flag is declared; unknown flags, missing values and
+ * malformed numbers are errors (UsageError), never silently ignored.
+ *
+ *   const flags = parseFlags(argv, { model: { type: 'string', required: true }, json: { type: 'boolean' } });
+ *   flags.model  // string;  flags.json  // boolean
+ *
+ * Syntax: `--name value`, `--name=value`, booleans as `--name`. Names are kebab-case on the command line and
+ * camelCase in the result (`--max-tokens` → maxTokens).
+ */
+
+export class UsageError extends Error {}
+
+export type FlagType = 'string' | 'boolean' | 'int' | 'number' | 'intList';
+
+export interface FlagSpec {
+  type: FlagType;
+  /** One line for --help. */
+  help: string;
+  /** Shown in --help as `--name <valueName>`. */
+  valueName?: string;
+  required?: boolean;
+  /** Smallest accepted value for int/number. */
+  min?: number;
+  /** Largest accepted value for int/number. */
+  max?: number;
+}
+
+export type FlagSpecs = Record<string, FlagSpec>;
+
+type ValueOf<S extends FlagSpec> = S['type'] extends 'string'
+  ? string
+  : S['type'] extends 'boolean'
+    ? boolean
+    : S['type'] extends 'intList'
+      ? number[]
+      : number;
+
+export type Flags<T extends FlagSpecs> = { [K in keyof T]: ValueOf<T[K]> | undefined } & { help: boolean };
+
+const kebab = (camel: string): string => camel.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
+
+function parseNumber(flag: string, raw: string, spec: FlagSpec): number {
+  const text = raw.trim();
+  const value = text === '' ? NaN : Number(text);
+  if (!Number.isFinite(value)) throw new UsageError(`${flag}: "${raw}" is not a number`);
+  if (spec.type === 'int' && !Number.isInteger(value)) throw new UsageError(`${flag}: "${raw}" is not an integer`);
+  if (spec.min !== undefined && value < spec.min) throw new UsageError(`${flag}: ${raw} is below the minimum ${spec.min}`);
+  if (spec.max !== undefined && value > spec.max) throw new UsageError(`${flag}: ${raw} is above the maximum ${spec.max}`);
+  return value;
+}
+
+function parseIntList(flag: string, raw: string): number[] {
+  const parts = raw.split(',').map((p) => p.trim());
+  if (parts.length === 0 || parts.some((p) => !/^\d+$/.test(p))) {
+    throw new UsageError(`${flag}: "${raw}" is not a comma-separated list of non-negative integers`);
+  }
+  return parts.map((p) => Number(p));
+}
+
+/** Parses argv against specs. `--help`/`-h` is always accepted and sets `help` (required flags are then not checked). */
+export function parseFlags<T extends FlagSpecs>(argv: readonly string[], specs: T): Flags<T> {
+  const byFlag = new Map<string, string>();
+  for (const key of Object.keys(specs)) byFlag.set('--' + kebab(key), key);
+  const out: Record<string, unknown> = { help: false };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === '--help' || arg === '-h') {
+      out.help = true;
+      continue;
+    }
+    if (!arg.startsWith('--')) throw new UsageError(`unexpected argument "${arg}"`);
+    const eq = arg.indexOf('=');
+    const flag = eq >= 0 ? arg.slice(0, eq) : arg;
+    const key = byFlag.get(flag);
+    if (key === undefined) throw new UsageError(`unknown flag ${flag}`);
+    const spec = specs[key];
+    if (key in out) throw new UsageError(`${flag} given twice`);
+    if (spec.type === 'boolean') {
+      if (eq >= 0) {
+        const v = arg.slice(eq + 1);
+        if (v !== 'true' && v !== 'false') throw new UsageError(`${flag}: expected true or false, got "${v}"`);
+        out[key] = v === 'true';
+      } else {
+        out[key] = true;
+      }
+      continue;
+    }
+    let raw: string;
+    if (eq >= 0) {
+      raw = arg.slice(eq + 1);
+    } else {
+      // A value may start with '-' only when it is a number (e.g. --temperature -1 is caught by min instead).
+      const next = argv[i + 1];
+      if (next === undefined || (next.startsWith('--') && next.length > 2)) throw new UsageError(`${flag} needs a value`);
+      raw = next;
+      i++;
+    }
+    switch (spec.type) {
+      case 'string':
+        if (raw === '') throw new UsageError(`${flag} needs a value`);
+        out[key] = raw;
+        break;
+      case 'int':
+      case 'number':
+        out[key] = parseNumber(flag, raw, spec);
+        break;
+      case 'intList':
+        out[key] = parseIntList(flag, raw);
+        break;
+    }
+  }
+  if (!out.help) {
+    for (const [key, spec] of Object.entries(specs)) {
+      if (spec.required && !(key in out)) throw new UsageError(`--${kebab(key)} is required`);
+    }
+  }
+  return out as Flags<T>;
+}
+
+/** The flag table of a subcommand's --help. */
+export function formatFlags(specs: FlagSpecs): string {
+  const rows = Object.entries(specs).map(([key, spec]) => {
+    const value = spec.type === 'boolean' ? '' : ` <${spec.valueName ?? (spec.type === 'string' ? 'value' : 'n')}>`;
+    return [`  --${kebab(key)}${value}`, spec.help + (spec.required ? ' (required)' : '')];
+  });
+  const width = Math.max(...rows.map((r) => r[0].length)) + 2;
+  return rows.map(([left, right]) => left.padEnd(width) + right).join('\n');
+}

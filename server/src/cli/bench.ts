@@ -1,0 +1,56 @@
+/**
+ * `mixq bench`: prefill and decode tokens/s, per-layer decode time, peak memory, and the machine's memcpy
+ * bandwidth measured in the same run — on a model folder or on random weights of a named shape.
+ */
+import { loadAddon } from '../native';
+import { parseFlags, UsageError } from './args';
+import type { CliIo, Command } from './command';
+import { jsonLine } from './common';
+
+const flags = {
+  model: { type: 'string', help: 'model folder to benchmark', valueName: 'dir' },
+  synthetic: { type: 'string', help: 'random weights of a named shape: mixtral-8x7b | tiny', valueName: 'name' },
+  layers: { type: 'int', help: 'decoder layers for --synthetic (default: the shape\'s own)', min: 1 },
+  prefillTokens: { type: 'int', help: 'prompt length for the prefill measurement', min: 1 },
+  decodeTokens: { type: 'int', help: 'tokens decoded for the decode measurement', min: 1 },
+  threads: { type: 'int', help: 'CPU worker threads (default: all)', min: 0 },
+  device: { type: 'string', help: 'cpu | cuda | cuda:N (default cpu)', valueName: 'device' },
+  json: { type: 'boolean', help: 'print the result as one JSON object' },
+} as const;
+
+export const benchCommand: Command = {
+  name: 'bench',
+  summary: 'prefill/decode speed, per-layer time, memory bandwidth ratio',
+  usage: '(--model DIR | --synthetic mixtral-8x7b [--layers N]) [--prefill-tokens N] [--decode-tokens N] [--json]',
+  flags,
+  async run(argv: readonly string[], io: CliIo): Promise<number> {
+    const f = parseFlags(argv, flags);
+    if ((f.model === undefined) === (f.synthetic === undefined)) throw new UsageError('give exactly one of --model, --synthetic');
+    if (f.layers !== undefined && f.synthetic === undefined) throw new UsageError('--layers applies to --synthetic only');
+    const r = await loadAddon().bench({
+      model: f.model,
+      synthetic: f.synthetic,
+      layers: f.layers,
+      prefillTokens: f.prefillTokens,
+      decodeTokens: f.decodeTokens,
+      threads: f.threads,
+      device: f.device,
+    });
+    if (f.json) {
+      io.stdout.write(jsonLine(r));
+      return 0;
+    }
+    const gb = (b: number): string => (b / 1e9).toFixed(3);
+    io.stdout.write(
+      [
+        r.description,
+        `prefill  ${r.prefillTokensPerSec.toFixed(1)} tokens/s (${r.prefillTokens} tokens)`,
+        `decode   ${r.decodeTokensPerSec.toFixed(2)} tokens/s (${r.decodeTokens} tokens), ${r.decodeMsPerLayer.toFixed(3)} ms per layer`,
+        `weights  ${gb(r.weightBytesPerToken)} GB streamed per decoded token`,
+        `memcpy   ${r.memcpyGBps.toFixed(1)} GB/s; decode streams ${(r.bandwidthRatio * 100).toFixed(1)}% of that`,
+        `peak RSS ${gb(r.peakRssBytes)} GB`,
+      ].join('\n') + '\n',
+    );
+    return 0;
+  },
+};
