@@ -79,6 +79,12 @@ export interface NativeBenchResult {
   bandwidthRatio: number;        // (weightBytesPerToken * decode tok/s) / memcpy bandwidth
   peakRssBytes: number;
   description: string;
+  decodeHeadMs: number;          // embedding + final norm + lm_head per decoded token
+  decodeLayerMs: number[];       // per decoder layer, mean ms per decoded token
+  weightGBps: number;            // weightBytesPerToken * decode tok/s, GB/s
+  loadMs: number;
+  threads: number;
+  cpuFeatures: string[];
 }
 
 export interface NativeEngine {
