@@ -10,6 +10,7 @@ function(mixq_test name)
 endfunction()
 
 set(MIXQ_TESTS
+  test_reference
 )
 foreach(t ${MIXQ_TESTS})
   mixq_test(${t})

@@ -1,0 +1,256 @@
+#include "bench.h"
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <iomanip>
+#include <map>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <sstream>
+
+#include "cpu_features.h"
+#include "engine.h"
+#include "error.h"
+#include "json.h"
+#include "model.h"
+#include "thread_pool.h"
+
+namespace mixq {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+ModelConfig synthetic_config(const std::string& name, int layers) {
+  ModelConfig c;
+  c.model_type = "mixtral";
+  if (name == "mixtral-8x7b") {
+    c.hidden_size = 4096;
+    c.intermediate_size = 14336;
+    c.num_attention_heads = 32;
+    c.num_key_value_heads = 8;
+    c.vocab_size = 32000;
+    c.max_position_embeddings = 32768;
+    c.num_hidden_layers = layers > 0 ? layers : 2;
+  } else if (name == "tiny") {
+    c.hidden_size = 256;
+    c.intermediate_size = 512;
+    c.num_attention_heads = 4;
+    c.num_key_value_heads = 2;
+    c.vocab_size = 8192;
+    c.max_position_embeddings = 4096;
+    c.num_hidden_layers = layers > 0 ? layers : 4;
+  } else {
+    throw Error("bench: unknown synthetic model \"" + name + "\" (known: mixtral-8x7b, tiny)");
+  }
+  c.head_dim = c.hidden_size / c.num_attention_heads;
+  c.num_local_experts = 8;
+  c.num_experts_per_tok = 2;
+  c.rope_theta = 1e6;
+  c.rms_norm_eps = 1e-5;
+  return c;
+}
+
+// Owns the synthetic tensors' bytes; TensorViews point into it.
+struct SyntheticStore {
+  std::vector<std::unique_ptr<uint16_t[]>> buffers;
+  std::map<std::string, TensorView> tensors;
+
+  // Random bf16 values, uniform in ±scale (fan-in scaled so activations stay O(1) through the layers).
+  void add(const std::string& name, std::vector<int64_t> shape, float scale, ThreadPool& pool, uint64_t seed) {
+    TensorView t;
+    t.name = name;
+    t.file = "synthetic";
+    t.dtype = DType::BF16;
+    t.shape = std::move(shape);
+    const int64_t n = t.numel();
+    buffers.emplace_back(new uint16_t[size_t(n)]);
+    uint16_t* p = buffers.back().get();
+    pool.parallel_for(n / 4096 + 1, [&](int64_t b, int64_t e) {
+      uint64_t s = seed * 0x9E3779B97F4A7C15ull + uint64_t(b) * 0xD1B54A32D192ED03ull + 1;
+      for (int64_t i = b * 4096; i < std::min(n, e * 4096); ++i) {
+        s ^= s << 13; s ^= s >> 7; s ^= s << 17;  // xorshift64
+        const float u = float(s >> 40) * (1.0f / 16777216.0f) * 2.0f - 1.0f;
+        p[i] = f32_to_bf16(u * scale);
+      }
+    });
+    t.data = p;
+    t.nbytes = size_t(n) * 2;
+    tensors[name] = t;
+  }
+};
+
+std::shared_ptr<Model> synthetic_model(const std::string& name, int layers, const EngineOptions& eo, uint64_t seed) {
+  const ModelConfig c = synthetic_config(name, layers);
+  auto store = std::make_shared<SyntheticStore>();
+  ThreadPool pool(eo.threads);
+  const int64_t h = c.hidden_size, it = c.intermediate_size, hd = c.head_dim;
+  const float sh = 1.0f / std::sqrt(float(h)), si = 1.0f / std::sqrt(float(it));
+  uint64_t k = seed;
+  store->add("model.embed_tokens.weight", {c.vocab_size, h}, 1.0f, pool, ++k);
+  auto ones = [&](const std::string& n) { store->add(n, {h}, 0.0f, pool, 0); 
+    uint16_t* p = const_cast<uint16_t*>(static_cast<const uint16_t*>(store->tensors[n].data));
+    for (int64_t i = 0; i < h; ++i) p[i] = f32_to_bf16(1.0f); };
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    ones(p + "input_layernorm.weight");
+    ones(p + "post_attention_layernorm.weight");
+    store->add(p + "self_attn.q_proj.weight", {c.num_attention_heads * hd, h}, sh, pool, ++k);
+    store->add(p + "self_attn.k_proj.weight", {c.num_key_value_heads * hd, h}, sh, pool, ++k);
+    store->add(p + "self_attn.v_proj.weight", {c.num_key_value_heads * hd, h}, sh, pool, ++k);
+    store->add(p + "self_attn.o_proj.weight", {h, c.num_attention_heads * hd}, sh, pool, ++k);
+    store->add(p + "block_sparse_moe.gate.weight", {c.num_local_experts, h}, sh, pool, ++k);
+    for (int e = 0; e < c.num_local_experts; ++e) {
+      const std::string ep = p + "block_sparse_moe.experts." + std::to_string(e) + ".";
+      store->add(ep + "w1.weight", {it, h}, sh, pool, ++k);
+      store->add(ep + "w3.weight", {it, h}, sh, pool, ++k);
+      store->add(ep + "w2.weight", {h, it}, si, pool, ++k);
+    }
+  }
+  ones("model.norm.weight");
+  store->add("lm_head.weight", {c.vocab_size, h}, sh, pool, ++k);
+  TensorLookup lookup = [&](const std::string& n) -> const TensorView* {
+    auto it2 = store->tensors.find(n);
+    return it2 == store->tensors.end() ? nullptr : &it2->second;
+  };
+  ModelWeights w = build_model_weights(c, lookup, "synthetic " + name);
+  w.storage = store;
+  return make_model(c, std::move(w), eo, "synthetic:" + name);
+}
+
+}  // namespace
+
+size_t peak_rss_bytes() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.compare(0, 6, "VmHWM:") == 0) {
+      std::istringstream s(line.substr(6));
+      size_t kb = 0;
+      s >> kb;
+      return kb * 1024;
+    }
+  }
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return size_t(ru.ru_maxrss) * 1024;
+}
+
+double measure_memcpy_gbps(size_t bytes, int threads, int repeats) {
+  ThreadPool pool(threads);
+  std::unique_ptr<char[]> src(new char[bytes]), dst(new char[bytes]);
+  const int64_t chunks = pool.size();
+  pool.parallel_for(chunks, [&](int64_t b, int64_t e) {  // fault the pages in first
+    std::memset(src.get() + bytes * b / chunks, 1, bytes * e / chunks - bytes * b / chunks);
+    std::memset(dst.get() + bytes * b / chunks, 0, bytes * e / chunks - bytes * b / chunks);
+  });
+  double best = 1e30;
+  for (int r = 0; r < repeats; ++r) {
+    const auto t0 = Clock::now();
+    pool.parallel_for(chunks, [&](int64_t b, int64_t e) {
+      const size_t lo = bytes * size_t(b) / size_t(chunks), hi = bytes * size_t(e) / size_t(chunks);
+      std::memcpy(dst.get() + lo, src.get() + lo, hi - lo);
+    });
+    best = std::min(best, ms_since(t0));
+  }
+  return 2.0 * double(bytes) / (best * 1e-3) / 1e9;
+}
+
+BenchResult run_bench(const BenchOptions& o) {
+  BenchResult r;
+  EngineOptions eo;
+  eo.threads = o.threads;
+  eo.device = o.device.empty() ? "cpu" : o.device;
+  const bool big = o.synthetic == "mixtral-8x7b";
+  r.prefill_tokens = o.prefill_tokens > 0 ? o.prefill_tokens : big ? 32 : 128;
+  r.decode_tokens = o.decode_tokens > 0 ? o.decode_tokens : big ? 8 : 64;
+
+  const auto t_load = Clock::now();
+  std::shared_ptr<Model> model;
+  if (!o.model_dir.empty()) {
+    model = Model::load(o.model_dir, eo);
+  } else if (!o.synthetic.empty()) {
+    model = synthetic_model(o.synthetic, o.layers, eo, o.seed);
+  } else {
+    throw Error("bench: give a model folder or a synthetic model name");
+  }
+  r.load_ms = ms_since(t_load);
+  const ModelConfig& c = model->config();
+  r.threads = model->pool().size();
+  r.description = model->description();
+  r.cpu_features = cpu_features();
+  Context ctx(model, r.prefill_tokens + r.decode_tokens + 8);
+
+  std::mt19937_64 rng(o.seed);
+  std::vector<int32_t> prompt(size_t(r.prefill_tokens));
+  for (auto& t : prompt) t = int32_t(rng() % uint64_t(c.vocab_size));
+
+  EvalCapture cap;
+  // Warm-up: fault the mapping in and let the pool spin up (not timed).
+  ctx.eval(std::vector<int32_t>(prompt.begin(), prompt.begin() + std::min<size_t>(8, prompt.size())), cap);
+  ctx.truncate(0);
+
+  auto t0 = Clock::now();
+  ctx.eval(prompt, cap);
+  const double prefill_ms = ms_since(t0);
+  r.prefill_tokens_per_sec = r.prefill_tokens / (prefill_ms * 1e-3);
+
+  cap.timing = true;
+  std::vector<double> layer_sum(size_t(c.num_hidden_layers), 0.0);
+  double head_sum = 0;
+  int32_t tok = int32_t(std::max_element(cap.logits.begin(), cap.logits.end()) - cap.logits.begin());
+  t0 = Clock::now();
+  for (int i = 0; i < r.decode_tokens; ++i) {
+    ctx.eval({tok}, cap);
+    for (int l = 0; l < c.num_hidden_layers; ++l) layer_sum[size_t(l)] += cap.layer_ms[size_t(l)];
+    head_sum += cap.head_ms;
+    tok = int32_t(std::max_element(cap.logits.begin(), cap.logits.end()) - cap.logits.begin());
+  }
+  const double decode_ms = ms_since(t0);
+  r.decode_tokens_per_sec = r.decode_tokens / (decode_ms * 1e-3);
+  double all_layers = 0;
+  for (double& s : layer_sum) {
+    s /= r.decode_tokens;
+    all_layers += s;
+  }
+  r.decode_layer_ms = layer_sum;
+  r.decode_ms_per_layer = all_layers / c.num_hidden_layers;
+  r.decode_head_ms = head_sum / r.decode_tokens;
+  r.weight_bytes_per_token = double(model->weights().decode_bytes_per_token(c.num_experts_per_tok));
+  r.weight_gbps = r.weight_bytes_per_token * r.decode_tokens_per_sec / 1e9;
+  r.peak_rss_bytes = double(peak_rss_bytes());  // before the memcpy probe's own 2 buffers
+  r.memcpy_gbps = measure_memcpy_gbps(o.memcpy_bytes, r.threads);
+  r.bandwidth_ratio = r.weight_gbps / r.memcpy_gbps;
+  return r;
+}
+
+std::string bench_result_json(const BenchResult& r) {
+  std::ostringstream s;
+  s.precision(6);
+  s << "{\"prefillTokensPerSec\":" << r.prefill_tokens_per_sec << ",\"decodeTokensPerSec\":" << r.decode_tokens_per_sec
+    << ",\"prefillTokens\":" << r.prefill_tokens << ",\"decodeTokens\":" << r.decode_tokens
+    << ",\"decodeMsPerLayer\":" << r.decode_ms_per_layer << ",\"decodeHeadMs\":" << r.decode_head_ms
+    << ",\"decodeLayerMs\":[";
+  for (size_t i = 0; i < r.decode_layer_ms.size(); ++i) s << (i ? "," : "") << r.decode_layer_ms[i];
+  s << "],\"weightBytesPerToken\":" << std::fixed << std::setprecision(0) << r.weight_bytes_per_token;
+  s.unsetf(std::ios::floatfield);
+  s << std::setprecision(6) << ",\"weightGBps\":" << r.weight_gbps << ",\"memcpyGBps\":" << r.memcpy_gbps
+    << ",\"bandwidthRatio\":" << r.bandwidth_ratio << ",\"peakRssBytes\":" << std::fixed << std::setprecision(0)
+    << r.peak_rss_bytes;
+  s.unsetf(std::ios::floatfield);
+  s << std::setprecision(6) << ",\"loadMs\":" << r.load_ms << ",\"threads\":" << r.threads
+    << ",\"description\":" << json_quote(r.description) << ",\"cpuFeatures\":[";
+  for (size_t i = 0; i < r.cpu_features.size(); ++i) s << (i ? "," : "") << json_quote(r.cpu_features[i]);
+  s << "]}";
+  return s.str();
+}
+
+}  // namespace mixq

@@ -1,0 +1,153 @@
+// config.json → ModelConfig, with every field validated and every error naming the file and field.
+#include <cmath>
+
+#include "error.h"
+#include "json.h"
+#include "model_config.h"
+
+namespace mixq {
+
+namespace {
+
+struct ConfigReader {
+  const JsonValue& root;
+  std::string path;
+
+  [[noreturn]] void fail(const std::string& field, const std::string& msg) const {
+    throw Error(path + ": field \"" + field + "\" " + msg);
+  }
+  const JsonValue& required(const std::string& field) const {
+    const JsonValue* v = root.find(field);
+    if (!v) fail(field, "is missing (required for a mixtral model)");
+    return *v;
+  }
+  int positive_int(const std::string& field) const {
+    const JsonValue& v = required(field);
+    if (!v.is_number()) fail(field, std::string("must be an integer, got ") + JsonValue::type_name(v.type()));
+    int64_t i;
+    try {
+      i = v.as_int(field);
+    } catch (const Error&) {
+      fail(field, "must be an integer");
+    }
+    if (i <= 0 || i > (int64_t(1) << 30)) fail(field, "must be a positive integer, got " + std::to_string(i));
+    return int(i);
+  }
+  double positive_number(const std::string& field) const {
+    const JsonValue& v = required(field);
+    if (!v.is_number()) fail(field, std::string("must be a number, got ") + JsonValue::type_name(v.type()));
+    const double d = v.as_number();
+    if (!(d > 0) || !std::isfinite(d)) fail(field, "must be a positive number");
+    return d;
+  }
+  // Optional integer token id: absent/null → fallback; lists (several EOS ids) → first entry.
+  int optional_token_id(const std::string& field, int fallback) const {
+    const JsonValue* v = root.find(field);
+    if (!v || v->is_null()) return fallback;
+    if (v->is_array()) {
+      if (v->size() == 0) return fallback;
+      v = &(*v)[0];
+    }
+    if (!v->is_integer()) fail(field, "must be an integer token id");
+    return int(v->as_int());
+  }
+};
+
+}  // namespace
+
+ModelConfig load_model_config(const std::string& model_dir) {
+  const std::string path = model_dir + "/config.json";
+  const JsonValue root = parse_json_file(path);
+  if (!root.is_object()) throw Error(path + ": expected a JSON object");
+  ConfigReader r{root, path};
+  ModelConfig c;
+
+  const JsonValue& mt = r.required("model_type");
+  if (!mt.is_string()) r.fail("model_type", "must be a string");
+  c.model_type = mt.as_string();
+  if (c.model_type != "mixtral") {
+    r.fail("model_type", "is \"" + c.model_type + "\"; only \"mixtral\" models are supported");
+  }
+
+  c.hidden_size = r.positive_int("hidden_size");
+  c.intermediate_size = r.positive_int("intermediate_size");
+  c.num_hidden_layers = r.positive_int("num_hidden_layers");
+  c.num_attention_heads = r.positive_int("num_attention_heads");
+  c.num_key_value_heads = r.positive_int("num_key_value_heads");
+  c.num_local_experts = r.positive_int("num_local_experts");
+  c.num_experts_per_tok = r.positive_int("num_experts_per_tok");
+  c.vocab_size = r.positive_int("vocab_size");
+  c.max_position_embeddings = r.positive_int("max_position_embeddings");
+  c.rope_theta = r.positive_number("rope_theta");
+  c.rms_norm_eps = r.positive_number("rms_norm_eps");
+
+  const JsonValue* hd = root.find("head_dim");
+  if (hd && !hd->is_null()) {
+    c.head_dim = r.positive_int("head_dim");
+  } else {
+    if (c.hidden_size % c.num_attention_heads != 0) {
+      r.fail("hidden_size", "(" + std::to_string(c.hidden_size) + ") is not divisible by num_attention_heads (" +
+                                std::to_string(c.num_attention_heads) + ") and no head_dim is given");
+    }
+    c.head_dim = c.hidden_size / c.num_attention_heads;
+  }
+  if (c.head_dim % 2 != 0) r.fail("head_dim", "must be even for rotary embeddings");
+  if (c.num_attention_heads % c.num_key_value_heads != 0) {
+    r.fail("num_key_value_heads", "(" + std::to_string(c.num_key_value_heads) +
+                                      ") must divide num_attention_heads (" + std::to_string(c.num_attention_heads) + ")");
+  }
+  if (c.num_experts_per_tok > c.num_local_experts) {
+    r.fail("num_experts_per_tok", "exceeds num_local_experts");
+  }
+
+  const JsonValue* tie = root.find("tie_word_embeddings");
+  if (tie && !tie->is_null()) {
+    if (!tie->is_bool()) r.fail("tie_word_embeddings", "must be a boolean");
+    c.tie_word_embeddings = tie->as_bool();
+  }
+
+  const JsonValue* sw = root.find("sliding_window");
+  if (!sw || sw->is_null()) {  // absent means none, as in transformers' MixtralConfig
+    c.sliding_window = 0;
+  } else {
+    c.sliding_window = r.positive_int("sliding_window");
+  }
+
+  c.bos_token_id = r.optional_token_id("bos_token_id", 1);
+  c.eos_token_id = r.optional_token_id("eos_token_id", 2);
+
+  const JsonValue* act = root.find("hidden_act");
+  if (act && act->is_string() && act->as_string() != "silu") {
+    r.fail("hidden_act", "is \"" + act->as_string() + "\"; only \"silu\" is supported");
+  }
+
+  const JsonValue* q = root.find("quantization_config");
+  if (q && !q->is_null()) {
+    if (!q->is_object()) r.fail("quantization_config", "must be an object");
+    auto qfield = [&](const char* name) -> const JsonValue* { return q->find(name); };
+    const std::string qn = "quantization_config.";
+    c.quant.enabled = true;
+    const JsonValue* m = qfield("quant_method");
+    if (!m || !m->is_string()) r.fail(qn + "quant_method", "is missing or not a string");
+    c.quant.quant_method = m->as_string();
+    if (const JsonValue* b = qfield("bits")) {
+      if (!b->is_integer()) r.fail(qn + "bits", "must be an integer");
+      c.quant.bits = int(b->as_int());
+    }
+    if (const JsonValue* g = qfield("group_size")) {
+      if (!g->is_integer() || g->as_int() <= 0) r.fail(qn + "group_size", "must be a positive integer");
+      c.quant.group_size = int(g->as_int());
+    }
+    if (const JsonValue* z = qfield("zero_point")) {
+      if (!z->is_bool()) r.fail(qn + "zero_point", "must be a boolean");
+      c.quant.zero_point = z->as_bool();
+    }
+    if (const JsonValue* v = qfield("version")) {
+      if (!v->is_string()) r.fail(qn + "version", "must be a string");
+      c.quant.version = v->as_string();
+    }
+  }
+  return c;
+}
+
+}  // namespace mixq
