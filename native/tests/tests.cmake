@@ -11,6 +11,7 @@ endfunction()
 
 set(MIXQ_TESTS
   test_reference
+  test_ppl
 )
 foreach(t ${MIXQ_TESTS})
   mixq_test(${t})
