@@ -120,6 +120,8 @@ export interface CompletionCounters {
   errors: number;
   /** Tokens run through the model (prompt remainder + decode steps), summed over all requests. */
   evaluatedTokens: number;
+  /** Longest time from cancelling a running generation to the engine having stopped, ms. */
+  maxCancelToStopMs: number;
 }
 
 export interface ServerStatus {

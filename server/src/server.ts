@@ -198,7 +198,7 @@ class ModelHost {
       last: svc?.last,
       counters: svc?.counters ?? {
         requests: 0, completed: 0, empty: 0, cacheHits: 0, cancelled: 0, cancelledWaiting: 0, cancelledGenerating: 0,
-        staleVersion: 0, errors: 0, evaluatedTokens: 0,
+        staleVersion: 0, errors: 0, evaluatedTokens: 0, maxCancelToStopMs: 0,
       },
       rssBytes: process.memoryUsage.rss(),
       pid: process.pid,

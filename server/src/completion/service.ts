@@ -70,7 +70,7 @@ class Ticket {
 }
 
 function zeroCounters(): CompletionCounters {
-  return { requests: 0, completed: 0, empty: 0, cacheHits: 0, cancelled: 0, cancelledWaiting: 0, cancelledGenerating: 0, staleVersion: 0, errors: 0, evaluatedTokens: 0 };
+  return { requests: 0, completed: 0, empty: 0, cacheHits: 0, cancelled: 0, cancelledWaiting: 0, cancelledGenerating: 0, staleVersion: 0, errors: 0, evaluatedTokens: 0, maxCancelToStopMs: 0 };
 }
 
 export class CompletionService {
@@ -223,7 +223,11 @@ export class CompletionService {
       this.activeGenerations--;
     });
     this.engineIdle = done.catch(() => undefined);
-    ticket.onCancel(() => generation.cancel());
+    let cancelledAt: number | undefined;
+    ticket.onCancel(() => {
+      cancelledAt = this.now();
+      generation.cancel();
+    });
     const timer = setTimeout(() => {
       stopBy ??= 'time_cap';
       generation.cancel();
@@ -235,6 +239,9 @@ export class CompletionService {
       clearTimeout(timer);
     }
     this.counters.evaluatedTokens += result.evaluatedTokens;
+    if (cancelledAt !== undefined) {
+      this.counters.maxCancelToStopMs = Math.max(this.counters.maxCancelToStopMs, this.now() - cancelledAt);
+    }
     if (ticket.cancelled) return this.cancelled(ticket, 'generating');
     if (req.currentVersion() !== req.version) {
       ticket.cancel('stale');

@@ -1,0 +1,95 @@
+/**
+ * The MixQ commands, each a small factory over the shared context. They answer sensibly while the server is down
+ * (settings are still written; the menu still opens).
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+import * as vscode from 'vscode';
+
+import { bundledModelPath, completionsEnabled, SECTION } from './config';
+import type { Ctx } from './ctx';
+
+type Command = (...args: unknown[]) => unknown;
+
+/** Why `dir` cannot be a model folder, or undefined when it looks like one. */
+export function checkModelFolder(dir: string): string | undefined {
+  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) return `${dir} is not a folder`;
+  const missing = ['config.json', 'tokenizer.json'].filter((f) => !fs.existsSync(path.join(dir, f)));
+  if (missing.length > 0) return `${dir} is not a model folder (missing ${missing.join(', ')})`;
+  const weights = fs.readdirSync(dir).some((f) => f.endsWith('.safetensors'));
+  return weights ? undefined : `${dir} has no .safetensors weights`;
+}
+
+export function selectModel(ctx: Ctx): Command {
+  return async (arg?: unknown) => {
+    let dir = typeof arg === 'string' ? arg : undefined;
+    if (!dir) {
+      const bundled = bundledModelPath(ctx.extension.extensionPath);
+      const items: Array<vscode.QuickPickItem & { dir?: string }> = [{ label: '$(folder-opened) Browse for a model folder…' }];
+      if (bundled) items.push({ label: '$(package) mixq-tiny-code', description: 'the bundled tiny model', dir: bundled });
+      const current = vscode.workspace.getConfiguration(SECTION).get<string>('modelPath', '');
+      if (current) items.push({ label: '$(history) Current', description: current, dir: current });
+      const pick = items.length === 1 ? items[0] : await vscode.window.showQuickPick(items, { title: 'MixQ: Select Model' });
+      if (!pick) return;
+      dir = pick.dir;
+      if (!dir) {
+        const uris = await vscode.window.showOpenDialog({
+          canSelectFolders: true, canSelectFiles: false, canSelectMany: false,
+          openLabel: 'Use this model', title: 'A model folder: config.json, tokenizer.json, *.safetensors (bf16/fp16 or AWQ int4)',
+        });
+        if (!uris || uris.length === 0) return;
+        dir = uris[0].fsPath;
+      }
+    }
+    const problem = checkModelFolder(dir);
+    if (problem) {
+      void vscode.window.showErrorMessage(`MixQ: ${problem}.`);
+      return;
+    }
+    await vscode.workspace.getConfiguration(SECTION).update('modelPath', dir, vscode.ConfigurationTarget.Global);
+    if (!ctx.running) return; // applied when the server starts
+    const status = await vscode.window.withProgress(
+      { location: vscode.ProgressLocation.Notification, title: `MixQ: loading ${path.basename(dir)}…` },
+      () => ctx.nextSettledStatus(10 * 60_000),
+    );
+    if (status?.state === 'ready') void vscode.window.showInformationMessage(`MixQ: using ${status.model?.name} (${status.model?.device}).`);
+  };
+}
+
+export function restartServer(ctx: Ctx): Command {
+  return () => ctx.restart();
+}
+
+export function showLog(ctx: Ctx): Command {
+  return () => ctx.log.show();
+}
+
+export function toggleCompletions(ctx: Ctx): Command {
+  return async () => {
+    const next = !completionsEnabled();
+    await vscode.workspace.getConfiguration(SECTION).update('enable', next, vscode.ConfigurationTarget.Global);
+    ctx.render();
+    void vscode.window.setStatusBarMessage(`MixQ: completions ${next ? 'on' : 'off'}`, 3000);
+  };
+}
+
+export function showMenu(ctx: Ctx): Command {
+  return async () => {
+    await ctx.refreshStatus().catch(() => undefined);
+    const enabled = completionsEnabled();
+    const items: Array<vscode.QuickPickItem & { command: string }> = [
+      { label: enabled ? '$(circle-slash) Turn completions off' : '$(sparkle) Turn completions on', command: 'mixq.toggleCompletions' },
+      { label: '$(folder-opened) Select Model…', description: ctx.serverStatus?.model?.path, command: 'mixq.selectModel' },
+      { label: '$(debug-restart) Restart Server', command: 'mixq.restartServer' },
+      { label: '$(output) Show Log', command: 'mixq.showLog' },
+      { label: '$(gear) Settings', command: 'mixq.openSettings' },
+    ];
+    const pick = await vscode.window.showQuickPick(items, { title: 'MixQ' });
+    if (pick) await vscode.commands.executeCommand(pick.command);
+  };
+}
+
+export function openSettings(): Command {
+  return () => vscode.commands.executeCommand('workbench.action.openSettings', '@ext:mixq.mixq');
+}

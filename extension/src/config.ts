@@ -1,0 +1,60 @@
+/**
+ * The `mixq.*` settings as the client reads them: what is sent to the server, and the client-only switches
+ * (global enable, per-language enable).
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+import * as vscode from 'vscode';
+
+import type { ServerSettings } from '../../server/src/protocol';
+
+export const SECTION = 'mixq';
+
+/** The model shipped in the repository; absent from the packaged .vsix (a model is chosen by the user there). */
+export function bundledModelPath(extensionPath: string): string | undefined {
+  const dir = path.join(extensionPath, 'models', 'mixq-tiny-code');
+  return fs.existsSync(path.join(dir, 'config.json')) ? dir : undefined;
+}
+
+/** `mixq.modelPath` resolved: `~` expanded, relative paths against the first workspace folder; '' = none. */
+export function resolveModelPath(raw: string, extensionPath: string): string {
+  let p = raw.trim();
+  if (!p) return bundledModelPath(extensionPath) ?? '';
+  if (p === '~' || p.startsWith('~/')) p = path.join(os.homedir(), p.slice(1));
+  const folder = vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
+  p = p.replace(/\$\{workspaceFolder\}/g, folder ?? '');
+  if (!path.isAbsolute(p) && folder) p = path.join(folder, p);
+  return path.resolve(p);
+}
+
+export function serverSettings(extensionPath: string): Partial<ServerSettings> {
+  const c = vscode.workspace.getConfiguration(SECTION);
+  return {
+    modelPath: resolveModelPath(c.get<string>('modelPath', ''), extensionPath),
+    device: c.get<ServerSettings['device']>('device', 'auto'),
+    gpus: c.get<number[]>('gpus', []),
+    threads: c.get<number>('threads', 0),
+    contextLength: c.get<number>('contextLength', 0),
+    maxTokens: c.get<number>('maxTokens', 64),
+    timeCapMs: c.get<number>('timeCapMs', 3000),
+    debounceMs: c.get<number>('debounceMs', 75),
+    fimTemplate: c.get<ServerSettings['fimTemplate']>('fimTemplate', 'auto'),
+    maxPrefixTokens: c.get<number>('maxPrefixTokens', 1024),
+    maxSuffixTokens: c.get<number>('maxSuffixTokens', 256),
+    stopSequences: c.get<string[]>('stopSequences', []),
+    contextFromOpenFiles: c.get<boolean>('contextFromOpenFiles', true),
+  };
+}
+
+export function completionsEnabled(): boolean {
+  return vscode.workspace.getConfiguration(SECTION).get<boolean>('enable', true);
+}
+
+/** `mixq.languages`: language id → enabled; `*` is the default for languages not listed. */
+export function languageEnabled(languageId: string): boolean {
+  const map = vscode.workspace.getConfiguration(SECTION).get<Record<string, boolean>>('languages', {});
+  if (Object.prototype.hasOwnProperty.call(map, languageId)) return map[languageId] !== false;
+  return map['*'] !== false;
+}

@@ -1,0 +1,222 @@
+/**
+ * The client's shared context: the language client's lifecycle (start, restart, crash policy), the output channel,
+ * the status bar item, and settings → server. Commands (./commands) are small functions over this.
+ */
+import * as vscode from 'vscode';
+import {
+  CloseAction,
+  ErrorAction,
+  LanguageClient,
+  State,
+  TransportKind,
+  type LanguageClientOptions,
+  type ServerOptions,
+} from 'vscode-languageclient/node';
+
+import {
+  ConfigureNotification,
+  StatusChangedNotification,
+  StatusRequest,
+  type InitializationOptions,
+  type ServerStatus,
+} from '../../server/src/protocol';
+import { completionsEnabled, languageEnabled, SECTION, serverSettings } from './config';
+import { applyStatus, type ClientPhase } from './status';
+
+/** More crashes than this within CRASH_WINDOW_MS stop the automatic restarts. */
+export const MAX_RESTARTS = 3;
+export const CRASH_WINDOW_MS = 3 * 60_000;
+
+export class Ctx implements vscode.Disposable {
+  readonly log: vscode.LogOutputChannel;
+  readonly statusItem: vscode.StatusBarItem;
+  client: LanguageClient | undefined;
+  serverStatus: ServerStatus | undefined;
+  phase: ClientPhase = 'stopped';
+  private phaseDetail: string | undefined;
+  private crashes: number[] = [];
+  private lastShownError: string | undefined;
+  private noModelShown = false;
+  private readonly statusEmitter = new vscode.EventEmitter<ServerStatus>();
+  private readonly disposables: vscode.Disposable[] = [];
+
+  constructor(readonly extension: vscode.ExtensionContext) {
+    this.log = vscode.window.createOutputChannel('MixQ', { log: true });
+    this.statusItem = vscode.window.createStatusBarItem('mixq.status', vscode.StatusBarAlignment.Right, 100);
+    this.statusItem.name = 'MixQ';
+    this.disposables.push(
+      this.log,
+      this.statusItem,
+      this.statusEmitter,
+      vscode.workspace.onDidChangeConfiguration((e) => {
+        if (!e.affectsConfiguration(SECTION)) return;
+        this.render();
+        void this.client?.sendNotification(ConfigureNotification, serverSettings(this.extension.extensionPath));
+      }),
+    );
+    this.render();
+  }
+
+  get running(): boolean {
+    return this.client?.state === State.Running;
+  }
+
+  render(): void {
+    applyStatus(this.statusItem, { phase: this.phase, server: this.serverStatus, enabled: completionsEnabled(), detail: this.phaseDetail });
+  }
+
+  private setPhase(phase: ClientPhase, detail?: string): void {
+    this.phase = phase;
+    this.phaseDetail = detail;
+    this.render();
+  }
+
+  private onServerStatus(status: ServerStatus): void {
+    const previous = this.serverStatus?.state;
+    this.serverStatus = status;
+    this.render();
+    this.statusEmitter.fire(status);
+    if (status.state === 'error' && status.message && status.message !== this.lastShownError) {
+      this.lastShownError = status.message;
+      this.log.error(status.message);
+      void vscode.window.showErrorMessage(`MixQ: ${status.message}. Completions are off.`, 'Select Model…', 'Show Log').then((pick) => {
+        if (pick === 'Select Model…') void vscode.commands.executeCommand('mixq.selectModel');
+        if (pick === 'Show Log') this.log.show();
+      });
+    }
+    if (status.state === 'noModel' && !this.noModelShown) {
+      this.noModelShown = true;
+      void vscode.window.showInformationMessage('MixQ: no model configured. Select a model folder to get completions.', 'Select Model…').then((pick) => {
+        if (pick) void vscode.commands.executeCommand('mixq.selectModel');
+      });
+    }
+    if (status.state === 'ready' && previous !== 'ready') {
+      this.lastShownError = undefined;
+      this.log.info(`model ready: ${status.model?.description ?? ''} (template ${status.model?.template ?? '?'})`);
+    }
+  }
+
+  private createClient(): LanguageClient {
+    const serverModule = this.extension.asAbsolutePath('dist/server.js');
+    const serverOptions: ServerOptions = {
+      run: { module: serverModule, transport: TransportKind.ipc },
+      debug: { module: serverModule, transport: TransportKind.ipc, options: { execArgv: ['--nolazy', '--inspect=6019'] } },
+    };
+    const initializationOptions: InitializationOptions = { settings: serverSettings(this.extension.extensionPath) };
+    const clientOptions: LanguageClientOptions = {
+      documentSelector: [{ scheme: 'file' }, { scheme: 'untitled' }, { scheme: 'vscode-remote' }],
+      outputChannel: this.log,
+      initializationOptions,
+      errorHandler: {
+        error: () => ({ action: ErrorAction.Continue }),
+        closed: () => {
+          const now = Date.now();
+          this.crashes = this.crashes.filter((t) => now - t < CRASH_WINDOW_MS);
+          this.crashes.push(now);
+          if (this.crashes.length > MAX_RESTARTS) {
+            const message = `The MixQ server stopped ${this.crashes.length} times in ${CRASH_WINDOW_MS / 60_000} minutes and will not be restarted. See "MixQ: Show Log"; "MixQ: Restart Server" tries again.`;
+            this.setPhase('crashed', message);
+            this.log.error(message);
+            void vscode.window.showErrorMessage(message, 'Show Log', 'Restart Server').then((pick) => {
+              if (pick === 'Show Log') this.log.show();
+              if (pick === 'Restart Server') void this.restart();
+            });
+            return { action: CloseAction.DoNotRestart, handled: true };
+          }
+          const message = `The MixQ server stopped unexpectedly; restarting (${this.crashes.length}/${MAX_RESTARTS}).`;
+          this.log.warn(message);
+          this.serverStatus = undefined;
+          this.setPhase('restarting');
+          void vscode.window.showWarningMessage(message, 'Show Log').then((pick) => {
+            if (pick) this.log.show();
+          });
+          return { action: CloseAction.Restart, handled: true };
+        },
+      },
+      middleware: {
+        provideInlineCompletionItems: (document, position, context, token, next) => {
+          if (!completionsEnabled() || !languageEnabled(document.languageId)) return undefined;
+          return next(document, position, context, token);
+        },
+      },
+    };
+    const client = new LanguageClient('mixq', 'MixQ', serverOptions, clientOptions);
+    client.onDidChangeState((e) => {
+      if (e.newState === State.Running) {
+        this.setPhase('running');
+        void client.sendRequest(StatusRequest).then((s) => this.onServerStatus(s), () => undefined);
+      } else if (e.newState === State.Starting && this.phase !== 'restarting') {
+        this.setPhase('starting');
+      } else if (e.newState === State.Stopped && this.phase === 'running') {
+        this.setPhase('stopped', 'The MixQ language server stopped.');
+      }
+    });
+    this.disposables.push(client.onNotification(StatusChangedNotification, (s) => this.onServerStatus(s)));
+    return client;
+  }
+
+  async start(): Promise<void> {
+    if (this.client) return;
+    this.crashes = [];
+    this.serverStatus = undefined;
+    this.setPhase('starting');
+    this.client = this.createClient();
+    try {
+      await this.client.start();
+    } catch (e) {
+      const message = `The MixQ server failed to start: ${(e as Error).message}`;
+      this.log.error(message);
+      this.setPhase('crashed', message);
+      void vscode.window.showErrorMessage(message, 'Show Log').then((pick) => pick && this.log.show());
+    }
+  }
+
+  async stop(): Promise<void> {
+    const client = this.client;
+    this.client = undefined;
+    if (client) {
+      try {
+        await client.stop(5000);
+      } catch (e) {
+        this.log.warn(`stopping the server: ${(e as Error).message}`);
+      }
+    }
+    this.serverStatus = undefined;
+    this.setPhase('stopped');
+  }
+
+  async restart(): Promise<void> {
+    this.log.info('restarting the server');
+    await this.stop();
+    await this.start();
+  }
+
+  /** Asks the running server for its status (undefined while it is down). */
+  async refreshStatus(): Promise<ServerStatus | undefined> {
+    if (!this.client || !this.running) return undefined;
+    const s = await this.client.sendRequest(StatusRequest);
+    this.onServerStatus(s);
+    return s;
+  }
+
+  /** Resolves with the next status whose state is settled (ready / error / noModel), or undefined on timeout. */
+  nextSettledStatus(timeoutMs: number): Promise<ServerStatus | undefined> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        sub.dispose();
+        resolve(undefined);
+      }, timeoutMs);
+      const sub = this.statusEmitter.event((s) => {
+        if (s.state === 'loading') return;
+        clearTimeout(timer);
+        sub.dispose();
+        resolve(s);
+      });
+    });
+  }
+
+  dispose(): void {
+    void this.stop();
+    for (const d of this.disposables.splice(0)) d.dispose();
+  }
+}

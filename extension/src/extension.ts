@@ -1,0 +1,26 @@
+/** Entry of the MixQ VS Code extension: lifecycle, status and commands; the language server does the rest. */
+import * as vscode from 'vscode';
+
+import { openSettings, restartServer, selectModel, showLog, showMenu, toggleCompletions } from './commands';
+import { Ctx } from './ctx';
+
+let ctx: Ctx | undefined;
+
+export async function activate(context: vscode.ExtensionContext): Promise<void> {
+  ctx = new Ctx(context);
+  context.subscriptions.push(
+    ctx,
+    vscode.commands.registerCommand('mixq.selectModel', selectModel(ctx)),
+    vscode.commands.registerCommand('mixq.restartServer', restartServer(ctx)),
+    vscode.commands.registerCommand('mixq.showLog', showLog(ctx)),
+    vscode.commands.registerCommand('mixq.toggleCompletions', toggleCompletions(ctx)),
+    vscode.commands.registerCommand('mixq.showMenu', showMenu(ctx)),
+    vscode.commands.registerCommand('mixq.openSettings', openSettings()),
+  );
+  await ctx.start();
+}
+
+export async function deactivate(): Promise<void> {
+  await ctx?.stop();
+  ctx = undefined;
+}

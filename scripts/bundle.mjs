@@ -1,0 +1,60 @@
+#!/usr/bin/env node
+// Bundles the VS Code client (dist/extension.js) and the language server (dist/server.js) with esbuild, and copies
+// the native addon next to the server (server/src/native.ts loadAddon() finds it as <dist>/mixq.node).
+// Checks that the client bundle pulls in nothing server-only: from server/src only the protocol file.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import * as esbuild from 'esbuild';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const dist = path.join(root, 'dist');
+const production = !process.argv.includes('--dev');
+
+fs.mkdirSync(dist, { recursive: true });
+const common = {
+  bundle: true,
+  platform: 'node',
+  format: 'cjs',
+  target: 'node20',
+  sourcemap: production ? false : 'linked',
+  minify: production,
+  logLevel: 'warning',
+  metafile: true,
+  // native.ts require()s the addon by a computed path at run time; nothing to bundle there.
+  logOverride: { 'unsupported-require-call': 'silent' },
+};
+
+const client = await esbuild.build({
+  ...common,
+  entryPoints: [path.join(root, 'extension', 'src', 'extension.ts')],
+  outfile: path.join(dist, 'extension.js'),
+  external: ['vscode'],
+});
+const server = await esbuild.build({
+  ...common,
+  entryPoints: [path.join(root, 'server', 'src', 'server.ts')],
+  outfile: path.join(dist, 'server.js'),
+});
+
+const serverOnly = Object.keys(client.metafile.inputs).filter(
+  (f) => (f.startsWith('server/src/') && f !== 'server/src/protocol.ts') || f.includes('node_modules/vscode-languageserver/'),
+);
+if (serverOnly.length > 0) {
+  console.error(`bundle: the client bundle pulls in server-only modules:\n  ${serverOnly.join('\n  ')}`);
+  process.exit(1);
+}
+
+const addon = path.join(root, 'build', 'Release', 'mixq.node');
+const addonOut = path.join(dist, 'mixq.node');
+if (fs.existsSync(addon)) {
+  fs.copyFileSync(addon, addonOut);
+} else {
+  fs.rmSync(addonOut, { force: true });
+  console.warn(`bundle: ${path.relative(root, addon)} not built (npm run build:native); dist/ has no native addon`);
+}
+
+const size = (f) => `${(fs.statSync(f).size / 1024).toFixed(0)} KiB`;
+console.log(`bundle: dist/extension.js ${size(path.join(dist, 'extension.js'))}, dist/server.js ${size(path.join(dist, 'server.js'))}` +
+  `${fs.existsSync(addonOut) ? `, dist/mixq.node ${size(addonOut)}` : ''} (${Object.keys(server.metafile.inputs).length} server inputs)`);
