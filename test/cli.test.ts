@@ -1,0 +1,137 @@
+// The real `mixq` process (bin/mixq.js): reference greedy outputs, perplexity, and error handling.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { after, test } from 'node:test';
+
+import { cliPath, loadReference, loadReferenceFigures, needsFixtures, sharedFixtures, tinyModelDir } from './helpers';
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function mixq(...args: string[]): Run {
+  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', timeout: 600_000 });
+  if (r.error) throw r.error;
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function json(r: Run): Record<string, unknown> {
+  assert.equal(r.code, 0, `exit ${r.code}; stderr: ${r.stderr}`);
+  const lines = r.stdout.trim().split('\n');
+  assert.equal(lines.length, 1, 'one JSON object on stdout');
+  return JSON.parse(lines[0]) as Record<string, unknown>;
+}
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mixq-cli-'));
+after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+test('generate --ids <reference input_ids> --max-tokens 32 --greedy --json equals greedy_32 for every prompt', { skip: needsFixtures }, () => {
+  const ref = loadReference();
+  for (const p of ref.prompts) {
+    const out = json(mixq('generate', '--model', tinyModelDir, '--ids', p.input_ids.join(','), '--max-tokens', '32', '--greedy', '--json'));
+    assert.deepEqual(out.generated_ids, p.greedy_32, p.name);
+    assert.equal(out.prompt_tokens, p.input_ids.length);
+    assert.equal(out.evaluated_tokens, p.input_ids.length + 31, 'prompt + 31 decode steps (the last token needs no forward pass)');
+    assert.equal(out.stop_reason, 'max_tokens');
+    for (const key of ['text', 'prefill_ms', 'decode_ms']) assert.ok(key in out, key);
+    assert.ok((out.prefill_ms as number) > 0 && (out.decode_ms as number) > 0);
+  }
+});
+
+test('generate --prompt applies the tokenizer rules (BOS) and streams the text', { skip: needsFixtures }, () => {
+  const p = loadReference().prompts.find((q) => q.name === 'python_def')!;
+  const out = json(mixq('generate', '--model', tinyModelDir, '--prompt', p.text, '--max-tokens', '32', '--json'));
+  assert.equal(out.prompt_tokens, p.input_ids.length);
+  assert.deepEqual(out.generated_ids, p.greedy_32);
+  assert.equal(out.text, p.greedy_text);
+  // Without --json the completion streams to stdout, followed by one newline.
+  const promptFile = path.join(tmp, 'prompt.py');
+  fs.writeFileSync(promptFile, p.text);
+  const streamed = mixq('generate', '--model', tinyModelDir, '--prompt-file', promptFile, '--max-tokens', '32', '--greedy');
+  assert.equal(streamed.code, 0, streamed.stderr);
+  assert.equal(streamed.stdout, p.greedy_text + '\n');
+});
+
+test('generate streams byte-fallback output without broken characters (unicode prompt)', { skip: needsFixtures }, () => {
+  const p = loadReference().prompts.find((q) => q.name === 'unicode')!;
+  const streamed = mixq('generate', '--model', tinyModelDir, '--ids', p.input_ids.join(','), '--max-tokens', '32');
+  assert.equal(streamed.code, 0, streamed.stderr);
+  assert.equal(streamed.stdout, p.greedy_text + '\n');
+});
+
+test('generate with sampling is reproducible for a seed', () => {
+  const args = ['generate', '--model', tinyModelDir, '--prompt', 'import os\n', '--max-tokens', '16', '--temperature', '0.8', '--top-k', '40', '--top-p', '0.95', '--json'];
+  const a = json(mixq(...args, '--seed', '7'));
+  const b = json(mixq(...args, '--seed', '7'));
+  assert.deepEqual(a.generated_ids, b.generated_ids);
+  assert.equal((a.generated_ids as number[]).length, 16);
+});
+
+test('ppl on valid_ids.safetensors (120 windows × 512) is within 0.1% of valid_ppl_fp32', { skip: needsFixtures }, () => {
+  const expected = loadReferenceFigures().valid_ppl_fp32 as number;
+  const out = json(mixq('ppl', '--model', tinyModelDir, '--ids', path.join(sharedFixtures!, 'valid_ids.safetensors'), '--json'));
+  const ppl = out.ppl as number;
+  assert.equal(out.tokens, 120 * 511);
+  assert.ok(Math.abs(ppl - expected) / expected < 1e-3, `ppl ${ppl} vs reference ${expected}`);
+});
+
+/** A copy of the fixture model (weights symlinked) with config.json edited by `edit`. */
+function modelWithConfig(name: string, edit: (config: Record<string, unknown>) => void): string {
+  const dir = path.join(tmp, name);
+  fs.mkdirSync(dir);
+  for (const f of fs.readdirSync(tinyModelDir)) {
+    if (f !== 'config.json') fs.symlinkSync(path.join(tinyModelDir, f), path.join(dir, f));
+  }
+  const config = JSON.parse(fs.readFileSync(path.join(tinyModelDir, 'config.json'), 'utf8')) as Record<string, unknown>;
+  edit(config);
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config, null, 2));
+  return dir;
+}
+
+const errorCases: [string, () => string[], number, RegExp][] = [
+  ['missing model folder', () => ['generate', '--model', path.join(tmp, 'no-such-model'), '--prompt', 'x'], 1, /model folder not found: .*no-such-model/],
+  ['unknown flag', () => ['generate', '--model', tinyModelDir, '--prompt', 'x', '--max-tokenz', '3'], 2, /unknown flag --max-tokenz/],
+  ['missing value', () => ['generate', '--model', tinyModelDir, '--prompt'], 2, /--prompt needs a value/],
+  ['no prompt', () => ['generate', '--model', tinyModelDir], 2, /exactly one of --prompt, --prompt-file, --ids/],
+  ['greedy with sampling', () => ['generate', '--model', tinyModelDir, '--ids', '1', '--greedy', '--temperature', '0.5'], 2, /--greedy cannot be combined/],
+  ['token id out of range', () => ['generate', '--model', tinyModelDir, '--ids', '1,9000'], 2, /9000 is not a token id/],
+  ['unknown command', () => ['frobnicate'], 2, /unknown command "frobnicate"/],
+  ['missing prompt file', () => ['generate', '--model', tinyModelDir, '--prompt-file', path.join(tmp, 'none.txt')], 1, /none\.txt: cannot read/],
+  ['model_type not mixtral', () => ['generate', '--model', modelWithConfig('llama', (c) => (c.model_type = 'llama')), '--prompt', 'x'], 1, /config\.json.*model_type|model_type.*config\.json/],
+  ['missing config field', () => ['generate', '--model', modelWithConfig('nohidden', (c) => delete c.hidden_size), '--prompt', 'x'], 1, /hidden_size/],
+  ['ppl: bad ids file', () => ['ppl', '--model', tinyModelDir, '--ids', path.join(tmp, 'none.safetensors')], 1, /none\.safetensors: cannot read/],
+  ['ppl: too few tokens', () => {
+    const f = path.join(tmp, 'few.safetensors');
+    const header = Buffer.from(JSON.stringify({ ids: { dtype: 'I32', shape: [4], data_offsets: [0, 16] } }));
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(header.length));
+    fs.writeFileSync(f, Buffer.concat([len, header, Buffer.from(Int32Array.from([1, 2, 3, 4]).buffer)]));
+    return ['ppl', '--model', tinyModelDir, '--ids', f];
+  }, 2, /few\.safetensors: 4 tokens, fewer than --windows 120 × --seq 512/],
+  ['bench: both model and synthetic', () => ['bench', '--model', tinyModelDir, '--synthetic', 'tiny'], 2, /exactly one of --model, --synthetic/],
+];
+
+for (const [what, args, code, message] of errorCases) {
+  test(`error: ${what} → exit ${code} and a message on stderr`, () => {
+    const r = mixq(...args());
+    assert.equal(r.code, code, `stdout: ${r.stdout}\nstderr: ${r.stderr}`);
+    assert.match(r.stderr, message);
+    assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+  });
+}
+
+test('--help lists the commands; each command has --help', () => {
+  const top = mixq('--help');
+  assert.equal(top.code, 0);
+  for (const c of ['generate', 'ppl', 'bench']) {
+    assert.match(top.stdout, new RegExp(`\\b${c}\\b`));
+    const h = mixq(c, '--help');
+    assert.equal(h.code, 0);
+    assert.match(h.stdout, new RegExp(`usage: mixq ${c}`));
+  }
+});
