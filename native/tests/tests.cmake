@@ -12,6 +12,8 @@ endfunction()
 set(MIXQ_TESTS
   test_reference
   test_ppl
+  test_kv_reuse
+  test_generate
 )
 foreach(t ${MIXQ_TESTS})
   mixq_test(${t})
