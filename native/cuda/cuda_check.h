@@ -15,7 +15,12 @@ namespace mixq::cuda {
 [[noreturn]] void throw_cuda_error(cudaError_t err, const char* expr, const char* file, int line);
 
 inline void check(cudaError_t err, const char* expr, const char* file, int line) {
-  if (err != cudaSuccess) throw_cuda_error(err, expr, file, line);
+  if (err != cudaSuccess) {
+    // Reset the runtime's last-error slot, or a later CUDA_CHECK_LAUNCH would report this error again.
+    // (Sticky errors — a faulted kernel — stay: every later call fails, which is the truth.)
+    (void)cudaGetLastError();
+    throw_cuda_error(err, expr, file, line);
+  }
 }
 
 // "cuda:N" — formatted here so this library does not depend on the engine core's Device::str().

@@ -1,0 +1,279 @@
+// CUDA kernel timings, with the device-to-device copy bandwidth measured in the same run as the ceiling.
+//   cuda_bench [--device N] [--quick]  → JSON on stdout, a readable table on stderr.
+// Method: cudaEvent timing around loops of back-to-back launches (warm-up first), median of several repeats;
+// the GEMV rotates over enough weight copies (> 4× L2) that every call streams its weights from DRAM; inputs
+// are random (never zeros). Bytes counted for the GEMV: qweight + qzeros + scales + x + y, each once.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cuda_check.h"
+#include "device_buffer.h"
+#include "device_guard.h"
+#include "gemv_w4a16.h"
+#include "moe_align_block_size.h"
+#include "rms_norm.h"
+
+using mixq::DType;
+using mixq::cuda::DeviceBuffer;
+using mixq::cuda::GemvW4A16Config;
+
+namespace {
+
+cudaStream_t g_stream;
+
+// Median over `repeats` of the mean time per call (ms) of `calls` back-to-back calls of fn(i).
+double time_ms(const std::function<void(int)>& fn, int calls, int repeats = 9) {
+  cudaEvent_t a, b;
+  CUDA_CHECK(cudaEventCreate(&a));
+  CUDA_CHECK(cudaEventCreate(&b));
+  for (int i = 0; i < std::min(calls, 20); ++i) fn(i);  // warm-up
+  CUDA_CHECK(cudaStreamSynchronize(g_stream));
+  std::vector<double> t;
+  for (int r = 0; r < repeats; ++r) {
+    CUDA_CHECK(cudaEventRecord(a, g_stream));
+    for (int i = 0; i < calls; ++i) fn(i);
+    CUDA_CHECK(cudaEventRecord(b, g_stream));
+    CUDA_CHECK(cudaEventSynchronize(b));
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+    t.push_back(ms / calls);
+  }
+  CUDA_CHECK(cudaEventDestroy(a));
+  CUDA_CHECK(cudaEventDestroy(b));
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+// Same, but the `calls` launches are captured once into a CUDA graph and the graph is replayed: removes the
+// host launch gaps, leaving the kernels' own time (what a decode step captured as a graph sees).
+double time_graph_ms(const std::function<void(int)>& fn, int calls, int repeats = 9) {
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  CUDA_CHECK(cudaStreamBeginCapture(g_stream, cudaStreamCaptureModeThreadLocal));
+  for (int i = 0; i < calls; ++i) fn(i);
+  CUDA_CHECK(cudaStreamEndCapture(g_stream, &graph));
+  CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  const double ms = time_ms([&](int) { CUDA_CHECK(cudaGraphLaunch(exec, g_stream)); }, 3, repeats) / calls;
+  CUDA_CHECK(cudaGraphExecDestroy(exec));
+  CUDA_CHECK(cudaGraphDestroy(graph));
+  return ms;
+}
+
+void fill_random(DeviceBuffer& buf, uint32_t seed, bool fp16_normal = false) {
+  std::mt19937 rng(seed);
+  std::vector<uint32_t> host(buf.size() / 4);
+  if (fp16_normal) {
+    std::normal_distribution<float> d(0.0f, 1.0f);
+    auto* h = reinterpret_cast<__half*>(host.data());
+    for (size_t i = 0; i < host.size() * 2; ++i) h[i] = __float2half(d(rng));
+  } else {
+    for (auto& v : host) v = rng();
+  }
+  CUDA_CHECK(cudaMemcpy(buf.data(), host.data(), host.size() * 4, cudaMemcpyHostToDevice));
+}
+
+void fill_scales(DeviceBuffer& buf, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> d(0.002f, 0.02f);
+  std::vector<__half> host(buf.size() / 2);
+  for (auto& v : host) v = __float2half(d(rng));
+  CUDA_CHECK(cudaMemcpy(buf.data(), host.data(), host.size() * 2, cudaMemcpyHostToDevice));
+}
+
+std::string json_config(const GemvW4A16Config& c) {
+  return "{\"cols_per_block\": " + std::to_string(c.cols_per_block) + ", \"rows_per_run\": " +
+         std::to_string(c.rows_per_run) + ", \"split_k\": " + std::to_string(c.split_k) + "}";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int device = 0;
+  bool quick = false;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--device") && i + 1 < argc) device = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--quick")) quick = true;
+    else { std::fprintf(stderr, "usage: cuda_bench [--device N] [--quick]\n"); return 2; }
+  }
+  if (mixq::cuda::visible_device_count() == 0) {
+    std::fprintf(stderr, "cuda_bench: no CUDA device visible\n");
+    return 77;
+  }
+  try {
+    mixq::cuda::DeviceGuard guard(device);
+    CUDA_CHECK(cudaStreamCreateWithFlags(&g_stream, cudaStreamNonBlocking));
+    cudaDeviceProp prop{};
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+    std::string json = "{\n  \"device\": \"" + std::string(prop.name) + "\", \"sms\": " +
+                       std::to_string(prop.multiProcessorCount) + ", \"l2_bytes\": " + std::to_string(prop.l2CacheSize);
+    std::fprintf(stderr, "%s: %d SMs, L2 %d MiB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
+
+    // 1. The ceiling: a 1 GiB device-to-device copy, bytes read + bytes written.
+    const size_t copy_bytes = size_t(1) << 30;
+    DeviceBuffer src(device, copy_bytes), dst(device, copy_bytes);
+    fill_random(src, 1);
+    const double copy_ms = time_ms(
+        [&](int) { CUDA_CHECK(cudaMemcpyAsync(dst.data(), src.data(), copy_bytes, cudaMemcpyDeviceToDevice, g_stream)); },
+        5);
+    const double copy_gbs = 2.0 * copy_bytes / (copy_ms * 1e-3) / 1e9;
+    std::fprintf(stderr, "copy D2D 1 GiB: %.3f ms, %.0f GB/s (read + write)\n", copy_ms, copy_gbs);
+    json += ",\n  \"copy_d2d_gbs\": " + std::to_string(copy_gbs);
+    src = DeviceBuffer();
+    dst = DeviceBuffer();
+
+    // 2. W4A16 GEMV, Mixtral-8x7B expert shapes, group 128, fp16 output.
+    json += ",\n  \"gemv_w4a16\": [";
+    struct Shape { int64_t in, out; const char* what; };
+    const Shape shapes[] = {{4096, 14336, "w1/w3 (4096 -> 14336)"}, {14336, 4096, "w2 (14336 -> 4096)"},
+                            {4096, 4096, "o_proj (4096 -> 4096)"}, {4096, 1024, "k/v_proj (4096 -> 1024)"}};
+    const int group = 128;
+    bool first_shape = true;
+    for (const Shape& s : shapes) {
+      const size_t qw_bytes = s.in * s.out / 2, qz_bytes = (s.in / group) * s.out / 2, sc_bytes = (s.in / group) * s.out * 2;
+      const size_t set_bytes = qw_bytes + qz_bytes + sc_bytes;
+      const int sets = static_cast<int>(std::max<size_t>(4, 4 * size_t(prop.l2CacheSize) / set_bytes + 1));
+      std::vector<DeviceBuffer> qw, qz, sc;
+      for (int k = 0; k < sets; ++k) {
+        qw.emplace_back(device, qw_bytes);
+        qz.emplace_back(device, qz_bytes);
+        sc.emplace_back(device, sc_bytes);
+        fill_random(qw.back(), 100 + k);
+        fill_random(qz.back(), 200 + k);
+        fill_scales(sc.back(), 300 + k);
+      }
+      DeviceBuffer x(device, s.in * 2), y(device, s.out * 2), ws(device, mixq::cuda::gemv_w4a16_workspace_bytes(s.out));
+      fill_random(x, 5, true);
+      CUDA_CHECK(cudaMemset(ws.data(), 0, ws.size()));
+      const double bytes = double(set_bytes) + s.in * 2 + s.out * 2;
+      const int calls = 200;
+
+      auto launcher = [&](const GemvW4A16Config& cfg) {
+        return [&, cfg](int i) {
+          const int k = i % sets;
+          mixq::cuda::launch_gemv_w4a16(x.as<__half>(), qw[k].as<int32_t>(), qz[k].as<int32_t>(), sc[k].as<__half>(),
+                                        y.data(), DType::F16, s.in, s.out, group, ws.data(), cfg, g_stream);
+        };
+      };
+      const GemvW4A16Config def = mixq::cuda::gemv_w4a16_default_config(s.in, s.out, group, device);
+      const double def_ms = time_ms(launcher(def), calls);
+      const double def_graph_ms = time_graph_ms(launcher(def), calls);
+      // The guarded entry (pointer checks + guard + launch): host cost per call, measured with the GPU busy.
+      const double entry_ms = time_ms(
+          [&](int i) {
+            const int k = i % sets;
+            mixq::cuda::gemv_w4a16(x.as<__half>(), qw[k].as<int32_t>(), qz[k].as<int32_t>(), sc[k].as<__half>(),
+                                   y.data(), DType::F16, s.in, s.out, group, ws.data(), ws.size(), g_stream);
+          },
+          calls);
+      auto host0 = std::chrono::steady_clock::now();
+      for (int i = 0; i < 1000; ++i)
+        mixq::cuda::gemv_w4a16(x.as<__half>(), qw[0].as<int32_t>(), qz[0].as<int32_t>(), sc[0].as<__half>(), y.data(),
+                               DType::F16, s.in, s.out, group, ws.data(), ws.size(), g_stream);
+      const double entry_host_us =
+          std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - host0).count() / 1000;
+      CUDA_CHECK(cudaStreamSynchronize(g_stream));
+
+      std::fprintf(stderr,
+                   "gemv %-26s %5.1f MB: default C=%d R=%d split=%-2d %7.2f us %6.0f GB/s (%4.1f%% of copy) | graph "
+                   "%7.2f us %6.0f GB/s (%4.1f%%) | entry %7.2f us, host %.2f us/call\n",
+                   s.what, bytes / 1e6, def.cols_per_block, def.rows_per_run, def.split_k, def_ms * 1e3,
+                   bytes / (def_ms * 1e-3) / 1e9, 100 * bytes / (def_ms * 1e-3) / 1e9 / copy_gbs, def_graph_ms * 1e3,
+                   bytes / (def_graph_ms * 1e-3) / 1e9, 100 * bytes / (def_graph_ms * 1e-3) / 1e9 / copy_gbs,
+                   entry_ms * 1e3, entry_host_us);
+      json += std::string(first_shape ? "" : ",") + "\n    {\"shape\": \"" + s.what + "\", \"in\": " +
+              std::to_string(s.in) + ", \"out\": " + std::to_string(s.out) + ", \"group\": 128, \"bytes\": " +
+              std::to_string(bytes) + ", \"weight_sets\": " + std::to_string(sets) + ", \"default\": " +
+              json_config(def) + ", \"us\": " + std::to_string(def_ms * 1e3) + ", \"gbs\": " +
+              std::to_string(bytes / (def_ms * 1e-3) / 1e9) + ", \"frac_of_copy\": " +
+              std::to_string(bytes / (def_ms * 1e-3) / 1e9 / copy_gbs) + ", \"graph_us\": " +
+              std::to_string(def_graph_ms * 1e3) + ", \"graph_frac_of_copy\": " +
+              std::to_string(bytes / (def_graph_ms * 1e-3) / 1e9 / copy_gbs) + ", \"entry_us\": " +
+              std::to_string(entry_ms * 1e3) + ", \"entry_host_us\": " + std::to_string(entry_host_us) +
+              ", \"sweep\": [";
+      first_shape = false;
+      // Sweep of the work split, to check the default against its neighbours.
+      bool first_cfg = true;
+      if (!quick)
+        for (int C : {2, 4, 8})
+          for (int R : {16, 32})
+            for (int split : {1, 2, 3, 4, 6, 8, 12, 16, 24, 32}) {
+              const GemvW4A16Config cfg{C, R, split};
+              const double ms = time_ms(launcher(cfg), calls, 5);
+              json += std::string(first_cfg ? "" : ", ") + "{\"cfg\": " + json_config(cfg) + ", \"us\": " +
+                      std::to_string(ms * 1e3) + "}";
+              first_cfg = false;
+            }
+      json += "]}";
+    }
+    json += "\n  ]";
+
+    // 3. rms_norm, hidden 4096, fp16 activations, bf16 weight.
+    {
+      const int64_t hidden = 4096;
+      json += ",\n  \"rms_norm\": [";
+      bool first = true;
+      for (int64_t rows : {1, 16, 512}) {
+        DeviceBuffer xb(device, rows * hidden * 2), wb(device, hidden * 2), yb(device, rows * hidden * 2);
+        fill_random(xb, 7, true);
+        fill_random(wb, 8, true);
+        const double ms = time_ms(
+            [&](int) {
+              mixq::cuda::launch_rms_norm(xb.data(), wb.data(), yb.data(), rows, hidden, 1e-5f, DType::F16, DType::BF16,
+                                          g_stream);
+            },
+            200);
+        const double gbs = (2.0 * rows * hidden * 2 + hidden * 2) / (ms * 1e-3) / 1e9;
+        std::fprintf(stderr, "rms_norm rows=%-4lld hidden=4096 f16: %6.2f us (%5.0f GB/s)\n", (long long)rows, ms * 1e3, gbs);
+        json += std::string(first ? "" : ", ") + "{\"rows\": " + std::to_string(rows) + ", \"us\": " +
+                std::to_string(ms * 1e3) + ", \"gbs\": " + std::to_string(gbs) + "}";
+        first = false;
+      }
+      json += "]";
+    }
+
+    // 4. moe_align_block_size, Mixtral routing (8 experts, top-2), block 64.
+    {
+      json += ",\n  \"moe_align_block_size\": [";
+      bool first = true;
+      for (int tokens : {1, 16, 512, 4096}) {
+        const int top_k = 2, E = 8, B = 64;
+        const int64_t numel = int64_t(tokens) * top_k;
+        std::vector<int32_t> ids(numel);
+        std::mt19937 rng(tokens);
+        for (int t = 0; t < tokens; ++t) {
+          ids[t * 2] = rng() % E;
+          ids[t * 2 + 1] = (ids[t * 2] + 1 + rng() % (E - 1)) % E;
+        }
+        DeviceBuffer topk(device, numel * 4), sorted(device, mixq::cuda::moe_align_capacity(numel, E, B) * 4),
+            eids(device, mixq::cuda::moe_align_max_blocks(numel, E, B) * 4), post(device, 4);
+        CUDA_CHECK(cudaMemcpy(topk.data(), ids.data(), numel * 4, cudaMemcpyHostToDevice));
+        const auto body = [&](int) {
+          mixq::cuda::launch_moe_align_block_size(topk.as<int32_t>(), numel, E, B, sorted.as<int32_t>(),
+                                                  eids.as<int32_t>(), post.as<int32_t>(), g_stream);
+        };
+        const double ms = time_ms(body, 200);
+        const double graph_ms = time_graph_ms(body, 100);
+        std::fprintf(stderr, "moe_align tokens=%-5d top2 E=8 B=64: %6.2f us (graph %6.2f us)\n", tokens, ms * 1e3,
+                     graph_ms * 1e3);
+        json += std::string(first ? "" : ", ") + "{\"tokens\": " + std::to_string(tokens) + ", \"us\": " +
+                std::to_string(ms * 1e3) + ", \"graph_us\": " + std::to_string(graph_ms * 1e3) + "}";
+        first = false;
+      }
+      json += "]";
+    }
+    json += "\n}\n";
+    std::fputs(json.c_str(), stdout);
+    CUDA_CHECK(cudaStreamDestroy(g_stream));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "cuda_bench: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
