@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "awq/awq_pack.h"
+#include "cpu_features.h"
 #include "error.h"
 #include "tensor.h"
 #include "thread_pool.h"
@@ -32,20 +33,13 @@ const char* w4_isa_name(W4Isa isa) {
   return "?";
 }
 
-static bool cpu_has_avx512() {
-#if defined(__x86_64__) || defined(__i386__)
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vl");
-#else
-  return false;
-#endif
+static bool cpu_has_avx512() {  // cpuid bits and OS register-state support (cpu_features.cpp)
+  const CpuFeatures& c = cpu_caps();
+  return c.avx512f && c.avx512bw && c.avx512vl && c.fma;
 }
 static bool cpu_has_avx2() {
-#if defined(__x86_64__) || defined(__i386__)
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-  return false;
-#endif
+  const CpuFeatures& c = cpu_caps();
+  return c.avx2 && c.fma;
 }
 
 W4Isa w4_best_isa() {
@@ -72,7 +66,7 @@ static inline int64_t tiled_index(int64_t out, int64_t o) {
 }
 
 std::vector<float> make_tiled_scales(const uint16_t* scales16, bool bf16, int64_t groups, int64_t out) {
-  std::vector<float> t(size_t(groups * out));
+  std::vector<float> t(static_cast<size_t>(groups * out));
   for (int64_t g = 0; g < groups; ++g)
     for (int64_t o = 0; o < out; ++o) {
       const uint16_t h = scales16[g * out + o];
@@ -102,7 +96,7 @@ void w4a16_weight_row(const W4A16Weights& w, int64_t o, float* dst) {
 }
 
 void w4a16_reference(const W4A16Weights& w, const float* x, int64_t n, float* y) {
-  std::vector<float> w_t(size_t(w.in * w.out));
+  std::vector<float> w_t(static_cast<size_t>(w.in * w.out));
   w4a16_dequantize(w, w_t.data());
   for (int64_t t = 0; t < n; ++t) {
     float* yt = y + t * w.out;
@@ -386,7 +380,7 @@ void w4a16_forward(const W4A16Weights& w, const float* x, int64_t n, float* y, T
           int64_t tile_e = tile + 1;
           while (item + 1 < e && tile_e < full_tiles && (item + 1) / col_items == t) { ++item; ++tile_e; }
           thread_local std::vector<float> acc_mem;
-          acc_mem.resize(size_t((tile_e - tile) * kW4TileCols));
+          acc_mem.resize(static_cast<size_t>((tile_e - tile) * kW4TileCols));
           gemv_tiles_avx512(w, xt, yt, tile, tile_e, acc_mem.data());
           continue;
         }
