@@ -189,7 +189,7 @@ std::shared_ptr<Model> make_model(const ModelConfig& cfg, ModelWeights weights, 
 std::shared_ptr<Model> Model::load(const std::string& model_dir, const EngineOptions& opts) {
   const ModelConfig cfg = load_model_config(model_dir);
   std::shared_ptr<WeightStore> store = WeightStore::open(model_dir);
-  const std::string source = model_dir;
+  const std::string source = store->source();
   TensorLookup lookup = [&](const std::string& name) { return store->find(name); };
   ModelWeights w = build_model_weights(cfg, lookup, source);
   w.storage = store;

@@ -62,6 +62,7 @@ class WeightStore {
   const std::vector<std::unique_ptr<SafetensorsFile>>& files() const { return files_; }
   size_t total_bytes() const;  // sum of tensor bytes
   const std::string& dir() const { return dir_; }
+  const std::string& source() const { return source_; }  // the index or the single file
 
  private:
   std::string dir_;

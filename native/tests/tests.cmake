@@ -14,6 +14,8 @@ set(MIXQ_TESTS
   test_ppl
   test_kv_reuse
   test_generate
+  test_bad_input
+  test_ops
 )
 foreach(t ${MIXQ_TESTS})
   mixq_test(${t})
