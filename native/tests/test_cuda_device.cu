@@ -164,7 +164,8 @@ void test_backend(int n) {
     backend->synchronize();
     test::expect_error("copy past the end", [&] { backend->copy_from_host(*buf, bytes - 8, src.data(), 16); },
                        {"outside", "cuda:"});
-    test::expect_error("OOM", [&] { backend->alloc(size_t(1) << 52); }, {"out of GPU memory", prefix.c_str()});
+    const std::string where = "on cuda:" + std::to_string(id);
+    test::expect_error("OOM", [&] { backend->alloc(size_t(1) << 52); }, {"out of GPU memory", where.c_str()});
     auto after = backend->alloc(1 << 20);  // an OOM leaves the device usable
     EXPECT(after->data() != nullptr, "allocation after OOM failed");
   }
