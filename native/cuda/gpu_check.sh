@@ -20,18 +20,18 @@ fi
 cd "$build/native"
 ctest -L cuda --output-on-failure 2>&1 | tee "$out/ctest.log"
 status=${PIPESTATUS[0]}
+./cuda_bench >"$out/bench.json" 2>"$out/bench.txt"
+echo "cuda_bench exit $?"
+cat "$out/bench.txt"
 # Memory and race checks of the small kernels (the sanitizer slows kernels ~100×; the GEMV test is too long).
 if command -v compute-sanitizer >/dev/null; then
   for t in test_cuda_moe_align test_cuda_rms_norm; do
     for tool in memcheck racecheck; do
       echo "== $tool $t" >>"$out/sanitizer.log"
-      timeout 180 compute-sanitizer --tool $tool --error-exitcode 3 "./$t" >>"$out/sanitizer.log" 2>&1
+      timeout 60 compute-sanitizer --tool $tool --error-exitcode 3 "./$t" >>"$out/sanitizer.log" 2>&1
       echo "exit $?" >>"$out/sanitizer.log"
     done
   done
   grep -E "^== |^exit|ERROR SUMMARY|RACECHECK SUMMARY" "$out/sanitizer.log"
 fi
-./cuda_bench >"$out/bench.json" 2>"$out/bench.txt"
-echo "cuda_bench exit $?"
-cat "$out/bench.txt"
 exit "$status"
