@@ -1,6 +1,12 @@
-// Fork-join pool: parallel_for publishes one job (a generation number), workers take their chunk,
-// the caller runs chunk 0 itself and waits for the rest. Workers spin briefly before sleeping so
-// the many small matmuls of a decode step do not pay a futex wake-up each.
+// Fork-join pool for the many short data-parallel loops of a forward pass.
+//
+// A job is split into `chunks` contiguous ranges (one per thread). Chunks are CLAIMED dynamically
+// (a compare-and-swap on one 64-bit word: job generation in the high half, next chunk in the low
+// half), and the caller claims chunks too. So when a worker is descheduled — the machine is shared,
+// or busier than its cores — the caller simply runs the remaining chunks itself instead of waiting
+// for that worker to be scheduled; it only waits for chunks some thread has actually started.
+// The split into ranges is fixed by (n, chunks), so results do not depend on who ran which chunk.
+// Idle workers spin briefly (decode steps issue jobs microseconds apart), then sleep on a condvar.
 #include "thread_pool.h"
 
 #include <algorithm>
@@ -22,7 +28,7 @@ namespace mixq {
 
 namespace {
 thread_local bool t_inside_pool = false;  // nested parallel_for runs inline
-constexpr int kSpinIterations = 20000;    // ~ tens of microseconds of polling before blocking
+constexpr int kSpinIterations = 4000;     // ~tens of microseconds of polling before sleeping
 }  // namespace
 
 struct ThreadPool::Impl {
@@ -30,51 +36,68 @@ struct ThreadPool::Impl {
   std::vector<std::thread> workers;
   std::mutex job_mutex;  // one job at a time (several contexts may share a model's pool)
 
+  // claim = (generation << 32) | next chunk index. A CAS that sees another generation fails.
+  std::atomic<uint64_t> claim{0};
+  std::atomic<int> done_chunks{0};
+  std::atomic<int> sleepers{0};
   std::mutex m;
   std::condition_variable wake;
-  std::condition_variable done;
-  std::atomic<uint64_t> generation{0};
-  std::atomic<int> remaining{0};
   bool stop = false;
 
+  // The current job (written by the caller before publishing its generation in `claim`).
   const std::function<void(int64_t, int64_t)>* fn = nullptr;
   int64_t n = 0;
-  int chunks = 0;
+  std::atomic<int> chunks{0};  // read by try_claim before a claim succeeds, so atomic
   std::exception_ptr error;
   std::mutex error_mutex;
 
-  void run_chunk(int c) {
-    const int64_t begin = n * c / chunks, end = n * (c + 1) / chunks;
-    if (begin >= end) return;
-    try {
-      (*fn)(begin, end);
-    } catch (...) {
-      std::lock_guard<std::mutex> lk(error_mutex);
-      if (!error) error = std::current_exception();
+  // Claims the next chunk of generation `gen`; -1 when that job has no chunk left (or is over).
+  int try_claim(uint32_t gen) {
+    uint64_t c = claim.load(std::memory_order_acquire);
+    for (;;) {
+      if (uint32_t(c >> 32) != gen) return -1;
+      const int idx = int(uint32_t(c));
+      if (idx >= chunks) return -1;
+      if (claim.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel, std::memory_order_acquire)) return idx;
     }
   }
 
-  void worker(int index) {
+  void run_chunk(int c) {
+    const int64_t begin = n * c / chunks, end = n * (c + 1) / chunks;
+    if (begin < end) {
+      try {
+        (*fn)(begin, end);
+      } catch (...) {
+        std::lock_guard<std::mutex> lk(error_mutex);
+        if (!error) error = std::current_exception();
+      }
+    }
+    done_chunks.fetch_add(1, std::memory_order_acq_rel);
+  }
+
+  void drain(uint32_t gen) {
+    for (int c; (c = try_claim(gen)) >= 0;) run_chunk(c);
+  }
+
+  void worker() {
     t_inside_pool = true;
-    uint64_t seen = 0;
+    uint32_t seen = 0;
     for (;;) {
-      uint64_t g = generation.load(std::memory_order_acquire);
+      uint32_t g = uint32_t(claim.load(std::memory_order_acquire) >> 32);
       for (int i = 0; g == seen && i < kSpinIterations; ++i) {
         MIXQ_CPU_RELAX();
-        g = generation.load(std::memory_order_acquire);
+        g = uint32_t(claim.load(std::memory_order_acquire) >> 32);
       }
       if (g == seen) {
         std::unique_lock<std::mutex> lk(m);
-        wake.wait(lk, [&] { return stop || generation.load(std::memory_order_acquire) != seen; });
+        sleepers.fetch_add(1, std::memory_order_acq_rel);
+        wake.wait(lk, [&] { return stop || uint32_t(claim.load(std::memory_order_acquire) >> 32) != seen; });
+        sleepers.fetch_sub(1, std::memory_order_acq_rel);
         if (stop) return;
-        g = generation.load(std::memory_order_acquire);
+        g = uint32_t(claim.load(std::memory_order_acquire) >> 32);
       }
       seen = g;
-      if (index < chunks) run_chunk(index);
-      if (remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-        std::lock_guard<std::mutex> lk(m);
-        done.notify_one();
-      }
+      drain(g);
     }
   }
 };
@@ -82,7 +105,7 @@ struct ThreadPool::Impl {
 ThreadPool::ThreadPool(int threads) : impl(new Impl) {
   if (threads <= 0) threads = int(std::max(1u, std::thread::hardware_concurrency()));
   impl->threads = threads;
-  for (int i = 1; i < threads; ++i) impl->workers.emplace_back([this, i] { impl->worker(i); });
+  for (int i = 1; i < threads; ++i) impl->workers.emplace_back([this] { impl->worker(); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -106,22 +129,23 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
   std::lock_guard<std::mutex> job(impl->job_mutex);
   impl->fn = &fn;
   impl->n = n;
-  impl->chunks = int(std::min<int64_t>(impl->threads, n));
+  impl->chunks.store(int(std::min<int64_t>(impl->threads, n)), std::memory_order_relaxed);
   impl->error = nullptr;
-  // Every worker acknowledges every generation (even without a chunk) so none can miss the next one.
-  impl->remaining.store(impl->threads - 1, std::memory_order_relaxed);
+  impl->done_chunks.store(0, std::memory_order_relaxed);
+  const uint32_t gen = uint32_t(impl->claim.load(std::memory_order_relaxed) >> 32) + 1;
   {
+    // Publishing under the mutex pairs with the sleepers' predicate check (no lost wake-up).
     std::lock_guard<std::mutex> lk(impl->m);
-    impl->generation.fetch_add(1, std::memory_order_acq_rel);
+    impl->claim.store(uint64_t(gen) << 32, std::memory_order_release);
   }
-  impl->wake.notify_all();
+  if (impl->sleepers.load(std::memory_order_acquire) > 0) impl->wake.notify_all();
   t_inside_pool = true;
-  impl->run_chunk(0);
+  impl->drain(gen);
   t_inside_pool = false;
-  for (int i = 0; i < kSpinIterations && impl->remaining.load(std::memory_order_acquire) != 0; ++i) MIXQ_CPU_RELAX();
-  if (impl->remaining.load(std::memory_order_acquire) != 0) {
-    std::unique_lock<std::mutex> lk(impl->m);
-    impl->done.wait(lk, [&] { return impl->remaining.load(std::memory_order_acquire) == 0; });
+  // Every chunk is claimed now; wait for the ones other threads are still running.
+  for (int spins = 0; impl->done_chunks.load(std::memory_order_acquire) < impl->chunks; ++spins) {
+    if (spins < kSpinIterations) MIXQ_CPU_RELAX();
+    else std::this_thread::yield();
   }
   if (impl->error) std::rethrow_exception(impl->error);
 }
