@@ -81,7 +81,8 @@ export interface EngineStats {
 interface Job {
   cancelled: boolean;
   nativeCancel?: () => void;
-  start(): Promise<void>;
+  /** Runs the job; resolves (never rejects) to the function that settles its promise, called once it has left the queue. */
+  start(): Promise<() => void>;
   resolveCancelled(): void;
 }
 
@@ -163,10 +164,11 @@ export class Engine {
           }
         };
         const streaming = options.onToken || detok ? onToken : undefined;
-        const handle = this.native.generate(request, streaming);
-        job.nativeCancel = () => handle.cancel();
-        if (job.cancelled) handle.cancel();
         try {
+          // A request the addon rejects (bad ids, bad sampling values) throws here; its promise rejects.
+          const handle = this.native.generate(request, streaming);
+          job.nativeCancel = () => handle.cancel();
+          if (job.cancelled) handle.cancel();
           const r = await handle.result;
           if (detok) {
             const rest = detok.flush();
@@ -178,9 +180,9 @@ export class Engine {
           this.stats.evaluatedTokens += r.evaluatedTokens;
           this.stats.reusedTokens += r.reusedTokens;
           this.stats.last = full;
-          settle.resolve(full);
+          return () => settle.resolve(full);
         } catch (e) {
-          settle.reject(e);
+          return () => settle.reject(e);
         }
       },
     };
@@ -198,7 +200,11 @@ export class Engine {
       const job: Job = {
         cancelled: false,
         resolveCancelled: () => reject(new EngineError('perplexity cancelled')),
-        start: () => this.native.perplexity(ids, windows, seq).then(resolve, reject),
+        start: () =>
+          this.native.perplexity(ids, windows, seq).then(
+            (r) => () => resolve(r),
+            (e: unknown) => () => reject(e),
+          ),
       };
       this.enqueue(job);
     });
@@ -265,13 +271,12 @@ export class Engine {
     const job = this.queue.shift();
     if (!job) return;
     this.running = job;
-    this.runningDone = job
-      .start()
-      .catch(() => undefined) // each job settles its own promise
-      .then(() => {
-        this.running = undefined;
-        this.runningDone = undefined;
-        this.pump();
-      });
+    this.runningDone = job.start().then((settle) => {
+      // Settled after leaving `running`, so `busy` is false when the last result resolves.
+      this.running = undefined;
+      this.runningDone = undefined;
+      this.pump();
+      settle();
+    });
   }
 }
