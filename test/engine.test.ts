@@ -226,3 +226,25 @@ test('Engine: an invalid request rejects its own result and the queue goes on', 
   await assert.rejects(bad.result, /prompt\[1\] is not a token id/);
   assert.equal((await good.result).tokens.length, 2);
 });
+
+test('perplexity of one window per reference prompt equals exp(-mean next_token_logprob)', { skip: needsFixtures }, async () => {
+  for (const p of loadReference().prompts) {
+    const lp = p.next_token_logprob;
+    const expected = Math.exp(-lp.reduce((a, b) => a + b, 0) / lp.length);
+    const r = await native.perplexity(Int32Array.from(p.input_ids), 1, p.input_ids.length);
+    assert.equal(r.tokens, p.input_ids.length - 1);
+    assert.ok(Math.abs(r.ppl - expected) / expected < 1e-4, `${p.name}: ${r.ppl} vs ${expected}`);
+    assert.ok(Math.abs(r.nll - Math.log(expected)) < 1e-4);
+  }
+  // Through the Engine queue too, and the cache is usable afterwards.
+  const p0 = loadReference().prompts[0];
+  const r = await engine.perplexity(Int32Array.from(p0.input_ids), 1, p0.input_ids.length);
+  assert.ok(r.ppl > 1);
+  const g = await engine.generate({ prompt: p0.input_ids, maxTokens: 32 }).result;
+  assert.deepEqual(g.tokens, p0.greedy_32);
+});
+
+test('perplexity rejects a stream shorter than windows × seq', async () => {
+  await assert.rejects(native.perplexity(Int32Array.from([1, 2, 3]), 2, 3), /fewer|tokens|windows/);
+  assert.throws(() => native.perplexity(Int32Array.from([1, 2, 3]), 0, 3), /windows must be >= 1/);
+});

@@ -34,6 +34,7 @@ export interface ReferencePrompt {
   text: string;
   suffix: string | null;
   argmax: number[];
+  next_token_logprob: number[];
   greedy_32: number[];
   greedy_text: string;
 }
