@@ -80,6 +80,20 @@ test('ppl on valid_ids.safetensors (120 windows × 512) is within 0.1% of valid_
   assert.ok(Math.abs(ppl - expected) / expected < 1e-3, `ppl ${ppl} vs reference ${expected}`);
 });
 
+test('bench --synthetic tiny --json reports consistent speeds, bandwidth and memory', () => {
+  const out = json(mixq('bench', '--synthetic', 'tiny', '--prefill-tokens', '16', '--decode-tokens', '8', '--threads', '2', '--json'));
+  assert.equal(out.prefillTokens, 16);
+  assert.equal(out.decodeTokens, 8);
+  for (const key of ['prefillTokensPerSec', 'decodeTokensPerSec', 'decodeMsPerLayer', 'weightBytesPerToken', 'memcpyGBps', 'peakRssBytes']) {
+    assert.ok(typeof out[key] === 'number' && (out[key] as number) > 0, `${key} = ${out[key]}`);
+  }
+  const layerMs = out.decodeLayerMs as number[];
+  assert.equal(layerMs.length, 4, 'the tiny shape has 4 layers');
+  // The ratio is the decode's weight traffic over the measured copy bandwidth.
+  const weightGBps = ((out.weightBytesPerToken as number) * (out.decodeTokensPerSec as number)) / 1e9;
+  assert.ok(Math.abs((out.bandwidthRatio as number) - weightGBps / (out.memcpyGBps as number)) < 1e-6 * Math.max(1, weightGBps));
+});
+
 /** A copy of the fixture model (weights symlinked) with config.json edited by `edit`. */
 function modelWithConfig(name: string, edit: (config: Record<string, unknown>) => void): string {
   const dir = path.join(tmp, name);

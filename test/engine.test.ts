@@ -248,3 +248,16 @@ test('perplexity rejects a stream shorter than windows × seq', async () => {
   await assert.rejects(native.perplexity(Int32Array.from([1, 2, 3]), 2, 3), /fewer|tokens|windows/);
   assert.throws(() => native.perplexity(Int32Array.from([1, 2, 3]), 0, 3), /windows must be >= 1/);
 });
+
+test('dispose() during a generation: the result resolves as cancelled, later calls throw', async () => {
+  const n = await addon.loadModel(tinyModelDir, { threads: 1 });
+  let tokens = 0;
+  const gen = n.generate({ prompt: prompt(), maxTokens: 500, ignoreEos: true }, () => {
+    if (++tokens === 2) n.dispose();
+  });
+  const r = await gen.result;
+  assert.equal(r.stopReason, 'cancelled');
+  assert.ok(r.tokens.length <= 3);
+  assert.throws(() => n.info(), /disposed/);
+  assert.throws(() => n.generate({ prompt: [1], maxTokens: 1 }), /disposed/);
+});
