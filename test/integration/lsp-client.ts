@@ -26,7 +26,8 @@ import { repoRoot, serverModule } from '../helpers';
 
 const P = serverModule<typeof protocol>('protocol');
 
-export const serverScript = path.join(repoRoot, 'out', 'server', 'server.js');
+/** The compiled server, or another build of it (MIXQ_TEST_SERVER=dist/server.js tests the bundle). */
+export const serverScript = process.env.MIXQ_TEST_SERVER ? path.resolve(repoRoot, process.env.MIXQ_TEST_SERVER) : path.join(repoRoot, 'out', 'server', 'server.js');
 export const addonPath = path.join(repoRoot, 'build', 'Release', 'mixq.node');
 /** node:test skip option when the native addon has not been built. */
 export const needsAddon: string | false = fs.existsSync(addonPath) ? false : 'skipped: build/Release/mixq.node not built (npm run build:native)';
