@@ -10,6 +10,8 @@ function(mixq_test name)
 endfunction()
 
 set(MIXQ_TESTS
+  test_awq_kernels
+  test_awq_format
   test_reference
   test_ppl
   test_kv_reuse
