@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "addon_quantize.h"  // quantize(): the AWQ quantizer (addon_quantize.cc)
 #include "backend.h"
 #include "bench.h"
 #include "cpu_features.h"
@@ -599,6 +600,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cpuFeatures", Napi::Function::New(env, CpuFeatures, "cpuFeatures"));
   exports.Set("loadModel", Napi::Function::New(env, LoadModel, "loadModel"));
   exports.Set("bench", Napi::Function::New(env, Bench, "bench"));
+  mixq_addon::InitQuantize(env, exports);
   return exports;
 }
 

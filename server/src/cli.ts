@@ -10,11 +10,13 @@ import { benchCommand } from './cli/bench';
 import type { CliIo, Command } from './cli/command';
 import { generateCommand } from './cli/generate';
 import { pplCommand } from './cli/ppl';
+import { quantizeCommand } from './cli/quantize';
 
 export const commands: readonly Command[] = [
   generateCommand,
   pplCommand,
   benchCommand,
+  quantizeCommand,
 ];
 
 function topHelp(): string {

@@ -109,6 +109,47 @@ export interface NativeBenchOptions {
   device?: string;
 }
 
+/** Options of quantize() (native/addon/addon_quantize.cc → native/src/quant/quantize.h). */
+export interface NativeQuantizeOptions {
+  source: string;           // 16-bit Mixtral folder
+  output: string;           // must not exist (or be empty); written as OUTPUT.tmp-XXXXXX, renamed when complete
+  method?: 'awq' | 'rtn';   // default 'awq'
+  groupSize?: 32 | 64 | 128; // default 128
+  zeroPoint?: boolean;      // default true; false = symmetric
+  calibIds?: Int32Array;    // [samples × seqLen] token ids (AWQ)
+  samples?: number;
+  seqLen?: number;
+  clipTokens?: number;      // clip search token budget (default 512)
+  threads?: number;         // 0 = all hardware threads
+}
+
+export interface NativeQuantizeProgress {
+  layer: number;            // 0-based layer in progress (layers when done)
+  layers: number;
+  phase: string;            // 'load' | 'forward' | 'search-attn' | 'search-moe' | 'search-experts' | 'clip' | 'pack' | 'write' | 'done'
+  fraction: number;         // of the whole run, 0..1
+  elapsedS: number;
+  etaS: number;             // -1 until the first layer is done
+}
+
+export interface NativeQuantizeResult {
+  outputDir: string;
+  seconds: number;
+  peakRssBytes: number;
+  layers: number;
+  calibTokens: number;
+  outputBytes: number;
+  layerSeconds: number[];
+  warnings: string[];       // e.g. an expert with no calibration tokens
+  bestAlpha: number[];      // per layer: attn, moe, expert 0..E-1 (-1: not searched)
+}
+
+export interface NativeQuantization {
+  /** Rejects with an Error whose `cancelled` property is true after cancel(); nothing is left on disk. */
+  readonly promise: Promise<NativeQuantizeResult>;
+  cancel(): void;
+}
+
 export interface NativeAddon {
   version: string;
   cudaCompiled: boolean;
@@ -116,6 +157,8 @@ export interface NativeAddon {
   cpuFeatures(): string[];      // ['avx2', 'fma', 'avx512f', ...]
   loadModel(dir: string, opts?: NativeLoadOptions): Promise<NativeEngine>;
   bench(opts: NativeBenchOptions): Promise<NativeBenchResult>;
+  /** Quantizes a 16-bit model folder to AutoAWQ GEMM int4 (AWQ or round-to-nearest). */
+  quantize(opts: NativeQuantizeOptions, onProgress?: (p: NativeQuantizeProgress) => void): NativeQuantization;
 }
 
 // Loads build/Release/mixq.node (cmake-js output) relative to the package root.

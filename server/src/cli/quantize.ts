@@ -1,0 +1,123 @@
+/**
+ * `mixq quantize SRC OUT`: a 16-bit Mixtral folder → an AutoAWQ "GEMM" int4 folder (AWQ or round-to-nearest).
+ * Calibration (AWQ) comes from --calib (a .jsonl of {"text"}, a folder of source files, or a text file),
+ * tokenized here and passed to the native quantizer as Int32Array [samples × seq-len]. Progress goes to
+ * stderr (one line per phase); Ctrl-C cancels and leaves nothing behind.
+ */
+import * as path from 'node:path';
+
+import { buildCalibration, readCalibrationDocuments } from '../calibration';
+import { loadAddon, type NativeQuantizeProgress } from '../native';
+import { MixqTokenizer } from '../tokenizer';
+import { parseFlags, UsageError } from './args';
+import type { CliIo, Command } from './command';
+import { jsonLine } from './common';
+
+const flags = {
+  calib: { type: 'string', help: 'calibration data: .jsonl of {"text"}, a folder of source files, or a text file (AWQ; default: the current folder)', valueName: 'path' },
+  samples: { type: 'int', help: 'calibration samples (default 128)', min: 1 },
+  seqLen: { type: 'int', help: 'tokens per sample (default 512)', min: 2 },
+  groupSize: { type: 'int', help: 'input rows per scale: 32, 64 or 128 (default 128)', min: 1 },
+  method: { type: 'string', help: 'awq | rtn (default awq)', valueName: 'name' },
+  zeroPoint: { type: 'boolean', help: 'asymmetric int4 with a zero point per group (the default)' },
+  symmetric: { type: 'boolean', help: 'symmetric int4 (zero point fixed at 8)' },
+  threads: { type: 'int', help: 'CPU worker threads (default: all)', min: 0 },
+  seed: { type: 'int', help: 'calibration sampling seed (default 0)', min: 0 },
+  json: { type: 'boolean', help: 'print the result as one JSON object' },
+} as const;
+
+function fmtSeconds(s: number): string {
+  if (s < 0) return '?';
+  return s < 90 ? `${s.toFixed(0)} s` : `${(s / 60).toFixed(1)} min`;
+}
+
+export const quantizeCommand: Command = {
+  name: 'quantize',
+  summary: 'quantize a 16-bit model folder to AWQ int4 (AutoAWQ GEMM format)',
+  usage: 'SRC OUT [--calib PATH] [--samples 128] [--seq-len 512] [--group-size 128] [--method awq|rtn] [--zero-point|--symmetric] [--threads N] [--seed S] [--json]',
+  flags,
+  async run(argv: readonly string[], io: CliIo): Promise<number> {
+    const { positional, rest } = splitPositional(argv);
+    const f = parseFlags(rest, flags);
+    if (positional.length !== 2) throw new UsageError(`expected SRC and OUT folders, got ${positional.length} positional argument(s)`);
+    const [source, output] = positional;
+    const method = f.method ?? 'awq';
+    if (method !== 'awq' && method !== 'rtn') throw new UsageError(`--method: "${method}" is not awq or rtn`);
+    const groupSize = f.groupSize ?? 128;
+    if (groupSize !== 32 && groupSize !== 64 && groupSize !== 128) throw new UsageError(`--group-size: ${groupSize} is not 32, 64 or 128`);
+    if (f.zeroPoint && f.symmetric) throw new UsageError('give at most one of --zero-point, --symmetric');
+    if (method === 'rtn' && f.calib !== undefined) throw new UsageError('--calib applies to --method awq only');
+
+    let calibIds: Int32Array | undefined;
+    let samples = 0;
+    let seqLen = 0;
+    const warnings: string[] = [];
+    if (method === 'awq') {
+      const calibPath = f.calib ?? process.cwd();
+      const tokenizer = MixqTokenizer.load(source);
+      const docs = readCalibrationDocuments(calibPath);
+      const set = buildCalibration(tokenizer, docs, { samples: f.samples ?? 128, seqLen: f.seqLen ?? 512, seed: f.seed ?? 0 });
+      calibIds = set.ids;
+      samples = set.samples;
+      seqLen = set.seqLen;
+      warnings.push(...set.warnings);
+      if (!f.json) {
+        io.stderr.write(`calibration: ${samples} × ${seqLen} tokens from ${set.documentsUsed} of ${set.documents} documents (${path.resolve(calibPath)})\n`);
+      }
+    }
+    for (const w of warnings) io.stderr.write(`warning: ${w}\n`);
+
+    let lastLine = '';
+    const onProgress = (p: NativeQuantizeProgress): void => {
+      if (f.json) return;
+      const line = p.phase === 'done'
+        ? `done in ${fmtSeconds(p.elapsedS)}`
+        : `layer ${p.layer + 1}/${p.layers} ${p.phase} — ${(p.fraction * 100).toFixed(0)}%, ${fmtSeconds(p.elapsedS)} elapsed, ETA ${fmtSeconds(p.etaS)}`;
+      if (line !== lastLine) io.stderr.write(line + '\n');
+      lastLine = line;
+    };
+    const job = loadAddon().quantize(
+      { source, output, method, groupSize: groupSize as 32 | 64 | 128, zeroPoint: !f.symmetric, calibIds, samples, seqLen, threads: f.threads },
+      onProgress,
+    );
+    const onSigint = (): void => {
+      io.stderr.write('cancelling…\n');
+      job.cancel();
+    };
+    process.once('SIGINT', onSigint);
+    try {
+      const r = await job.promise;
+      warnings.push(...r.warnings);
+      if (f.json) {
+        io.stdout.write(jsonLine({ ...r, method, groupSize, zeroPoint: !f.symmetric, samples, seqLen, warnings }));
+      } else {
+        for (const w of r.warnings) io.stderr.write(`warning: ${w}\n`);
+        io.stdout.write(
+          `wrote ${r.outputDir} (${(r.outputBytes / 1e6).toFixed(1)} MB, ${method} int4 g${groupSize}) in ${r.seconds.toFixed(1)} s, ` +
+            `peak RSS ${(r.peakRssBytes / 1e6).toFixed(0)} MB\n`,
+        );
+      }
+      return 0;
+    } finally {
+      process.removeListener('SIGINT', onSigint);
+    }
+  },
+};
+
+/** SRC and OUT apart from the flags: a `--name` takes the next argument as its value unless it is boolean or `--name=value`. */
+function splitPositional(argv: readonly string[]): { positional: string[]; rest: string[] } {
+  const positional: string[] = [];
+  const rest: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (!a.startsWith('--')) {
+      positional.push(a);
+      continue;
+    }
+    rest.push(a);
+    const name = a.slice(2).replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+    const spec = (flags as Record<string, { type: string }>)[name];
+    if (!a.includes('=') && spec && spec.type !== 'boolean' && i + 1 < argv.length) rest.push(argv[++i]);
+  }
+  return { positional, rest };
+}
