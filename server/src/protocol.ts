@@ -95,7 +95,7 @@ export interface CompletionTiming {
   /** Prompt tokens run through the model for this request (promptTokens − reusedTokens). */
   evaluatedPromptTokens: number;
   generatedTokens: number;
-  /** Generated tokens per second of decode time. */
+  /** Decode forward passes per second (the first generated token comes from prompt evaluation). */
   tokensPerSec: number;
   /** Why generation stopped: eos, max_tokens, postprocess (a rule ended it early), time_cap, … */
   stop: string;

@@ -255,6 +255,7 @@ export class CompletionService {
 
     const totalMs = this.now() - t0;
     const otherMs = Math.max(0, totalMs - waitMs - result.prefillMs - result.decodeMs);
+    const decodeSteps = result.evaluatedTokens - (result.promptTokens - result.reusedTokens);
     this.last = {
       totalMs,
       waitMs,
@@ -265,7 +266,8 @@ export class CompletionService {
       reusedTokens: result.reusedTokens,
       evaluatedPromptTokens: result.promptTokens - result.reusedTokens,
       generatedTokens: result.tokens.length,
-      tokensPerSec: result.decodeMs > 0 ? (result.tokens.length * 1000) / result.decodeMs : 0,
+      // The first token comes from the prefill's logits: decode time covers the forward passes after it.
+      tokensPerSec: decodeSteps > 0 && result.decodeMs > 0 ? (decodeSteps * 1000) / result.decodeMs : 0,
       stop: stopBy ?? result.stopReason,
       fromCache: false,
     };
