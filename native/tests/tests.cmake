@@ -18,6 +18,7 @@ set(MIXQ_TESTS
   test_generate
   test_bad_input
   test_ops
+  test_model
 )
 foreach(t ${MIXQ_TESTS})
   mixq_test(${t})
