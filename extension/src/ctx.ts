@@ -21,11 +21,9 @@ import {
   type ServerStatus,
 } from '../../server/src/protocol';
 import { completionsEnabled, languageEnabled, SECTION, serverSettings } from './config';
-import { applyStatus, type ClientPhase } from './status';
+import { RestartPolicy } from './restartPolicy';
+import { renderStatus, type ClientPhase } from './status';
 
-/** More crashes than this within CRASH_WINDOW_MS stop the automatic restarts. */
-export const MAX_RESTARTS = 3;
-export const CRASH_WINDOW_MS = 3 * 60_000;
 
 export class Ctx implements vscode.Disposable {
   readonly log: vscode.LogOutputChannel;
@@ -34,7 +32,7 @@ export class Ctx implements vscode.Disposable {
   serverStatus: ServerStatus | undefined;
   phase: ClientPhase = 'stopped';
   private phaseDetail: string | undefined;
-  private crashes: number[] = [];
+  private readonly restarts = new RestartPolicy();
   private lastShownError: string | undefined;
   private noModelShown = false;
   private readonly statusEmitter = new vscode.EventEmitter<ServerStatus>();
@@ -62,7 +60,12 @@ export class Ctx implements vscode.Disposable {
   }
 
   render(): void {
-    applyStatus(this.statusItem, { phase: this.phase, server: this.serverStatus, enabled: completionsEnabled(), detail: this.phaseDetail });
+    const r = renderStatus({ phase: this.phase, server: this.serverStatus, enabled: completionsEnabled(), detail: this.phaseDetail });
+    this.statusItem.text = r.text;
+    this.statusItem.tooltip = r.tooltip;
+    this.statusItem.command = r.command;
+    this.statusItem.backgroundColor = r.warning ? new vscode.ThemeColor('statusBarItem.warningBackground') : undefined;
+    this.statusItem.show();
   }
 
   private setPhase(phase: ClientPhase, detail?: string): void {
@@ -110,11 +113,9 @@ export class Ctx implements vscode.Disposable {
       errorHandler: {
         error: () => ({ action: ErrorAction.Continue }),
         closed: () => {
-          const now = Date.now();
-          this.crashes = this.crashes.filter((t) => now - t < CRASH_WINDOW_MS);
-          this.crashes.push(now);
-          if (this.crashes.length > MAX_RESTARTS) {
-            const message = `The MixQ server stopped ${this.crashes.length} times in ${CRASH_WINDOW_MS / 60_000} minutes and will not be restarted. See "MixQ: Show Log"; "MixQ: Restart Server" tries again.`;
+          const decision = this.restarts.onCrash();
+          if (!decision.restart) {
+            const message = `The MixQ server stopped ${decision.crashes} times in ${this.restarts.windowMs / 60_000} minutes and will not be restarted. See "MixQ: Show Log"; "MixQ: Restart Server" tries again.`;
             this.setPhase('crashed', message);
             this.log.error(message);
             void vscode.window.showErrorMessage(message, 'Show Log', 'Restart Server').then((pick) => {
@@ -123,7 +124,7 @@ export class Ctx implements vscode.Disposable {
             });
             return { action: CloseAction.DoNotRestart, handled: true };
           }
-          const message = `The MixQ server stopped unexpectedly; restarting (${this.crashes.length}/${MAX_RESTARTS}).`;
+          const message = `The MixQ server stopped unexpectedly; restarting (${decision.crashes}/${this.restarts.maxRestarts}).`;
           this.log.warn(message);
           this.serverStatus = undefined;
           this.setPhase('restarting');
@@ -157,7 +158,7 @@ export class Ctx implements vscode.Disposable {
 
   async start(): Promise<void> {
     if (this.client) return;
-    this.crashes = [];
+    this.restarts.reset();
     this.serverStatus = undefined;
     this.setPhase('starting');
     this.client = this.createClient();

@@ -1,6 +1,7 @@
-/** The one place server/client state becomes the status bar item's text, tooltip and click action. */
-import * as vscode from 'vscode';
-
+/**
+ * The one place server/client state becomes the status bar item's text, tooltip and click action.
+ * No vscode import: unit-tested in Node.
+ */
 import type { ServerStatus } from '../../server/src/protocol';
 
 export type ClientPhase = 'starting' | 'running' | 'restarting' | 'crashed' | 'stopped';
@@ -67,13 +68,4 @@ export function renderStatus(view: StatusView): RenderedStatus {
   }
   lines.push(`Server memory: ${(s.rssBytes / 2 ** 20).toFixed(0)} MiB`, 'Click for the MixQ menu.');
   return { text: `${icon} MixQ: ${parts.filter(Boolean).join(' · ')}`, tooltip: lines.filter(Boolean).join('\n'), command: menu, warning: false };
-}
-
-export function applyStatus(item: vscode.StatusBarItem, view: StatusView): void {
-  const r = renderStatus(view);
-  item.text = r.text;
-  item.tooltip = r.tooltip;
-  item.command = r.command;
-  item.backgroundColor = r.warning ? new vscode.ThemeColor('statusBarItem.warningBackground') : undefined;
-  item.show();
 }
