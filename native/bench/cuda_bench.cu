@@ -1,5 +1,7 @@
 // CUDA kernel timings, with the device-to-device copy bandwidth measured in the same run as the ceiling.
 //   cuda_bench [--device N] [--quick]  → JSON on stdout, a readable table on stderr.
+//   cuda_bench --profile C,R,SPLIT,FLAVOR   → only 3 GEMV launches per Mixtral expert shape with that config
+//                                           (for a profiler such as ncu), no timing.
 // Method: cudaEvent timing around loops of back-to-back launches (warm-up first), median of several repeats;
 // the GEMV rotates over enough weight copies (> 4× L2) that every call streams its weights from DRAM; inputs
 // are random (never zeros). Bytes counted for the GEMV: qweight + qzeros + scales + x + y, each once.
@@ -89,18 +91,23 @@ void fill_scales(DeviceBuffer& buf, uint32_t seed) {
 
 std::string json_config(const GemvW4A16Config& c) {
   return "{\"cols_per_block\": " + std::to_string(c.cols_per_block) + ", \"rows_per_run\": " +
-         std::to_string(c.rows_per_run) + ", \"split_k\": " + std::to_string(c.split_k) + "}";
+         std::to_string(c.rows_per_run) + ", \"split_k\": " + std::to_string(c.split_k) +
+         ", \"flavor\": " + std::to_string(c.flavor) + "}";
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   int device = 0;
-  bool quick = false;
+  bool quick = false, profile = false;
+  GemvW4A16Config profile_cfg;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--device") && i + 1 < argc) device = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--quick")) quick = true;
-    else { std::fprintf(stderr, "usage: cuda_bench [--device N] [--quick]\n"); return 2; }
+    else if (!std::strcmp(argv[i], "--profile") && i + 1 < argc &&
+             std::sscanf(argv[++i], "%d,%d,%d,%d", &profile_cfg.cols_per_block, &profile_cfg.rows_per_run,
+                         &profile_cfg.split_k, &profile_cfg.flavor) == 4) profile = true;
+    else { std::fprintf(stderr, "usage: cuda_bench [--device N] [--quick] [--profile C,R,SPLIT,FLAVOR]\n"); return 2; }
   }
   if (mixq::cuda::visible_device_count() == 0) {
     std::fprintf(stderr, "cuda_bench: no CUDA device visible\n");
@@ -115,6 +122,22 @@ int main(int argc, char** argv) {
                        std::to_string(prop.multiProcessorCount) + ", \"l2_bytes\": " + std::to_string(prop.l2CacheSize);
     std::fprintf(stderr, "%s: %d SMs, L2 %d MiB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
 
+    if (profile) {
+      for (auto [in, out] : {std::pair<int64_t, int64_t>{4096, 14336}, {14336, 4096}}) {
+        DeviceBuffer qw(device, in * out / 2), qz(device, in / 128 * out / 2), sc(device, in / 128 * out * 2),
+            x(device, in * 2), y(device, out * 2), ws(device, mixq::cuda::gemv_w4a16_workspace_bytes(out));
+        fill_random(qw, 1);
+        fill_random(qz, 2);
+        fill_scales(sc, 3);
+        fill_random(x, 4, true);
+        CUDA_CHECK(cudaMemset(ws.data(), 0, ws.size()));
+        for (int i = 0; i < 3; ++i)
+          mixq::cuda::launch_gemv_w4a16(x.as<__half>(), qw.as<int32_t>(), qz.as<int32_t>(), sc.as<__half>(), y.data(),
+                                        DType::F16, in, out, 128, ws.data(), profile_cfg, g_stream);
+        CUDA_CHECK(cudaStreamSynchronize(g_stream));
+      }
+      return 0;
+    }
     // 1. The ceiling: a 1 GiB device-to-device copy, bytes read + bytes written.
     const size_t copy_bytes = size_t(1) << 30;
     DeviceBuffer src(device, copy_bytes), dst(device, copy_bytes);
@@ -201,10 +224,12 @@ int main(int argc, char** argv) {
       // Sweep of the work split, to check the default against its neighbours.
       bool first_cfg = true;
       if (!quick)
+        for (int flavor : {0, 1, 2})
         for (int C : {2, 4, 8})
           for (int R : {16, 32})
             for (int split : {1, 2, 3, 4, 6, 8, 12, 16, 24, 32}) {
-              const GemvW4A16Config cfg{C, R, split};
+              if (flavor == 2 && R != 16) continue;
+              const GemvW4A16Config cfg{C, R, split, flavor};
               const double ms = time_ms(launcher(cfg), calls, 5);
               json += std::string(first_cfg ? "" : ", ") + "{\"cfg\": " + json_config(cfg) + ", \"us\": " +
                       std::to_string(ms * 1e3) + "}";

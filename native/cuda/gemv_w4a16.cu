@@ -48,8 +48,26 @@ __device__ __forceinline__ uint32_t word_of(const uint4& v, int q) {
   return q == 0 ? v.x : q == 1 ? v.y : q == 2 ? v.z : v.w;
 }
 
-template <int C, int R, class OutT>
-__global__ void __launch_bounds__(kThreads, 2)
+// Weight loads. kHint: ld.global.nc with L1::no_allocate (streamed once) and the L2::256B prefetch hint, so
+// one request brings the neighbouring column tiles' bytes of the same row into L2 for the blocks next door.
+template <bool kHint>
+__device__ __forceinline__ uint4 load_weights(const uint4* p) {
+  if constexpr (kHint) {
+    uint4 v;
+    asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+    return v;
+  } else {
+    return *p;
+  }
+}
+
+// Flavours (measured against each other by cuda_bench): 0 plain loads; 1 hinted loads; 2 hinted loads with all
+// R rows of a run issued before the zeros/scales/x loads and any arithmetic (more bytes in flight per thread,
+// at the price of 64 more registers: one 256-thread block per SM).
+template <int C, int R, int kFlavor, class OutT>
+__global__ void __launch_bounds__(kThreads, kFlavor == 2 ? 1 : 2)
     gemv_w4a16_kernel(const __half* __restrict__ x,       // [in]
                       const uint4* __restrict__ qweight,  // [in][cols]   (cols = out/32 uint4 per row)
                       const uint4* __restrict__ qzeros,   // [in/G][cols]
@@ -59,6 +77,8 @@ __global__ void __launch_bounds__(kThreads, 2)
                       unsigned* __restrict__ tile_counters,  // [gridDim.x] (split_k > 1)
                       int in, int out, int group_size, int rows_per_split) {
   constexpr int KB = kThreads / C;
+  constexpr bool kHint = kFlavor >= 1;
+  constexpr bool kPrefetch = kFlavor == 2;
   const int cols = out / 32;
   const int c_local = threadIdx.x % C, k_lane = threadIdx.x / C;
   const int col = blockIdx.x * C + c_local;
@@ -71,6 +91,12 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   if (col < cols) {
     for (int r0 = k_begin + k_lane * R; r0 < k_end; r0 += KB * R) {
+      const uint4* wp = qweight + static_cast<size_t>(r0) * cols + col;
+      uint4 w_all[kPrefetch ? R : 1];
+      if constexpr (kPrefetch) {
+#pragma unroll
+        for (int j = 0; j < R; ++j) w_all[j] = load_weights<true>(wp + static_cast<size_t>(j) * cols);
+      }
       const int g = r0 / group_size;
       const uint4 zq = qzeros[static_cast<size_t>(g) * cols + col];
       half2 zero[16];  // 1024 + z for output pairs (2i, 2i+1)
@@ -96,7 +122,9 @@ __global__ void __launch_bounds__(kThreads, 2)
       for (int sub = 0; sub < R; sub += kRowsPerFlush) {
         uint4 w[kRowsPerFlush];
 #pragma unroll
-        for (int j = 0; j < kRowsPerFlush; ++j) w[j] = qweight[static_cast<size_t>(r0 + sub + j) * cols + col];
+        for (int j = 0; j < kRowsPerFlush; ++j)
+          w[j] = kPrefetch ? w_all[kPrefetch ? sub + j : 0]
+                           : load_weights<kHint>(wp + static_cast<size_t>(sub + j) * cols);
         half2 h[16];
 #pragma unroll
         for (int i = 0; i < 16; ++i) h[i] = __float2half2_rn(0.0f);
@@ -121,20 +149,29 @@ __global__ void __launch_bounds__(kThreads, 2)
     }
   }
 
-  // 3. block reduction: red[k_lane][c_local][33] (33: a warp's stores for one i hit 32 different banks)
+  // 3. block reduction: red[k_lane][c_local][33] (33: a warp's stores for one i hit 32 different banks).
+  // P = 8/C threads per output each add 32 of the KB partials (staggered by 4 per part so the P parts read
+  // different banks), then combine by xor shuffles: a fixed order, so the result is deterministic.
   __shared__ float red[KB * C * 33];
   float* mine = red + (k_lane * C + c_local) * 33;
 #pragma unroll
   for (int i = 0; i < 32; ++i) mine[i] = acc[i];
   __syncthreads();
 
-  const int o_local = threadIdx.x;  // output of the tile this thread sums (C·32 ≤ 256)
+  constexpr int P = 8 / C;  // KB / P == 32
+  const int o_local = threadIdx.x / P, part = threadIdx.x % P;
   const int o = blockIdx.x * C * 32 + o_local;
-  const bool active = o_local < C * 32 && o < out;
+  const bool active = part == 0 && o < out;
   float sum = 0.0f;
-  if (active) {
+  {
     const int c = o_local / 32, i = o_local % 32;
-    for (int k = 0; k < KB; ++k) sum += red[(k * C + c) * 33 + i];
+#pragma unroll 8
+    for (int kk = 0; kk < 32; ++kk) {
+      const int k = part * 32 + ((kk + 4 * part) & 31);
+      sum += red[(k * C + c) * 33 + i];
+    }
+#pragma unroll
+    for (int off = 1; off < P; off <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
   }
 
   if (gridDim.y == 1) {
@@ -163,19 +200,34 @@ template <class OutT>
 using KernelPtr = void (*)(const __half*, const uint4*, const uint4*, const __half*, OutT*, float*, unsigned*, int,
                            int, int, int);
 
-template <class OutT>
-KernelPtr<OutT> pick_kernel(int C, int R) {
+template <class OutT, int kFlavor>
+KernelPtr<OutT> pick_flavor(int C, int R) {
   if (R == 16) {
-    if (C == 2) return gemv_w4a16_kernel<2, 16, OutT>;
-    if (C == 4) return gemv_w4a16_kernel<4, 16, OutT>;
-    if (C == 8) return gemv_w4a16_kernel<8, 16, OutT>;
-  } else if (R == 32) {
-    if (C == 2) return gemv_w4a16_kernel<2, 32, OutT>;
-    if (C == 4) return gemv_w4a16_kernel<4, 32, OutT>;
-    if (C == 8) return gemv_w4a16_kernel<8, 32, OutT>;
+    if (C == 2) return gemv_w4a16_kernel<2, 16, kFlavor, OutT>;
+    if (C == 4) return gemv_w4a16_kernel<4, 16, kFlavor, OutT>;
+    if (C == 8) return gemv_w4a16_kernel<8, 16, kFlavor, OutT>;
   }
-  throw Error("gemv_w4a16: unsupported config cols_per_block=" + std::to_string(C) +
-              " rows_per_run=" + std::to_string(R) + " (C ∈ {2,4,8}, R ∈ {16,32})");
+  if constexpr (kFlavor != 2) {  // flavour 2 holds a run's R rows in registers: R = 16 only
+    if (R == 32) {
+      if (C == 2) return gemv_w4a16_kernel<2, 32, kFlavor, OutT>;
+      if (C == 4) return gemv_w4a16_kernel<4, 32, kFlavor, OutT>;
+      if (C == 8) return gemv_w4a16_kernel<8, 32, kFlavor, OutT>;
+    }
+  }
+  return nullptr;
+}
+
+template <class OutT>
+KernelPtr<OutT> pick_kernel(const GemvW4A16Config& cfg) {
+  KernelPtr<OutT> k = nullptr;
+  if (cfg.flavor == 0) k = pick_flavor<OutT, 0>(cfg.cols_per_block, cfg.rows_per_run);
+  if (cfg.flavor == 1) k = pick_flavor<OutT, 1>(cfg.cols_per_block, cfg.rows_per_run);
+  if (cfg.flavor == 2) k = pick_flavor<OutT, 2>(cfg.cols_per_block, cfg.rows_per_run);
+  if (!k)
+    throw Error("gemv_w4a16: unsupported config cols_per_block=" + std::to_string(cfg.cols_per_block) +
+                " rows_per_run=" + std::to_string(cfg.rows_per_run) + " flavor=" + std::to_string(cfg.flavor) +
+                " (C ∈ {2,4,8}, R ∈ {16,32}, flavour 0..2, flavour 2 with R = 16)");
+  return k;
 }
 
 struct Plan {
@@ -195,17 +247,17 @@ Plan make_plan(int64_t in, int64_t out, const GemvW4A16Config& cfg) {
 }
 
 // Blocks of this kernel resident per SM and the SM count, per device (cached: the queries cost microseconds).
-std::pair<int, int> occupancy(int device, int C, int R) {
+std::pair<int, int> occupancy(int device, const GemvW4A16Config& cfg) {
   static std::mutex mu;
-  static std::map<std::tuple<int, int, int>, std::pair<int, int>> cache;
+  static std::map<std::tuple<int, int, int, int>, std::pair<int, int>> cache;
   std::lock_guard<std::mutex> lock(mu);
-  const auto key = std::make_tuple(device, C, R);
+  const auto key = std::make_tuple(device, cfg.cols_per_block, cfg.rows_per_run, cfg.flavor);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
   int sms = 0, blocks = 0;
   CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   DeviceGuard guard(device);
-  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, pick_kernel<__half>(C, R), kThreads, 0));
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, pick_kernel<__half>(cfg), kThreads, 0));
   return cache[key] = {std::max(1, blocks), sms};
 }
 
@@ -217,7 +269,7 @@ GemvW4A16Config gemv_w4a16_default_config(int64_t in, int64_t out, int group_siz
   cfg.cols_per_block = 4;
   const int64_t cols = out / 32;
   if (cols % 4 != 0 || cols / 4 < 16) cfg.cols_per_block = 2;  // narrow outputs: more column tiles
-  const auto [blocks_per_sm, sms] = occupancy(device, cfg.cols_per_block, cfg.rows_per_run);
+  const auto [blocks_per_sm, sms] = occupancy(device, cfg);
   const int64_t wave = int64_t{blocks_per_sm} * sms;
   const int64_t tiles = (cols + cfg.cols_per_block - 1) / cfg.cols_per_block;
   // One wave of resident blocks: split along `in` until the column tiles fill it.
@@ -241,11 +293,11 @@ void launch_gemv_w4a16(const __half* x, const int32_t* qweight, const int32_t* q
   const auto* qw = reinterpret_cast<const uint4*>(qweight);
   const auto* qz = reinterpret_cast<const uint4*>(qzeros);
   if (y_dtype == DType::F16) {
-    pick_kernel<__half>(cfg.cols_per_block, cfg.rows_per_run)<<<grid, kThreads, 0, stream>>>(
+    pick_kernel<__half>(cfg)<<<grid, kThreads, 0, stream>>>(
         x, qw, qz, scales, static_cast<__half*>(y), partials, counters, static_cast<int>(in), static_cast<int>(out),
         group_size, plan.rows_per_split);
   } else if (y_dtype == DType::F32) {
-    pick_kernel<float>(cfg.cols_per_block, cfg.rows_per_run)<<<grid, kThreads, 0, stream>>>(
+    pick_kernel<float>(cfg)<<<grid, kThreads, 0, stream>>>(
         x, qw, qz, scales, static_cast<float*>(y), partials, counters, static_cast<int>(in), static_cast<int>(out),
         group_size, plan.rows_per_split);
   } else {
