@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the CUDA backend's tests and benchmark for the GPU at hand, runs them, and keeps the logs.
 #   native/cuda/gpu_check.sh OUT_DIR [ARCH]     (ARCH default 90a-real: H100/H200)
-# Writes OUT_DIR/{env.txt,build.log,ctest.log,sanitizer.log,bench.json,bench.txt}. Only the CUDA targets are
+# Writes OUT_DIR/{env.txt,build.log,ctest.log (verbose: every case's error),sanitizer.log,bench.json,bench.txt}. Only the CUDA targets are
 # built, so this works while the CPU engine is mid-change. Exit status: that of ctest.
 set -u -o pipefail
 out=${1:?usage: gpu_check.sh OUT_DIR [ARCH]}
@@ -18,8 +18,9 @@ if ! { cmake -S "$root" -B "$build" -DMIXQ_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$
   exit 1
 fi
 cd "$build/native"
-ctest -L cuda --output-on-failure 2>&1 | tee "$out/ctest.log"
-status=${PIPESTATUS[0]}
+ctest -L cuda -V >"$out/ctest.log" 2>&1
+status=$?
+grep -E "Test +#|tests passed|FAIL" "$out/ctest.log"
 ./cuda_bench >"$out/bench.json" 2>"$out/bench.txt"
 echo "cuda_bench exit $?"
 cat "$out/bench.txt"
