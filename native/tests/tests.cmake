@@ -12,6 +12,7 @@ endfunction()
 set(MIXQ_TESTS
   test_awq_kernels
   test_awq_format
+  test_awq_quant
   test_reference
   test_ppl
   test_kv_reuse
