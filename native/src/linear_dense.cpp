@@ -148,6 +148,31 @@ MIXQ_AVX512 inline __m512 load16(const void* w, int64_t i) {
   }
 }
 
+// res[k] = horizontal sum of acc[k], k < N. Eight sums at a time share their shuffles
+// (fold 512→256 bits, then a hadd tree), which matters when `in` is short (256 on the fixture).
+template <int N>
+MIXQ_AVX512 inline void reduce_tile_avx512(const __m512* acc, float* res) {
+  __m256 h[N];
+  for (int k = 0; k < N; ++k)
+    h[k] = _mm256_add_ps(_mm512_castps512_ps256(acc[k]),
+                         _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[k]), 1)));
+  int k = 0;
+  for (; k + 8 <= N; k += 8) {
+    const __m256 s01 = _mm256_hadd_ps(h[k], h[k + 1]), s23 = _mm256_hadd_ps(h[k + 2], h[k + 3]);
+    const __m256 s45 = _mm256_hadd_ps(h[k + 4], h[k + 5]), s67 = _mm256_hadd_ps(h[k + 6], h[k + 7]);
+    const __m256 s0123 = _mm256_hadd_ps(s01, s23), s4567 = _mm256_hadd_ps(s45, s67);
+    // s0123 lanes: [a0 a1 a2 a3 | a0 a1 a2 a3] partial (low/high 128-bit halves), same for s4567.
+    const __m256 lo = _mm256_permute2f128_ps(s0123, s4567, 0x20), hi = _mm256_permute2f128_ps(s0123, s4567, 0x31);
+    _mm256_storeu_ps(res + k, _mm256_add_ps(lo, hi));
+  }
+  for (; k < N; ++k) {
+    __m128 q = _mm_add_ps(_mm256_castps256_ps128(h[k]), _mm256_extractf128_ps(h[k], 1));
+    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    q = _mm_add_ss(q, _mm_movehdup_ps(q));
+    res[k] = _mm_cvtss_f32(q);
+  }
+}
+
 template <DType DT, int R, int T>
 MIXQ_AVX512 void tile_avx512(const void* const* rows, const float* const* xs, int64_t in, float* res) {
   __m512 acc[R][T];
@@ -171,8 +196,7 @@ MIXQ_AVX512 void tile_avx512(const void* const* rows, const float* const* xs, in
       for (int t = 0; t < T; ++t) acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
     }
   }
-  for (int r = 0; r < R; ++r)
-    for (int t = 0; t < T; ++t) res[r * T + t] = _mm512_reduce_add_ps(acc[r][t]);
+  reduce_tile_avx512<R * T>(&acc[0][0], res);
 }
 #endif  // MIXQ_X86
 
