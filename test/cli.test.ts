@@ -57,6 +57,15 @@ test('generate --prompt applies the tokenizer rules (BOS) and streams the text',
   assert.equal(streamed.stdout, p.greedy_text + '\n');
 });
 
+test('generate --prompt P --suffix S --fim psm|spm builds the reference FIM prompts', { skip: needsFixtures }, () => {
+  for (const p of loadReference().prompts.filter((q) => q.suffix !== null)) {
+    const layout = p.name.endsWith('spm') ? 'spm' : 'psm';
+    const out = json(mixq('generate', '--model', tinyModelDir, '--prompt', p.text, '--suffix', p.suffix!, '--fim', layout, '--max-tokens', '32', '--json'));
+    assert.equal(out.prompt_tokens, p.input_ids.length, p.name);
+    assert.deepEqual(out.generated_ids, p.greedy_32, p.name);
+  }
+});
+
 test('generate streams byte-fallback output without broken characters (unicode prompt)', { skip: needsFixtures }, () => {
   const p = loadReference().prompts.find((q) => q.name === 'unicode')!;
   const streamed = mixq('generate', '--model', tinyModelDir, '--ids', p.input_ids.join(','), '--max-tokens', '32');
@@ -115,6 +124,8 @@ const errorCases: [string, () => string[], number, RegExp][] = [
   ['greedy with sampling', () => ['generate', '--model', tinyModelDir, '--ids', '1', '--greedy', '--temperature', '0.5'], 2, /--greedy cannot be combined/],
   ['token id out of range', () => ['generate', '--model', tinyModelDir, '--ids', '1,9000'], 2, /9000 is not a token id/],
   ['unknown command', () => ['frobnicate'], 2, /unknown command "frobnicate"/],
+  ['bad FIM layout', () => ['generate', '--model', tinyModelDir, '--prompt', 'a', '--suffix', 'b', '--fim', 'pms'], 2, /--fim: "pms" is not spm or psm/],
+  ['--suffix with --ids', () => ['generate', '--model', tinyModelDir, '--ids', '1', '--suffix', 'b'], 2, /--suffix needs --prompt/],
   ['missing prompt file', () => ['generate', '--model', tinyModelDir, '--prompt-file', path.join(tmp, 'none.txt')], 1, /none\.txt: cannot read/],
   ['model_type not mixtral', () => ['generate', '--model', modelWithConfig('llama', (c) => (c.model_type = 'llama')), '--prompt', 'x'], 1, /config\.json.*model_type|model_type.*config\.json/],
   ['missing config field', () => ['generate', '--model', modelWithConfig('nohidden', (c) => delete c.hidden_size), '--prompt', 'x'], 1, /hidden_size/],

@@ -14,6 +14,8 @@ const flags = {
   prompt: { type: 'string', help: 'prompt text (the tokenizer adds BOS)', valueName: 'text' },
   promptFile: { type: 'string', help: 'read the prompt text from a file', valueName: 'file' },
   ids: { type: 'intList', help: 'prompt as token ids, used as given (no BOS added)', valueName: '1,2,3' },
+  suffix: { type: 'string', help: 'text after the cursor: build a fill-in-the-middle prompt (no BOS)', valueName: 'text' },
+  fim: { type: 'string', help: 'FIM layout with --suffix: spm (default) | psm', valueName: 'layout' },
   maxTokens: { type: 'int', help: 'tokens to generate at most (default 64)', min: 0 },
   greedy: { type: 'boolean', help: 'always take the most likely token (the default without sampling flags)' },
   temperature: { type: 'number', help: 'sample with this temperature (> 0)', min: 1e-6 },
@@ -29,12 +31,15 @@ const flags = {
 export const generateCommand: Command = {
   name: 'generate',
   summary: 'complete a prompt with the model',
-  usage: '--model DIR (--prompt TEXT | --prompt-file F | --ids 1,2,3) [--max-tokens N] [--greedy | --temperature T [--top-k K] [--top-p P] [--seed S]] [--json]',
+  usage: '--model DIR (--prompt TEXT | --prompt-file F | --ids 1,2,3) [--suffix TEXT [--fim spm|psm]] [--max-tokens N] [--greedy | --temperature T [--top-k K] [--top-p P] [--seed S]] [--json]',
   flags,
   async run(argv: readonly string[], io: CliIo): Promise<number> {
     const f = parseFlags(argv, flags);
     const sources = [f.prompt, f.promptFile, f.ids].filter((s) => s !== undefined).length;
     if (sources !== 1) throw new UsageError('give exactly one of --prompt, --prompt-file, --ids');
+    if (f.suffix !== undefined && f.ids !== undefined) throw new UsageError('--suffix needs --prompt or --prompt-file (text), not --ids');
+    if (f.fim !== undefined && f.suffix === undefined) throw new UsageError('--fim applies with --suffix only');
+    if (f.fim !== undefined && f.fim !== 'spm' && f.fim !== 'psm') throw new UsageError(`--fim: "${f.fim}" is not spm or psm`);
     const sampling = f.temperature !== undefined || f.topK !== undefined || f.topP !== undefined || f.seed !== undefined;
     if (f.greedy && sampling) throw new UsageError('--greedy cannot be combined with --temperature, --top-k, --top-p or --seed');
 
@@ -50,7 +55,13 @@ export const generateCommand: Command = {
     const engine = await Engine.load(f.model!, { device: f.device, threads: f.threads, contextLength: f.contextLength });
     try {
       let prompt: number[];
-      if (promptText !== undefined) {
+      if (promptText !== undefined && f.suffix !== undefined) {
+        const fim = engine.tokenizer!.fim;
+        if (!fim) throw new Error(`${engine.modelDir}: tokenizer_config.json names no FIM tokens, so --suffix cannot be used`);
+        const layout = (f.fim ?? 'spm') as 'spm' | 'psm';
+        if (!fim.modes.includes(layout)) throw new UsageError(`--fim: the model was trained on ${fim.modes.join(', ')}, not ${layout}`);
+        prompt = engine.tokenizer!.fimPrompt(promptText, f.suffix, layout);
+      } else if (promptText !== undefined) {
         prompt = engine.tokenizer!.encode(promptText);
       } else {
         prompt = f.ids!;
@@ -71,7 +82,10 @@ export const generateCommand: Command = {
         ignoreEos: f.ignoreEos,
       };
       const generation = engine.generate(request, f.json ? {} : { onText: (chunk) => io.stdout.write(chunk) });
-      const r = await generation.result;
+      // Ctrl-C stops the generation at the next token; what was produced is still printed.
+      const onSigint = (): void => generation.cancel();
+      process.once('SIGINT', onSigint);
+      const r = await generation.result.finally(() => process.removeListener('SIGINT', onSigint));
       if (f.json) {
         io.stdout.write(
           jsonLine({
@@ -93,7 +107,7 @@ export const generateCommand: Command = {
       } else {
         io.stdout.write('\n');
       }
-      return 0;
+      return r.stopReason === 'cancelled' ? 130 : 0; // 130: stopped by SIGINT, as shells report it
     } finally {
       await engine.dispose();
     }
