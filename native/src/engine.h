@@ -91,6 +91,7 @@ struct GenerateOptions {
   SamplingOptions sampling;
   std::vector<int32_t> stop_ids;  // stop on any of these (EOS is always a stop unless ignore_eos)
   bool ignore_eos = false;
+  int prefill_chunk = 256;        // prompt tokens per forward pass; cancel is polled between chunks
 };
 
 enum class StopReason { Eos, StopId, MaxTokens, Cancelled, ContextFull, Callback };

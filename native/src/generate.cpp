@@ -57,10 +57,21 @@ GenerateResult generate(Context& ctx, const std::vector<int32_t>& prompt, const 
     res.stop_reason = StopReason::Cancelled;
     return res;
   }
+  // Prefill in chunks: bounded activation memory, and a cancel is seen between chunks. Results are
+  // the same as one batch (every op computes a token's row independently of the others in the batch).
   EvalCapture cap;
   const auto t_prefill = std::chrono::steady_clock::now();
-  ctx.eval(std::vector<int32_t>(prompt.begin() + std::ptrdiff_t(reuse), prompt.end()), cap);
-  res.evaluated_tokens = int(prompt.size() - reuse);
+  const size_t chunk = size_t(std::max(1, opts.prefill_chunk));
+  for (size_t pos = reuse; pos < prompt.size(); pos += chunk) {
+    if (pos > reuse && cancelled(cancel)) {
+      res.stop_reason = StopReason::Cancelled;
+      res.prefill_ms = ms_since(t_prefill);
+      return res;
+    }
+    const size_t end = std::min(prompt.size(), pos + chunk);
+    ctx.eval(std::vector<int32_t>(prompt.begin() + std::ptrdiff_t(pos), prompt.begin() + std::ptrdiff_t(end)), cap);
+    res.evaluated_tokens += int(end - pos);
+  }
   res.prefill_ms = ms_since(t_prefill);
 
   const auto t_decode = std::chrono::steady_clock::now();

@@ -166,10 +166,11 @@ MIXQ_AVX512 inline void reduce_tile_avx512(const __m512* acc, float* res) {
     _mm256_storeu_ps(res + k, _mm256_add_ps(lo, hi));
   }
   for (; k < N; ++k) {
-    __m128 q = _mm_add_ps(_mm256_castps256_ps128(h[k]), _mm256_extractf128_ps(h[k], 1));
-    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
-    q = _mm_add_ss(q, _mm_movehdup_ps(q));
-    res[k] = _mm_cvtss_f32(q);
+    // The same pairing as the tree above, so a (row, token) result never depends on the tile it
+    // fell in: batched, chunked and token-by-token evaluation agree bit for bit.
+    const __m256 s = _mm256_hadd_ps(h[k], h[k]);
+    const __m256 s2 = _mm256_hadd_ps(s, s);
+    res[k] = _mm_cvtss_f32(_mm_add_ss(_mm256_castps256_ps128(s2), _mm256_extractf128_ps(s2, 1)));
   }
 }
 
