@@ -42,6 +42,8 @@ const INITIAL = 'import os\n\n\ndef read_lines(path):\n    with open(path) as f:
 const TYPED = 'def count_lines(path):';
 
 let scratch: string;
+let settingsFile: string;
+let extensionsDir: string;
 let server: ChildProcess | undefined;
 let context: BrowserContext | undefined;
 const serverLog: string[] = [];
@@ -69,6 +71,62 @@ async function waitForHttp(url: string, timeoutMs: number): Promise<void> {
     if (Date.now() - t0 > timeoutMs) throw new Error(`${url} not up after ${timeoutMs} ms; log:\n${serverLog.join('')}`);
     await new Promise((r) => setTimeout(r, 250));
   }
+}
+
+/** Writes the user settings before VS Code starts: the test's fixed ones plus `mixq`. */
+function writeSettings(mixq: Record<string, unknown>): void {
+  fs.writeFileSync(settingsFile, JSON.stringify({
+    'mixq.device': 'cpu',
+    'files.autoSave': 'off',
+    'workbench.startupEditor': 'none',
+    'security.workspace.trust.enabled': false,
+    'editor.inlineSuggest.enabled': true,
+    'telemetry.telemetryLevel': 'off',
+    'update.mode': 'none',
+    'extensions.ignoreRecommendations': true,
+    'workbench.tips.enabled': false,
+    'chat.disableAIFeatures': true,
+    ...mixq,
+  }, null, 2));
+}
+
+/** PIDs of the MixQ language servers started by this test's code-server (the installed extension's dist/server.js). */
+function serverPids(): number[] {
+  const out = execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' });
+  return out.split('\n').filter((l) => l.includes(extensionsDir) && l.includes('dist/server.js')).map((l) => parseInt(l.trim(), 10));
+}
+
+/** Changes the user settings as a user does: Preferences: Open User Settings (JSON), replace the text, save. */
+async function editUserSettings(page: Page, mixq: Record<string, unknown>): Promise<void> {
+  const input = page.locator('.quick-input-widget input');
+  for (let i = 0; i < 20 && !(await input.isVisible()); i++) {
+    await page.keyboard.press('Control+Shift+P');
+    await page.waitForTimeout(500);
+  }
+  await input.fill('>Preferences: Open User Settings (JSON)');
+  await page.waitForTimeout(500);
+  await page.keyboard.press('Enter');
+  await page.locator('.tab.active', { hasText: 'settings.json' }).waitFor({ timeout: 30_000 });
+  await page.locator('.monaco-editor .view-lines').first().click();
+  await page.keyboard.press('Control+A');
+  await page.keyboard.press('Delete');
+  // One input event with the whole text: no auto-closing of brackets and quotes as with typed keys.
+  await page.keyboard.insertText(JSON.stringify({ ...JSON.parse(fs.readFileSync(settingsFile, 'utf8')), ...mixq }));
+  await page.keyboard.press('Control+S');
+  const t0 = Date.now();
+  while (Date.now() - t0 < 10_000) {
+    const saved = JSON.parse(fs.readFileSync(settingsFile, 'utf8') || '{}') as Record<string, unknown>;
+    if (Object.entries(mixq).every(([k, v]) => JSON.stringify(saved[k]) === JSON.stringify(v))) break;
+    await page.waitForTimeout(200);
+  }
+  // Close it once it is saved (a still-dirty editor would ask).
+  const dirty = page.locator('.tab.active.dirty');
+  for (let i = 0; i < 10 && (await dirty.count()) > 0; i++) {
+    await page.keyboard.press('Escape');
+    await page.keyboard.press('Control+S');
+    await page.waitForTimeout(500);
+  }
+  await page.keyboard.press('Control+W');
 }
 
 /** Keys pressed right after the workbench appears can be dropped: press again until the quick input shows. */
@@ -101,19 +159,9 @@ before(async () => {
   assert.match(install, /successfully installed/i, install);
 
   fs.mkdirSync(path.join(dirs.data, 'User'), { recursive: true });
-  fs.writeFileSync(path.join(dirs.data, 'User', 'settings.json'), JSON.stringify({
-    'mixq.modelPath': modelDir,
-    'mixq.device': 'cpu',
-    'files.autoSave': 'off',
-    'workbench.startupEditor': 'none',
-    'security.workspace.trust.enabled': false,
-    'editor.inlineSuggest.enabled': true,
-    'telemetry.telemetryLevel': 'off',
-    'update.mode': 'none',
-    'extensions.ignoreRecommendations': true,
-    'workbench.tips.enabled': false,
-    'chat.disableAIFeatures': true,
-  }, null, 2));
+  settingsFile = path.join(dirs.data, 'User', 'settings.json');
+  extensionsDir = dirs.extensions;
+  writeSettings({ 'mixq.modelPath': modelDir });
   fs.writeFileSync(path.join(dirs.workspace, 'main.py'), INITIAL);
   const config = path.join(scratch, 'config.yaml');
   fs.writeFileSync(config, 'auth: none\n');
@@ -204,6 +252,44 @@ test('ghost text from the installed .vsix in a real VS Code, accepted with Tab',
   } catch (e) {
     await page.screenshot({ path: path.join(artifacts, 'e2e-failure.png') }).catch(() => undefined);
     fs.writeFileSync(path.join(artifacts, 'e2e-code-server.log'), serverLog.join(''));
+    throw e;
+  }
+});
+
+test('switching mixq.modelPath reloads without restarting; a model that fails to load says why', { skip, timeout: 180_000 }, async () => {
+  const page = context!.pages()[0];
+  try {
+    await editUserSettings(page, { 'mixq.modelPath': path.join(scratch, 'no-such-model') });
+    await page.locator('.statusbar-item', { hasText: 'model failed to load' }).first().waitFor({ timeout: 60_000 });
+    const toast = page.locator('.notification-toast', { hasText: 'Could not load model' }).first();
+    await toast.waitFor({ timeout: 30_000 });
+    assert.match((await toast.textContent()) ?? '', /no-such-model.*not found/);
+    await page.screenshot({ path: path.join(artifacts, 'e2e-model-error.png') });
+
+    await editUserSettings(page, { 'mixq.modelPath': modelDir });
+    await page.locator('.statusbar-item', { hasText: 'mixq-tiny-code' }).first().waitFor({ timeout: 60_000 });
+  } catch (e) {
+    await page.screenshot({ path: path.join(artifacts, 'e2e-failure-switch.png') }).catch(() => undefined);
+    throw e;
+  }
+});
+
+test('a crashed server is restarted and the user is told', { skip, timeout: 180_000 }, async () => {
+  const page = context!.pages()[0];
+  try {
+    const pids = serverPids();
+    assert.equal(pids.length, 1, `one MixQ server runs (${pids.join(', ')})`);
+    process.kill(pids[0], 'SIGKILL');
+    const toast = page.locator('.notification-toast', { hasText: 'stopped unexpectedly' }).first();
+    await toast.waitFor({ timeout: 30_000 });
+    assert.match((await toast.textContent()) ?? '', /restarting \(1\/3\)/);
+    await page.locator('.statusbar-item', { hasText: 'mixq-tiny-code' }).first().waitFor({ timeout: 60_000 });
+    const after = serverPids();
+    assert.equal(after.length, 1);
+    assert.notEqual(after[0], pids[0], 'a new server process');
+    await page.screenshot({ path: path.join(artifacts, 'e2e-restarted.png') });
+  } catch (e) {
+    await page.screenshot({ path: path.join(artifacts, 'e2e-failure-crash.png') }).catch(() => undefined);
     throw e;
   }
 });
