@@ -171,7 +171,7 @@ before(async () => {
     '--bind-addr', `127.0.0.1:${port}`, '--auth', 'none', '--disable-telemetry', '--disable-update-check',
     '--disable-workspace-trust', '--user-data-dir', dirs.data, '--extensions-dir', dirs.extensions, '--config', config,
     dirs.workspace,
-  ], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  ], { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true }); // its own process group: stopped with its helpers
   server.stdout!.on('data', (d: Buffer) => serverLog.push(d.toString()));
   server.stderr!.on('data', (d: Buffer) => serverLog.push(d.toString()));
   await waitForHttp(`http://127.0.0.1:${port}/healthz`, 60_000);
@@ -188,18 +188,21 @@ before(async () => {
 
 after(async () => {
   await context?.close().catch(() => undefined);
-  if (server && server.exitCode === null) {
-    server.kill('SIGTERM');
-    await new Promise((r) => {
-      const timer = setTimeout(() => {
-        server?.kill('SIGKILL');
-        r(undefined);
-      }, 5000);
-      server!.once('exit', () => {
-        clearTimeout(timer);
-        r(undefined);
-      });
-    });
+  if (server?.pid !== undefined) {
+    // code-server forks helpers (file watcher, extension host, our language server): signal its whole group.
+    const group = -server.pid;
+    const exited = new Promise((r) => server!.once('exit', r));
+    try {
+      process.kill(group, 'SIGTERM');
+    } catch {
+      // already gone
+    }
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+    try {
+      process.kill(group, 'SIGKILL');
+    } catch {
+      // all gone
+    }
   }
   if (scratch && !process.env.MIXQ_E2E_KEEP) fs.rmSync(scratch, { recursive: true, force: true });
 });
