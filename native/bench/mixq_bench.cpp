@@ -1,5 +1,5 @@
 // mixq_bench: the engine benchmark as a plain C++ program (no Node), printing one JSON object.
-//   mixq_bench --model DIR | --synthetic mixtral-8x7b|tiny [--layers N]
+//   mixq_bench --model DIR | --synthetic mixtral-8x7b|tiny [--layers N] [--weights bf16|awq]
 //              [--prefill N] [--decode N] [--threads N] [--memcpy-mib N]
 #include <cstdio>
 #include <cstdlib>
@@ -23,12 +23,13 @@ int main(int argc, char** argv) {
     if (a == "--model") o.model_dir = need(i);
     else if (a == "--synthetic") o.synthetic = need(i);
     else if (a == "--layers") o.layers = std::atoi(need(i));
+    else if (a == "--weights") o.weights = need(i);
     else if (a == "--prefill") o.prefill_tokens = std::atoi(need(i));
     else if (a == "--decode") o.decode_tokens = std::atoi(need(i));
     else if (a == "--threads") o.threads = std::atoi(need(i));
     else if (a == "--memcpy-mib") o.memcpy_bytes = size_t(std::atol(need(i))) << 20;
     else if (a == "--help" || a == "-h") {
-      std::printf("usage: mixq_bench (--model DIR | --synthetic mixtral-8x7b|tiny [--layers N]) [--prefill N] "
+      std::printf("usage: mixq_bench (--model DIR | --synthetic mixtral-8x7b|tiny [--layers N] [--weights bf16|awq]) [--prefill N] "
                   "[--decode N] [--threads N] [--memcpy-mib N]\n");
       return 0;
     } else {

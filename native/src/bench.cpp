@@ -63,83 +63,148 @@ ModelConfig synthetic_config(const std::string& name, int layers) {
 // 2 MiB-aligned allocation advised to use transparent huge pages: far fewer page faults while the
 // synthetic weights are written, and the streaming reads of decode cross fewer TLB/page boundaries.
 struct HugeFree {
-  void operator()(uint16_t* p) const { std::free(p); }
+  void operator()(void* p) const { std::free(p); }
 };
-using HugeBuffer = std::unique_ptr<uint16_t[], HugeFree>;
+using HugeBuffer = std::unique_ptr<void, HugeFree>;
 HugeBuffer alloc_huge(size_t bytes) {
-  const size_t align = size_t(2) << 20;
-  const size_t rounded = (bytes + align - 1) / align * align;
+  // Small tensors (norms, routers, the tiny model) get cache-line alignment, not a 2 MiB page each.
+  const size_t align = bytes >= (size_t(4) << 20) ? size_t(2) << 20 : 64;
+  const size_t rounded = std::max(align, (bytes + align - 1) / align * align);
   void* p = std::aligned_alloc(align, rounded);
   if (!p) throw Error("bench: out of memory allocating " + std::to_string(bytes) + " bytes of synthetic weights");
 #ifdef MADV_HUGEPAGE
-  madvise(p, rounded, MADV_HUGEPAGE);
+  if (align > 64) madvise(p, rounded, MADV_HUGEPAGE);
 #endif
-  return HugeBuffer(static_cast<uint16_t*>(p));
+  return HugeBuffer(p);
+}
+
+// xorshift64 stream for block `b` of a tensor (blocks are filled in parallel).
+inline uint64_t block_seed(uint64_t seed, int64_t b) { return seed * 0x9E3779B97F4A7C15ull + uint64_t(b) * 0xD1B54A32D192ED03ull + 1; }
+inline uint64_t xorshift(uint64_t& s) {
+  s ^= s << 13;
+  s ^= s >> 7;
+  s ^= s << 17;
+  return s;
 }
 
 // Owns the synthetic tensors' bytes; TensorViews point into it.
 struct SyntheticStore {
   std::vector<HugeBuffer> buffers;
   std::map<std::string, TensorView> tensors;
+  ThreadPool* pool = nullptr;
+  uint64_t seed = 0;
 
-  // Random bf16 values, uniform in ±scale (fan-in scaled so activations stay O(1) through the layers).
-  void add(const std::string& name, std::vector<int64_t> shape, float scale, ThreadPool& pool, uint64_t seed) {
+  TensorView& alloc(const std::string& name, DType dt, std::vector<int64_t> shape) {
     TensorView t;
     t.name = name;
     t.file = "synthetic";
-    t.dtype = DType::BF16;
+    t.dtype = dt;
     t.shape = std::move(shape);
+    t.nbytes = size_t(t.numel()) * dtype_size(dt);
+    buffers.push_back(alloc_huge(t.nbytes));
+    t.data = buffers.back().get();
+    return tensors[name] = t;
+  }
+
+  // bf16 values uniform in ±scale (fan-in scaled so activations stay O(1) through the layers).
+  void add_bf16(const std::string& name, std::vector<int64_t> shape, float scale) {
+    TensorView& t = alloc(name, DType::BF16, std::move(shape));
+    uint16_t* p = static_cast<uint16_t*>(const_cast<void*>(t.data));
     const int64_t n = t.numel();
-    buffers.push_back(alloc_huge(size_t(n) * 2));
-    uint16_t* p = buffers.back().get();
-    pool.parallel_for(n / 4096 + 1, [&](int64_t b, int64_t e) {
-      uint64_t s = seed * 0x9E3779B97F4A7C15ull + uint64_t(b) * 0xD1B54A32D192ED03ull + 1;
+    const uint64_t sd = ++seed;
+    pool->parallel_for(n / 4096 + 1, [&](int64_t b, int64_t e) {
+      uint64_t st = block_seed(sd, b);
       for (int64_t i = b * 4096; i < std::min(n, e * 4096); ++i) {
-        s ^= s << 13; s ^= s >> 7; s ^= s << 17;  // xorshift64
-        const float u = (float(s >> 40) * (1.0f / 16777216.0f) * 2.0f - 1.0f) * scale;
+        const float u = (float(xorshift(st) >> 40) * (1.0f / 16777216.0f) * 2.0f - 1.0f) * scale;
         uint32_t bits;
         std::memcpy(&bits, &u, 4);
         p[i] = uint16_t(bits >> 16);  // truncation is fine for random weights
       }
     });
-    t.data = p;
-    t.nbytes = size_t(n) * 2;
-    tensors[name] = t;
+  }
+
+  void add_const_bf16(const std::string& name, std::vector<int64_t> shape, float value) {
+    TensorView& t = alloc(name, DType::BF16, std::move(shape));
+    uint16_t* p = static_cast<uint16_t*>(const_cast<void*>(t.data));
+    std::fill(p, p + t.numel(), f32_to_bf16(value));
+  }
+
+  // Random 32-bit words (int32 AWQ qweight: 8 random nibbles each), or a constant word.
+  void add_words(const std::string& name, std::vector<int64_t> shape, bool random, uint32_t value) {
+    TensorView& t = alloc(name, DType::I32, std::move(shape));
+    uint32_t* p = static_cast<uint32_t*>(const_cast<void*>(t.data));
+    const int64_t n = t.numel();
+    const uint64_t sd = ++seed;
+    pool->parallel_for(n / 4096 + 1, [&](int64_t b, int64_t e) {
+      uint64_t st = block_seed(sd, b);
+      for (int64_t i = b * 4096; i < std::min(n, e * 4096); ++i) p[i] = random ? uint32_t(xorshift(st) >> 32) : value;
+    });
+  }
+
+  void add_const_f16(const std::string& name, std::vector<int64_t> shape, float value) {
+    TensorView& t = alloc(name, DType::F16, std::move(shape));
+    uint16_t* p = static_cast<uint16_t*>(const_cast<void*>(t.data));
+    std::fill(p, p + t.numel(), f32_to_f16(value));
+  }
+
+  // A Linear [out, in]: bf16 weight, or AWQ GEMM int4 g`group` (random nibbles, zero point 8,
+  // one scale per group chosen so the dequantised weights have the bf16 case's spread).
+  void add_linear(const std::string& prefix, int64_t out, int64_t in, float scale, int awq_group) {
+    if (awq_group <= 0) {
+      add_bf16(prefix + ".weight", {out, in}, scale);
+      return;
+    }
+    add_words(prefix + ".qweight", {in, out / 8}, true, 0);
+    add_words(prefix + ".qzeros", {in / awq_group, out / 8}, false, 0x88888888u);
+    add_const_f16(prefix + ".scales", {in / awq_group, out}, scale / 8.0f);
   }
 };
 
-std::shared_ptr<Model> synthetic_model(const std::string& name, int layers, const EngineOptions& eo, uint64_t seed) {
-  const ModelConfig c = synthetic_config(name, layers);
+std::shared_ptr<Model> synthetic_model(const std::string& name, int layers, const std::string& weights,
+                                       const EngineOptions& eo, uint64_t seed) {
+  ModelConfig c = synthetic_config(name, layers);
+  int group = 0;
+  if (weights == "awq" || weights == "awq-int4") {
+    group = 128;
+    c.quant.enabled = true;
+    c.quant.quant_method = "awq";
+    c.quant.bits = 4;
+    c.quant.group_size = group;
+    c.quant.zero_point = true;
+    c.quant.version = "gemm";
+  } else if (!weights.empty() && weights != "bf16") {
+    throw Error("bench: unknown synthetic weight format \"" + weights + "\" (bf16 or awq)");
+  }
   auto store = std::make_shared<SyntheticStore>();
   ThreadPool pool(eo.threads);
+  store->pool = &pool;
+  store->seed = seed;
   const int64_t h = c.hidden_size, it = c.intermediate_size, hd = c.head_dim;
   const float sh = 1.0f / std::sqrt(float(h)), si = 1.0f / std::sqrt(float(it));
-  uint64_t k = seed;
-  store->add("model.embed_tokens.weight", {c.vocab_size, h}, 1.0f, pool, ++k);
-  auto ones = [&](const std::string& n) { store->add(n, {h}, 0.0f, pool, 0); 
-    uint16_t* p = const_cast<uint16_t*>(static_cast<const uint16_t*>(store->tensors[n].data));
-    for (int64_t i = 0; i < h; ++i) p[i] = f32_to_bf16(1.0f); };
+  // Embeddings, norms, router and lm_head stay 16-bit in AWQ checkpoints too.
+  store->add_bf16("model.embed_tokens.weight", {c.vocab_size, h}, 1.0f);
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
-    ones(p + "input_layernorm.weight");
-    ones(p + "post_attention_layernorm.weight");
-    store->add(p + "self_attn.q_proj.weight", {c.num_attention_heads * hd, h}, sh, pool, ++k);
-    store->add(p + "self_attn.k_proj.weight", {c.num_key_value_heads * hd, h}, sh, pool, ++k);
-    store->add(p + "self_attn.v_proj.weight", {c.num_key_value_heads * hd, h}, sh, pool, ++k);
-    store->add(p + "self_attn.o_proj.weight", {h, c.num_attention_heads * hd}, sh, pool, ++k);
-    store->add(p + "block_sparse_moe.gate.weight", {c.num_local_experts, h}, sh, pool, ++k);
+    store->add_const_bf16(p + "input_layernorm.weight", {h}, 1.0f);
+    store->add_const_bf16(p + "post_attention_layernorm.weight", {h}, 1.0f);
+    store->add_linear(p + "self_attn.q_proj", c.num_attention_heads * hd, h, sh, group);
+    store->add_linear(p + "self_attn.k_proj", c.num_key_value_heads * hd, h, sh, group);
+    store->add_linear(p + "self_attn.v_proj", c.num_key_value_heads * hd, h, sh, group);
+    store->add_linear(p + "self_attn.o_proj", h, c.num_attention_heads * hd, sh, group);
+    store->add_bf16(p + "block_sparse_moe.gate.weight", {c.num_local_experts, h}, sh);
     for (int e = 0; e < c.num_local_experts; ++e) {
       const std::string ep = p + "block_sparse_moe.experts." + std::to_string(e) + ".";
-      store->add(ep + "w1.weight", {it, h}, sh, pool, ++k);
-      store->add(ep + "w3.weight", {it, h}, sh, pool, ++k);
-      store->add(ep + "w2.weight", {h, it}, si, pool, ++k);
+      store->add_linear(ep + "w1", it, h, sh, group);
+      store->add_linear(ep + "w3", it, h, sh, group);
+      store->add_linear(ep + "w2", h, it, si, group);
     }
   }
-  ones("model.norm.weight");
-  store->add("lm_head.weight", {c.vocab_size, h}, sh, pool, ++k);
+  store->add_const_bf16("model.norm.weight", {h}, 1.0f);
+  store->add_bf16("lm_head.weight", {c.vocab_size, h}, sh);
+  store->pool = nullptr;
   TensorLookup lookup = [&](const std::string& n) -> const TensorView* {
-    auto it2 = store->tensors.find(n);
-    return it2 == store->tensors.end() ? nullptr : &it2->second;
+    auto found = store->tensors.find(n);
+    return found == store->tensors.end() ? nullptr : &found->second;
   };
   ModelWeights w = build_model_weights(c, lookup, "synthetic " + name);
   w.storage = store;
@@ -198,7 +263,7 @@ BenchResult run_bench(const BenchOptions& o) {
   if (!o.model_dir.empty()) {
     model = Model::load(o.model_dir, eo);
   } else if (!o.synthetic.empty()) {
-    model = synthetic_model(o.synthetic, o.layers, eo, o.seed);
+    model = synthetic_model(o.synthetic, o.layers, o.weights, eo, o.seed);
   } else {
     throw Error("bench: give a model folder or a synthetic model name");
   }

@@ -12,6 +12,7 @@ struct BenchOptions {
   std::string model_dir;     // a model folder, or empty with `synthetic`
   std::string synthetic;     // "mixtral-8x7b" | "tiny" (the fixture's shapes)
   int layers = 0;            // synthetic: decoder layers (0 = 2 for mixtral-8x7b, 4 for tiny)
+  std::string weights = "bf16";  // synthetic: "bf16" | "awq" (int4 g128 GEMM layout for attention + experts)
   int prefill_tokens = 0;    // 0 = 128 for a folder / tiny, 32 for mixtral-8x7b
   int decode_tokens = 0;     // 0 = 64 for a folder / tiny, 8 for mixtral-8x7b
   int threads = 0;           // 0 = all hardware threads

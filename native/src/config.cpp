@@ -135,7 +135,9 @@ ModelConfig load_model_config(const std::string& model_dir) {
       c.quant.bits = int(b->as_int());
     }
     if (const JsonValue* g = qfield("group_size")) {
-      if (!g->is_integer() || g->as_int() <= 0) r.fail(qn + "group_size", "must be a positive integer");
+      if (!g->is_integer() || g->as_int() == 0 || g->as_int() < -1) {
+        r.fail(qn + "group_size", "must be a positive integer or -1 (one group per input row)");
+      }
       c.quant.group_size = int(g->as_int());
     }
     if (const JsonValue* z = qfield("zero_point")) {

@@ -72,7 +72,12 @@ struct Builder {
                   " but config.json has no quantization_config");
     }
     const int64_t pack = 32 / cfg.quant.bits;  // values per int32
-    const int64_t groups = in / cfg.quant.group_size;
+    const int64_t group = cfg.quant.group_size == -1 ? in : cfg.quant.group_size;  // -1: one group over `in`
+    if (group <= 0 || in % group != 0) {
+      throw Error("tensor " + prefix + ".qweight: group size " + std::to_string(group) + " does not divide in_features " +
+                  std::to_string(in) + " (" + source + ")");
+    }
+    const int64_t groups = in / group;
     const TensorView& qw = tensor(prefix + ".qweight", {in, out / pack});
     const TensorView& qz = tensor(prefix + ".qzeros", {groups, out / pack});
     const TensorView& sc = tensor(prefix + ".scales", {groups, out});
