@@ -224,7 +224,7 @@ int main(int argc, char** argv) {
       // Sweep of the work split, to check the default against its neighbours.
       bool first_cfg = true;
       if (!quick)
-        for (int flavor : {0, 1, 2})
+        for (int flavor : {0, 1, 2, 3})
         for (int C : {2, 4, 8})
           for (int R : {16, 32})
             for (int split : {1, 2, 3, 4, 6, 8, 12, 16, 24, 32}) {

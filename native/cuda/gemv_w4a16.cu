@@ -63,9 +63,35 @@ __device__ __forceinline__ uint4 load_weights(const uint4* p) {
   }
 }
 
+// cp.async (sm_80+): a 16-byte global→shared copy that needs no register, completing in commit groups.
+__device__ __forceinline__ void cp_async16(void* smem_dst, const void* gmem_src) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
+  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;\n" ::"r"(dst), "l"(gmem_src) : "memory");
+#else
+  *static_cast<uint4*>(smem_dst) = *static_cast<const uint4*>(gmem_src);
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+template <int kPending>  // wait until at most kPending commit groups of this thread are still in flight
+__device__ __forceinline__ void cp_async_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
+#endif
+}
+
+// Flavour 3 staging: each thread streams its own weight rows through a private ring of kStages slots of
+// kStageRows rows in shared memory (no barrier needed: no thread reads another's slots), keeping
+// (kStages − 1)·kStageRows·16 bytes per thread in flight without holding them in registers.
+constexpr int kStageRows = 2, kStages = 5;
+
 // Flavours (measured against each other by cuda_bench): 0 plain loads; 1 hinted loads; 2 hinted loads with all
 // R rows of a run issued before the zeros/scales/x loads and any arithmetic (more bytes in flight per thread,
-// at the price of 64 more registers: one 256-thread block per SM).
+// at the price of 64 more registers: one 256-thread block per SM); 3 cp.async pipeline through shared memory.
 template <int C, int R, int kFlavor, class OutT>
 __global__ void __launch_bounds__(kThreads, kFlavor == 2 ? 1 : 2)
     gemv_w4a16_kernel(const __half* __restrict__ x,       // [in]
@@ -89,7 +115,83 @@ __global__ void __launch_bounds__(kThreads, kFlavor == 2 ? 1 : 2)
 #pragma unroll
   for (int i = 0; i < 32; ++i) acc[i] = 0.0f;
 
-  if (col < cols) {
+  constexpr int kRedBytes = KB * C * 33 * 4;
+  constexpr int kStageBytes = kFlavor == 3 ? kStages * kStageRows * kThreads * 16 : 0;
+  __shared__ __align__(16) unsigned char smem[kRedBytes > kStageBytes ? kRedBytes : kStageBytes];
+
+  if constexpr (kFlavor == 3) {
+    uint4* stage = reinterpret_cast<uint4*>(smem);  // [kStages][kStageRows][kThreads]
+    constexpr int kChunksPerRun = R / kStageRows;
+    const int first_row = k_begin + k_lane * R;
+    const int runs_here = (col < cols && first_row < k_end) ? (k_end - first_row + KB * R - 1) / (KB * R) : 0;
+    const int chunks = runs_here * kChunksPerRun;
+    auto row_of = [&](int c) {
+      return first_row + (c / kChunksPerRun) * KB * R + (c % kChunksPerRun) * kStageRows;
+    };
+    auto issue = [&](int c) {
+      if (c < chunks) {
+        const uint4* src = qweight + static_cast<size_t>(row_of(c)) * cols + col;
+        uint4* dst = stage + (c % kStages) * kStageRows * kThreads + threadIdx.x;
+#pragma unroll
+        for (int j = 0; j < kStageRows; ++j) cp_async16(dst + j * kThreads, src + static_cast<size_t>(j) * cols);
+      }
+      cp_async_commit();  // also when empty: group counting stays uniform
+    };
+#pragma unroll
+    for (int c = 0; c < kStages - 1; ++c) issue(c);
+    half2 zero[16], scale[16], h[16];
+    for (int c = 0; c < chunks; ++c) {
+      const int row = row_of(c);
+      const int sub = (c % kChunksPerRun) * kStageRows;  // row offset inside the run
+      if (sub == 0) {
+        const int g = row / group_size;
+        const uint4 zq = qzeros[static_cast<size_t>(g) * cols + col];
+#pragma unroll
+        for (int q = 0; q < 4; ++q)
+#pragma unroll
+          for (int p = 0; p < 4; ++p) zero[q * 4 + p] = nibble_pair_plus_1024(word_of(zq, q), p);
+        const uint4* sp = reinterpret_cast<const uint4*>(scales + static_cast<size_t>(g) * out + col * 32);
+#pragma unroll
+        for (int v = 0; v < 4; ++v) {
+          const uint4 s4 = sp[v];
+          const half2* hp = reinterpret_cast<const half2*>(&s4);
+#pragma unroll
+          for (int j = 0; j < 4; ++j) scale[v * 4 + j] = hp[j];
+        }
+      }
+      const half2 x01 = *reinterpret_cast<const half2*>(x + row);  // kStageRows == 2 activations
+      if (sub % kRowsPerFlush == 0) {
+#pragma unroll
+        for (int i = 0; i < 16; ++i) h[i] = __float2half2_rn(0.0f);
+      }
+      cp_async_wait<kStages - 2>();  // chunk c has landed
+      uint4 w[kStageRows];
+#pragma unroll
+      for (int j = 0; j < kStageRows; ++j) w[j] = stage[((c % kStages) * kStageRows + j) * kThreads + threadIdx.x];
+      issue(c + kStages - 1);  // refills the slot read one iteration ago
+#pragma unroll
+      for (int j = 0; j < kStageRows; ++j) {
+        const half2 x2 = j == 0 ? __low2half2(x01) : __high2half2(x01);
+#pragma unroll
+        for (int q = 0; q < 4; ++q)
+#pragma unroll
+          for (int p = 0; p < 4; ++p) {
+            const half2 d = __hsub2(nibble_pair_plus_1024(word_of(w[j], q), p), zero[q * 4 + p]);
+            h[q * 4 + p] = __hfma2(d, x2, h[q * 4 + p]);
+          }
+      }
+      if ((sub + kStageRows) % kRowsPerFlush == 0) {
+#pragma unroll
+        for (int i = 0; i < 16; ++i) {
+          const float2 f = __half22float2(__hmul2(h[i], scale[i]));
+          acc[2 * i] += f.x;
+          acc[2 * i + 1] += f.y;
+        }
+      }
+    }
+    cp_async_wait<0>();
+    __syncthreads();  // the reduction below reuses the staging memory
+  } else if (col < cols) {
     for (int r0 = k_begin + k_lane * R; r0 < k_end; r0 += KB * R) {
       const uint4* wp = qweight + static_cast<size_t>(r0) * cols + col;
       uint4 w_all[kPrefetch ? R : 1];
@@ -152,7 +254,7 @@ __global__ void __launch_bounds__(kThreads, kFlavor == 2 ? 1 : 2)
   // 3. block reduction: red[k_lane][c_local][33] (33: a warp's stores for one i hit 32 different banks).
   // P = 8/C threads per output each add 32 of the KB partials (staggered by 4 per part so the P parts read
   // different banks), then combine by xor shuffles: a fixed order, so the result is deterministic.
-  __shared__ float red[KB * C * 33];
+  float* red = reinterpret_cast<float*>(smem);
   float* mine = red + (k_lane * C + c_local) * 33;
 #pragma unroll
   for (int i = 0; i < 32; ++i) mine[i] = acc[i];
@@ -223,10 +325,11 @@ KernelPtr<OutT> pick_kernel(const GemvW4A16Config& cfg) {
   if (cfg.flavor == 0) k = pick_flavor<OutT, 0>(cfg.cols_per_block, cfg.rows_per_run);
   if (cfg.flavor == 1) k = pick_flavor<OutT, 1>(cfg.cols_per_block, cfg.rows_per_run);
   if (cfg.flavor == 2) k = pick_flavor<OutT, 2>(cfg.cols_per_block, cfg.rows_per_run);
+  if (cfg.flavor == 3) k = pick_flavor<OutT, 3>(cfg.cols_per_block, cfg.rows_per_run);
   if (!k)
     throw Error("gemv_w4a16: unsupported config cols_per_block=" + std::to_string(cfg.cols_per_block) +
                 " rows_per_run=" + std::to_string(cfg.rows_per_run) + " flavor=" + std::to_string(cfg.flavor) +
-                " (C ∈ {2,4,8}, R ∈ {16,32}, flavour 0..2, flavour 2 with R = 16)");
+                " (C ∈ {2,4,8}, R ∈ {16,32}, flavour 0..3, flavour 2 with R = 16)");
   return k;
 }
 

@@ -27,7 +27,8 @@ struct GemvW4A16Config {
   int rows_per_run = 16;   // R ∈ {16, 32}, R ≤ G
   int split_k = 1;         // ≥ 1; capped so that every block gets rows
   int flavor = 0;          // kernel variant (gemv_w4a16.cu): 0 plain loads, 1 L2-prefetch-hinted loads,
-                           // 2 hinted loads with a run's rows all in flight first (R = 16 only)
+                           // 2 hinted loads with a run's rows all in flight first (R = 16 only),
+                           // 3 cp.async pipeline through shared memory
 };
 
 // The configuration the entry uses for this shape on `device` (one wave of resident blocks).

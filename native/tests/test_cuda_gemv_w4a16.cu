@@ -139,7 +139,7 @@ int main() {
       const Problem p = make_problem(s.in, s.out, s.group, rng);
       Device d = to_device(p);
       double worst = 0;
-      for (int flavor : {0, 1, 2})
+      for (int flavor : {0, 1, 2, 3})
         for (int C : {2, 4, 8})
           for (int R : {16, 32})
             for (int split : {1, 3, 7, 64}) {
@@ -149,7 +149,7 @@ int main() {
               worst = std::max(worst, err);
               EXPECT(err <= tol_f32, "%s C=%d R=%d split=%d flavor=%d: rel err %g", s.what, C, R, split, flavor, err);
             }
-      std::printf("  variants on %s (flavour 0/1/2 × C 2/4/8 × R 16/32 × split 1/3/7/64): worst rel err %.3g\n", s.what,
+      std::printf("  variants on %s (flavour 0/1/2/3 × C 2/4/8 × R 16/32 × split 1/3/7/64): worst rel err %.3g\n", s.what,
                   worst);
     }
   }
