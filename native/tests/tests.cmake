@@ -20,6 +20,7 @@ set(MIXQ_TESTS
   test_bad_input
   test_ops
   test_model
+  test_bench
 )
 foreach(t ${MIXQ_TESTS})
   mixq_test(${t})
