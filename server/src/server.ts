@@ -76,9 +76,12 @@ class ModelHost {
   message: string | undefined = 'No model configured: run "MixQ: Select Model…"';
   model: CompletionModel | undefined;
   service: CompletionService | undefined;
-  private loadedKey = '';
+  /** Model/device identity of the newest load requested (loading or loaded); '' when none. */
+  private requestedKey = '';
   private loadSeq = 0;
   private loading: Promise<void> = Promise.resolve();
+  /** The newest settings: a load in progress builds its service from these when it finishes. */
+  private settings: ServerSettings = defaultServerSettings;
 
   constructor(
     private readonly documents: TextDocuments<TextDocument>,
@@ -90,22 +93,25 @@ class ModelHost {
     return JSON.stringify([path.resolve(s.modelPath), s.device, s.gpus, s.threads, s.contextLength]);
   }
 
-  /** Applies settings: reloads when the model/device changed, else updates the running service. */
+  /** Applies settings: (re)loads when the model/device changed, else updates the running service. */
   async apply(settings: ServerSettings): Promise<void> {
+    this.settings = settings;
     if (!settings.modelPath) {
       await this.unload('noModel', 'No model configured: run "MixQ: Select Model…"');
       return;
     }
-    const key = ModelHost.key(settings);
-    if (key === this.loadedKey && this.state !== 'error') {
-      if (this.service && this.service.template.id !== this.templateFor(settings)) {
-        this.service = this.makeService(this.model!, settings);
-      } else {
-        this.service?.updateSettings(serviceSettings(settings));
-      }
+    if (ModelHost.key(settings) !== this.requestedKey || this.state === 'error') {
+      await this.load(settings);
       return;
     }
-    await this.load(settings);
+    if (this.state === 'loading') return; // the load in progress picks these settings up
+    const service = this.service;
+    if (service && this.model && service.template.id !== this.templateFor(settings)) {
+      this.service = this.makeService(this.model, settings);
+      await service.shutdown();
+    } else {
+      service?.updateSettings(serviceSettings(settings));
+    }
   }
 
   private templateFor(settings: ServerSettings): string | undefined {
@@ -124,7 +130,7 @@ class ModelHost {
     const old = { service: this.service, model: this.model };
     this.service = undefined;
     this.model = undefined;
-    this.loadedKey = '';
+    this.requestedKey = '';
     this.state = state;
     this.message = message;
     this.notify();
@@ -132,7 +138,10 @@ class ModelHost {
     await old.model?.dispose();
   }
 
+  /** Loads the model `settings` name, even when it is the current one (a reload). */
   load(settings: ServerSettings): Promise<void> {
+    this.settings = settings;
+    this.requestedKey = ModelHost.key(settings);
     const seq = ++this.loadSeq;
     const run = async (): Promise<void> => {
       if (seq !== this.loadSeq) return; // a newer load was requested while this one queued
@@ -141,7 +150,6 @@ class ModelHost {
       const oldModel = this.model;
       this.service = undefined;
       this.model = undefined;
-      this.loadedKey = '';
       this.state = 'loading';
       this.message = `Loading ${dir}`;
       this.notify();
@@ -161,15 +169,15 @@ class ModelHost {
           return;
         }
         this.model = model;
-        this.service = this.makeService(model, settings);
-        this.loadedKey = ModelHost.key(settings);
+        this.service = this.makeService(model, this.settings);
         this.state = 'ready';
         this.message = undefined;
         this.log(`loaded ${dir} in ${(performance.now() - t0).toFixed(0)} ms: ${model.info.description}`);
       } catch (e) {
         if (seq !== this.loadSeq) return;
         this.state = 'error';
-        this.message = `Could not load model ${dir}: ${(e as Error).message}`;
+        const reason = (e as Error).message;
+        this.message = reason.includes(dir) ? `Could not load model: ${reason}` : `Could not load model ${dir}: ${reason}`;
         this.log(this.message);
       }
       this.notify();

@@ -96,24 +96,25 @@ describe('language server over JSON-RPC', { skip: needsAddon }, () => {
   });
 
   test('a burst of 50 edits, each followed by a request: all but the last cancelled, nothing left running', async () => {
+    // At the top level at the end of a file nothing ends a suggestion early: the first generation runs long enough
+    // for the burst to hit it inside the engine.
     const uri = 'file:///work/burst.py';
-    const base = 'def total(values):\n    result = 0\n    for v in values:\n        ';
-    await server.open(uri, base + '\n    return result\n');
+    const base = 'import os\nimport sys\n\n\n';
+    await server.open(uri, base);
+    await server.configure({ ...SETTINGS, maxTokens: 256 });
     await server.resetCounters();
     // Settled records attached at once: a rejection (cancellation) must not go unhandled while the loop runs.
     const answers: Array<Promise<PromiseSettledResult<unknown>>> = [];
-    let typed = '';
-    const word = 'result += v * 2 if v > 0 else v - 1  # keep negative values as they are';
+    const line = '# Read the configuration file and return its values as a dictionary.';
     for (let i = 0; i < 50; i++) {
-      typed += word[i % word.length];
-      await server.setText(uri, base + typed + '\n    return result\n');
+      const typed = line.slice(0, i + 1);
+      await server.setText(uri, base + typed);
       answers.push(server.complete(uri, base.length + typed.length, false).then(
         (value) => ({ status: 'fulfilled', value }) as const,
         (reason: unknown) => ({ status: 'rejected', reason }) as const,
       ));
-      // Mostly fast typing; every 12th keystroke waits until the engine is generating, so the next edit cancels
-      // a running generation inside the engine, not only requests still waiting.
-      if (i % 12 === 11) await server.waitFor((st) => st.activeGenerations === 1, 5000);
+      // The first request is let through to the engine; the other keystrokes follow 5 ms apart.
+      if (i === 0) await server.waitFor((st) => st.activeGenerations === 1, 10_000);
       else await new Promise((r) => setTimeout(r, 5));
     }
     const settled = await Promise.all(answers);
@@ -127,7 +128,9 @@ describe('language server over JSON-RPC', { skip: needsAddon }, () => {
     assert.equal(s.counters.requests, 50);
     assert.equal(s.counters.cancelled, 49);
     assert.ok(s.counters.cancelledGenerating >= 1, `cancelled while generating: ${s.counters.cancelledGenerating}`);
-    assert.ok(s.counters.maxCancelToStopMs < 500, `engine stopped ${s.counters.maxCancelToStopMs.toFixed(0)} ms after cancel`);
+    // The engine polls the cancel flag before every token: it stops within one decode step (~2 ms here, idle).
+    assert.ok(s.counters.maxCancelToStopMs < 250, `engine stopped ${s.counters.maxCancelToStopMs.toFixed(1)} ms after cancel`);
+    await server.configure(SETTINGS);
   });
 
   test('mixq/status is answered while a completion is generating', async () => {
