@@ -323,9 +323,15 @@ QuantizeResult quantize_model(const QuantizeOptions& opts) {
     ts.push_back(owned(p + "input_layernorm.weight", attn_norm_dtype, {d}, encode_vector(lq.attn_norm, attn_norm_dtype)));
     ts.push_back(owned(p + "post_attention_layernorm.weight", post_norm_dtype, {d},
                        encode_vector(lq.post_norm, post_norm_dtype)));
-    OutTensor gate;
-    gate.view = store->get(p + "block_sparse_moe.gate.weight");  // the router stays 16-bit, copied as stored
-    ts.push_back(std::move(gate));
+    {
+      // The router stays in its source dtype; AWQ scaled its input channels (RTN leaves it as it was).
+      const TensorView& src_gate = store->get(p + "block_sparse_moe.gate.weight");
+      std::vector<float> gate(size_t(E * d));
+      for (int64_t e = 0; e < E; ++e)
+        for (int64_t i = 0; i < d; ++i) gate[size_t(e * d + i)] = lq.gate_t[size_t(i * E + e)];
+      ts.push_back(owned(p + "block_sparse_moe.gate.weight", src_gate.dtype, {int64_t(E), d},
+                         encode_vector(gate, src_gate.dtype)));
+    }
     for (const auto& [name, ql] : lq.linears) {
       if (opts.on_linear) opts.on_linear(p + name, ql);
       append_awq(ts, p + name, ql);

@@ -10,6 +10,7 @@
 //        (3) post_attention_layernorm → w1,w3 of ALL experts, one shared scale   loss: MoE block output
 //        (4) per expert, w3 → w2 on that expert's routed tokens                   loss: w2 output
 //      ((2) v → o is skipped: GQA shapes differ.) 1/s is folded into the previous op (norm weights, w3 rows);
+//      the router, which reads the same normed input as w1/w3, gets the scale (3) on its input channels;
 //      norms keep their source dtype, and the weights are scaled by the exactly representable ratio
 //      norm/rounded(norm/s), so the fold is exact;
 //   4. AWQ only — clip search on ≤ 512 tokens for every quantized Linear except q/k (awq_math.h);
@@ -99,6 +100,7 @@ struct LayerQuantOptions {
 
 struct LayerQuantized {
   std::vector<float> attn_norm, post_norm;  // folded (already rounded by round_norm)
+  std::vector<float> gate_t;                // [d, E] router, input channels scaled like w1/w3 (stays 16-bit)
   // "self_attn.q_proj", ..., "block_sparse_moe.experts.3.w2" → codes
   std::vector<std::pair<std::string, QuantizedLinear>> linears;
   std::vector<std::string> warnings;

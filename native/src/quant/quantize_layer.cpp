@@ -267,6 +267,8 @@ void quantize_layer(const ModelConfig& cfg, LayerF32& w, float* h, int64_t sampl
     scale_rows(w.k_t.data(), d, kvd, s1_eff.data());
     scale_rows(w.v_t.data(), d, kvd, s1_eff.data());
     const std::vector<float> s3_eff = fold_into_norm(w.post_norm, s3.scales, opts.round_norm);
+    // The router reads the same normed input: its input channels take s too, or the routing would change.
+    scale_rows(w.gate_t.data(), d, E, s3_eff.data());
     for (int e = 0; e < E; ++e) {
       auto& ex = w.experts[size_t(e)];
       scale_rows(ex.w1_t.data(), d, inter, s3_eff.data());
@@ -319,6 +321,7 @@ void quantize_layer(const ModelConfig& cfg, LayerF32& w, float* h, int64_t sampl
   }
   out->attn_norm = w.attn_norm;
   out->post_norm = w.post_norm;
+  out->gate_t = w.gate_t;
   end_phase(5);
 }
 
