@@ -2,7 +2,8 @@
 // registers inside the dot product (no f32 copy of any matrix). Work is split over output rows.
 //
 // SIMD kernels: a register tile of R weight rows × T tokens (R=4, T=4 on AVX-512: 16 accumulators;
-// R=2, T=4 on AVX2), each weight vector converted once and reused for T tokens.
+// R=2, T=4 on AVX2), each weight vector converted once and reused for T tokens; one row at a time
+// for a single token (decode), where streaming order matters more than register reuse.
 #include "linear_dense.h"
 
 #include <algorithm>
@@ -215,8 +216,13 @@ void run_tiles(const TileTable<RMAX, TMAX>& tab, const void* w, size_t row_bytes
   const void* rows[RMAX];
   const float* xs[TMAX];
   float res[RMAX * TMAX];
-  for (int64_t o = o0; o < o1; o += RMAX) {
-    const int r = int(std::min<int64_t>(RMAX, o1 - o));
+  // Decode (n = 1) is bandwidth-bound: walking one row at a time keeps a single sequential stream per
+  // thread, which the hardware prefetcher follows far better than R interleaved row streams
+  // (352 MB bf16 GEMV, 2 threads, EPYC VM: 24-27 GB/s vs 19.5 GB/s). Numerics are unchanged: every
+  // (row, token) sum has the same order whatever the tile shape.
+  const int rmax = n == 1 ? 1 : RMAX;
+  for (int64_t o = o0; o < o1; o += rmax) {
+    const int r = int(std::min<int64_t>(rmax, o1 - o));
     for (int k = 0; k < r; ++k) rows[k] = static_cast<const char*>(w) + size_t(o + k) * row_bytes;
     for (int64_t t = 0; t < n; t += TMAX) {
       const int tt = int(std::min<int64_t>(TMAX, n - t));
