@@ -63,6 +63,10 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : map_(std::make_share
   }
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | map_->data()[i];
+  if (header_len > (uint64_t(100) << 20)) {  // the format caps headers at 100 MB
+    throw Error(path + ": corrupt safetensors file: header length " + std::to_string(header_len) +
+                " exceeds the format's 100 MB limit");
+  }
   if (header_len > file_size - 8) {
     throw Error(path + ": truncated or corrupt safetensors file: header length " + std::to_string(header_len) +
                 " exceeds the file size (" + std::to_string(file_size) + " bytes)");
