@@ -107,7 +107,7 @@ export class Ctx implements vscode.Disposable {
     };
     const initializationOptions: InitializationOptions = { settings: serverSettings(this.extension.extensionPath) };
     const clientOptions: LanguageClientOptions = {
-      documentSelector: [{ scheme: 'file' }, { scheme: 'untitled' }, { scheme: 'vscode-remote' }],
+      documentSelector: [{ scheme: 'file' }, { scheme: 'untitled' }],
       outputChannel: this.log,
       initializationOptions,
       errorHandler: {

@@ -13,7 +13,7 @@ import { CompletionCache } from './cache';
 import type { CompletionDocument, ContextProvider } from './context';
 import { AdaptiveDebounce } from './debounce';
 import type { CompletionModel } from './model';
-import { postprocess, postprocessContext, type PostprocessResult } from './postprocess';
+import { postprocess, postprocessContext } from './postprocess';
 import { buildPrompt, type BuiltPrompt } from './prompt';
 import { chooseTemplate, type FimTemplate } from './templates';
 
@@ -205,20 +205,20 @@ export class CompletionService {
 
     const tokens: number[] = [];
     let stopBy: 'postprocess' | 'time_cap' | undefined;
-    let streamed: PostprocessResult | undefined;
-    this.activeGenerations++;
     const generation = this.model.generate(
       { prompt: prompt.ids, maxTokens: this.settings.maxTokens, greedy: true, stopIds: this.stopIds },
       (token) => {
         if (this.stopIds.includes(token) || stopBy || ticket.cancelled) return;
         tokens.push(token);
-        streamed = postprocess(this.model.decode(tokens), ppContext);
-        if (streamed.final) {
+        // Stop as soon as post-processing has decided where the suggestion ends.
+        if (postprocess(this.model.decode(tokens), ppContext).final) {
           stopBy = 'postprocess';
           generation.cancel();
         }
       },
     );
+    this.activeGenerations++;
+    this.onChange(); // the status bar shows "generating"
     const done = generation.result.finally(() => {
       this.activeGenerations--;
     });
