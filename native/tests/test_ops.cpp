@@ -204,8 +204,8 @@ void test_router() {
 
 void test_attention(ThreadPool& pool) {
   struct Case { int heads, kv_heads, hd, window; int64_t n_past, n; };
-  const Case cases[] = {{4, 2, 16, 0, 0, 7},  {4, 2, 16, 3, 0, 9},  {4, 1, 8, 5, 6, 4},
-                        {8, 8, 32, 4, 10, 1}, {6, 2, 16, 1, 3, 5},  {4, 2, 16, 100, 2, 6}};
+  const Case cases[] = {{4, 2, 16, 0, 0, 7},  {4, 2, 16, 3, 0, 9},  {4, 1, 8, 5, 6, 4},  {8, 8, 32, 4, 10, 1},
+                        {6, 2, 16, 1, 3, 5},  {4, 2, 16, 100, 2, 6}, {4, 2, 12, 0, 3, 4}, {2, 1, 128, 0, 40, 3}};
   for (const Case& c : cases) {
     AttentionShape s{c.heads, c.kv_heads, c.hd, c.window};
     const int64_t total = c.n_past + c.n;
@@ -213,12 +213,16 @@ void test_attention(ThreadPool& pool) {
     const std::vector<float> k = randn(size_t(total * c.kv_heads * c.hd));
     const std::vector<float> v = randn(size_t(total * c.kv_heads * c.hd));
     std::vector<float> out(q.size()), ref(q.size());
-    attention(q.data(), c.n, c.n_past, k.data(), v.data(), s, out.data(), pool);
     attention_reference(q.data(), c.n, c.n_past, k.data(), v.data(), s, ref.data());
-    const double err = rel_err(out.data(), ref.data(), out.size());
-    check(err < 1e-5, "attention heads " + std::to_string(c.heads) + "/" + std::to_string(c.kv_heads) + " window " +
-                          std::to_string(c.window) + " past " + std::to_string(c.n_past) + " n " + std::to_string(c.n) +
-                          " vs brute force: rel err " + fmt(err));
+    for (DenseIsa isa : {DenseIsa::Scalar, DenseIsa::Avx2, DenseIsa::Avx512}) {
+      if (!dense_isa_supported(isa)) continue;
+      attention_isa(isa, q.data(), c.n, c.n_past, k.data(), v.data(), s, out.data(), pool);
+      const double err = rel_err(out.data(), ref.data(), out.size());
+      check(err < 1e-5, std::string("attention ") + dense_isa_name(isa) + " heads " + std::to_string(c.heads) + "/" +
+                            std::to_string(c.kv_heads) + " hd " + std::to_string(c.hd) + " window " +
+                            std::to_string(c.window) + " past " + std::to_string(c.n_past) + " n " +
+                            std::to_string(c.n) + " vs brute force: rel err " + fmt(err));
+    }
   }
   // Window 1: every query sees only its own key, so the output is exactly that position's value.
   AttentionShape s{2, 1, 4, 1};

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <vector>
 
-#include "cpu_features.h"
+#include "error.h"
 #include "thread_pool.h"
 
 #if defined(__x86_64__)
@@ -127,11 +127,11 @@ MIXQ_AVX2 void attend_one_avx2(const float* qv, int64_t pos, const float* k_cach
 using AttendFn = void (*)(const float*, int64_t, const float*, const float*, int64_t, int, const AttentionShape&, float,
                           float*, float*);
 
-AttendFn pick_attend(int head_dim) {
+AttendFn pick_attend(DenseIsa isa, int head_dim) {
+  if (!dense_isa_supported(isa)) throw Error(std::string("attention: ") + dense_isa_name(isa) + " not supported by this CPU");
 #ifdef MIXQ_X86
-  const CpuFeatures& f = cpu_caps();
-  if (f.avx512f && head_dim % 16 == 0) return &attend_one_avx512;
-  if (f.avx2 && f.fma && head_dim % 8 == 0) return &attend_one_avx2;
+  if (isa == DenseIsa::Avx512 && head_dim % 16 == 0) return &attend_one_avx512;
+  if (isa != DenseIsa::Scalar && head_dim % 8 == 0) return &attend_one_avx2;
 #endif
   return &attend_one;
 }
@@ -140,10 +140,16 @@ AttendFn pick_attend(int head_dim) {
 
 void attention(const float* q, int64_t n, int64_t n_past, const float* k_cache, const float* v_cache,
                const AttentionShape& s, float* out, ThreadPool& pool) {
+  static const DenseIsa best = best_dense_isa();
+  attention_isa(best, q, n, n_past, k_cache, v_cache, s, out, pool);
+}
+
+void attention_isa(DenseIsa isa, const float* q, int64_t n, int64_t n_past, const float* k_cache,
+                   const float* v_cache, const AttentionShape& s, float* out, ThreadPool& pool) {
   const int64_t q_stride = int64_t(s.heads) * s.head_dim, kv_stride = int64_t(s.kv_heads) * s.head_dim;
   const int group = s.heads / s.kv_heads;
   const float scale = 1.0f / std::sqrt(float(s.head_dim));
-  const AttendFn attend = pick_attend(s.head_dim);
+  const AttendFn attend = pick_attend(isa, s.head_dim);
   // Causal rows get longer with t: deal (token, head) rows out round-robin so each thread gets an
   // even share of short and long rows.
   const int64_t rows = n * s.heads;

@@ -2,6 +2,8 @@
 #pragma once
 #include <cstdint>
 
+#include "linear_dense.h"  // DenseIsa: the SIMD level
+
 namespace mixq {
 
 class ThreadPool;
@@ -18,6 +20,10 @@ struct AttentionShape {
 // out: [n, heads*head_dim]. Softmax in f32 with max subtraction; scores scaled by 1/sqrt(head_dim).
 void attention(const float* q, int64_t n, int64_t n_past, const float* k_cache, const float* v_cache,
                const AttentionShape& s, float* out, ThreadPool& pool);
+
+// Same, forcing a SIMD level (tests compare every level this CPU supports against the reference).
+void attention_isa(DenseIsa isa, const float* q, int64_t n, int64_t n_past, const float* k_cache,
+                   const float* v_cache, const AttentionShape& s, float* out, ThreadPool& pool);
 
 // The plain single-threaded loop the fast path is tested against.
 void attention_reference(const float* q, int64_t n, int64_t n_past, const float* k_cache, const float* v_cache,
