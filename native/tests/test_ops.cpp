@@ -9,6 +9,7 @@
 #include <numeric>
 #include <random>
 
+#include "backend.h"
 #include "cpu_features.h"
 #include "json.h"
 #include "linear_dense.h"
@@ -316,6 +317,25 @@ void test_pool() {
   check(sum == 2000 * 7, "2000 consecutive small jobs complete");
 }
 
+void test_backend() {
+  const std::vector<Device> devs = available_devices();
+  check(!devs.empty() && devs[0].str() == "cpu", "available_devices() starts with cpu (" + std::to_string(devs.size()) + " devices)");
+  auto cpu = make_backend(Device{DeviceKind::Cpu, 0});
+  auto buf = cpu->alloc(1000);
+  const std::vector<uint8_t> src(1000, 7);
+  std::vector<uint8_t> dst(10, 0);
+  cpu->copy_from_host(*buf, 0, src.data(), src.size());
+  cpu->copy_to_host(dst.data(), *buf, 990, 10);
+  check(dst == std::vector<uint8_t>(10, 7) && buf->size() == 1000 && reinterpret_cast<uintptr_t>(buf->data()) % 64 == 0,
+        "cpu backend: 64-byte aligned buffer, copies in and out");
+  check(cpu->total_memory() > 0 && cpu->free_memory() <= cpu->total_memory(), "cpu backend reports memory");
+  check_throws([&] { cpu->copy_to_host(dst.data(), *buf, 995, 10); }, {"exceeds the buffer"}, "out-of-range copy is an error");
+  if (!cuda_compiled()) {
+    check_throws([] { make_backend(Device{DeviceKind::Cuda, 0}); }, {"cuda:0", "no CUDA backend"},
+                 "cuda:0 in a CPU-only build is a clear error");
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -332,5 +352,6 @@ int main() {
   test_sampling();
   test_json();
   test_pool();
+  test_backend();
   return finish();
 }
