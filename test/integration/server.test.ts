@@ -11,6 +11,7 @@ import type * as promptModule from '../../server/src/completion/prompt';
 import type * as templatesModule from '../../server/src/completion/templates';
 import type * as engineModule from '../../server/src/engine';
 import type * as protocol from '../../server/src/protocol';
+import type * as tokenizerModule from '../../server/src/tokenizer';
 import { serverModule, tinyModelDir } from '../helpers';
 import { ghostText, needsAddon, TestServer } from './lsp-client';
 
@@ -147,6 +148,25 @@ describe('language server over JSON-RPC', { skip: needsAddon }, () => {
     assert.equal(during.activeGenerations, 1);
     await pending;
     await server.configure(SETTINGS);
+  });
+
+  test('settings apply while running: the FIM template switches without reloading the model', async () => {
+    const uri = 'file:///work/template.py';
+    const { text, offset } = doc('def square(x):\n    return |\n');
+    await server.open(uri, text);
+    const { MixqTokenizer } = serverModule<typeof tokenizerModule>('tokenizer');
+    const tok = MixqTokenizer.load(tinyModelDir);
+    const pieces = (t: string) => tok.encode(t, { addSpecialTokens: false }).length;
+    const fimLength = 3 + pieces(text.slice(0, offset)) + pieces(text.slice(offset));
+    for (const fimTemplate of ['starcoder-psm', 'prefix-only', 'auto'] as const) {
+      await server.configure({ ...SETTINGS, fimTemplate });
+      const s = await server.waitFor((st) => st.model?.template === (fimTemplate === 'auto' ? 'starcoder-spm' : fimTemplate), 10_000);
+      assert.equal(s.state, 'ready');
+      await server.complete(uri, offset);
+      const last = (await server.status()).last!;
+      // prefix-only: BOS + the prefix, no suffix; the FIM layouts: 3 markers, the prefix and the suffix.
+      assert.equal(last.promptTokens, fimTemplate === 'prefix-only' ? 1 + pieces(text.slice(0, offset)) : fimLength);
+    }
   });
 
   test('a model that fails to load says why; completions stay off; switching back works without restart', async () => {
