@@ -30,6 +30,8 @@ namespace {
 
 cudaStream_t g_stream;
 
+__global__ void empty_kernel() {}
+
 // Median over `repeats` of the mean time per call (ms) of `calls` back-to-back calls of fn(i).
 double time_ms(const std::function<void(int)>& fn, int calls, int repeats = 9) {
   cudaEvent_t a, b;
@@ -131,9 +133,10 @@ int main(int argc, char** argv) {
         fill_scales(sc, 3);
         fill_random(x, 4, true);
         CUDA_CHECK(cudaMemset(ws.data(), 0, ws.size()));
+        const mixq::cuda::GemvW4A16Problem prob{x.as<__half>(), qw.as<int32_t>(), qz.as<int32_t>(), sc.as<__half>(),
+                                                y.data()};
         for (int i = 0; i < 3; ++i)
-          mixq::cuda::launch_gemv_w4a16(x.as<__half>(), qw.as<int32_t>(), qz.as<int32_t>(), sc.as<__half>(), y.data(),
-                                        DType::F16, in, out, 128, ws.data(), profile_cfg, g_stream);
+          mixq::cuda::launch_gemv_w4a16(&prob, 1, DType::F16, in, out, 128, ws.data(), profile_cfg, g_stream);
         CUDA_CHECK(cudaStreamSynchronize(g_stream));
       }
       return 0;
@@ -180,8 +183,9 @@ int main(int argc, char** argv) {
       auto launcher = [&](const GemvW4A16Config& cfg) {
         return [&, cfg](int i) {
           const int k = i % sets;
-          mixq::cuda::launch_gemv_w4a16(x.as<__half>(), qw[k].as<int32_t>(), qz[k].as<int32_t>(), sc[k].as<__half>(),
-                                        y.data(), DType::F16, s.in, s.out, group, ws.data(), cfg, g_stream);
+          const mixq::cuda::GemvW4A16Problem prob{x.as<__half>(), qw[k].as<int32_t>(), qz[k].as<int32_t>(),
+                                                  sc[k].as<__half>(), y.data()};
+          mixq::cuda::launch_gemv_w4a16(&prob, 1, DType::F16, s.in, s.out, group, ws.data(), cfg, g_stream);
         };
       };
       const GemvW4A16Config def = mixq::cuda::gemv_w4a16_default_config(s.in, s.out, group, device);
@@ -224,11 +228,10 @@ int main(int argc, char** argv) {
       // Sweep of the work split, to check the default against its neighbours.
       bool first_cfg = true;
       if (!quick)
-        for (int flavor : {0, 1, 2, 3})
+        for (int flavor : {0, 1})
         for (int C : {2, 4, 8})
           for (int R : {16, 32})
             for (int split : {1, 2, 3, 4, 6, 8, 12, 16, 24, 32}) {
-              if (flavor == 2 && R != 16) continue;
               const GemvW4A16Config cfg{C, R, split, flavor};
               const double ms = time_ms(launcher(cfg), calls, 5);
               json += std::string(first_cfg ? "" : ", ") + "{\"cfg\": " + json_config(cfg) + ", \"us\": " +
@@ -238,6 +241,78 @@ int main(int argc, char** argv) {
       json += "]}";
     }
     json += "\n  ]";
+
+    // 2b. Batched GEMV: the MoE decode step's matrices of one shape in one launch (top-2 experts: w1 and w3 of
+    // both = 4 × 4096→14336, then both w2 = 2 × 14336→4096), against the same products launched one by one.
+    json += ",\n  \"gemv_w4a16_batched\": [";
+    {
+      struct BatchCase { int64_t in, out; int count; const char* what; };
+      const BatchCase cases[] = {{4096, 14336, 4, "4 x w1/w3"}, {14336, 4096, 2, "2 x w2"}};
+      bool first = true;
+      for (const BatchCase& b : cases) {
+        const size_t qw_bytes = b.in * b.out / 2, qz_bytes = (b.in / group) * b.out / 2,
+                     sc_bytes = (b.in / group) * b.out * 2, set_bytes = qw_bytes + qz_bytes + sc_bytes;
+        // Rotate over weight sets of `count` matrices each, > 4× L2 in all.
+        const int sets = static_cast<int>(std::max<size_t>(2, 4 * size_t(prop.l2CacheSize) / (set_bytes * b.count) + 1));
+        std::vector<DeviceBuffer> qw, qz, sc, ys;
+        for (int k = 0; k < sets * b.count; ++k) {
+          qw.emplace_back(device, qw_bytes);
+          qz.emplace_back(device, qz_bytes);
+          sc.emplace_back(device, sc_bytes);
+          fill_random(qw.back(), 400 + k);
+          fill_random(qz.back(), 500 + k);
+          fill_scales(sc.back(), 600 + k);
+        }
+        for (int j = 0; j < b.count; ++j) ys.emplace_back(device, b.out * 2);
+        DeviceBuffer x(device, b.in * 2), ws(device, mixq::cuda::gemv_w4a16_workspace_bytes(b.out, b.count));
+        fill_random(x, 9, true);
+        CUDA_CHECK(cudaMemset(ws.data(), 0, ws.size()));
+        auto problems_of = [&](int set) {
+          std::vector<mixq::cuda::GemvW4A16Problem> ps;
+          for (int j = 0; j < b.count; ++j) {
+            const int k = set * b.count + j;
+            ps.push_back({x.as<__half>(), qw[k].as<int32_t>(), qz[k].as<int32_t>(), sc[k].as<__half>(), ys[j].data()});
+          }
+          return ps;
+        };
+        const auto cfg_batch = mixq::cuda::gemv_w4a16_default_config(b.in, b.out, group, device, b.count);
+        const auto cfg_one = mixq::cuda::gemv_w4a16_default_config(b.in, b.out, group, device, 1);
+        auto batched = [&](int i) {
+          const auto ps = problems_of(i % sets);
+          mixq::cuda::launch_gemv_w4a16(ps.data(), b.count, DType::F16, b.in, b.out, group, ws.data(), cfg_batch, g_stream);
+        };
+        auto one_by_one = [&](int i) {
+          const auto ps = problems_of(i % sets);
+          for (int j = 0; j < b.count; ++j)
+            mixq::cuda::launch_gemv_w4a16(&ps[j], 1, DType::F16, b.in, b.out, group, ws.data(), cfg_one, g_stream);
+        };
+        const double bytes = double(set_bytes) * b.count + b.in * 2 + b.out * 2.0 * b.count;
+        const double t_batch = time_graph_ms(batched, 50), t_single = time_graph_ms(one_by_one, 50);
+        std::fprintf(stderr,
+                     "gemv batched %-10s %6.1f MB: one launch (C=%d R=%d split=%d) %7.2f us %6.0f GB/s (%4.1f%% of copy) | "
+                     "%d launches %7.2f us (graph replay)\n",
+                     b.what, bytes / 1e6, cfg_batch.cols_per_block, cfg_batch.rows_per_run, cfg_batch.split_k,
+                     t_batch * 1e3, bytes / (t_batch * 1e-3) / 1e9, 100 * bytes / (t_batch * 1e-3) / 1e9 / copy_gbs,
+                     b.count, t_single * 1e3);
+        json += std::string(first ? "" : ",") + "\n    {\"case\": \"" + b.what + "\", \"bytes\": " +
+                std::to_string(bytes) + ", \"config\": " + json_config(cfg_batch) + ", \"graph_us\": " +
+                std::to_string(t_batch * 1e3) + ", \"gbs\": " + std::to_string(bytes / (t_batch * 1e-3) / 1e9) +
+                ", \"frac_of_copy\": " + std::to_string(bytes / (t_batch * 1e-3) / 1e9 / copy_gbs) +
+                ", \"separate_launches_graph_us\": " + std::to_string(t_single * 1e3) + "}";
+        first = false;
+      }
+    }
+    json += "\n  ]";
+
+    // 2c. The launch floor: an empty kernel, back to back and in a graph (what any kernel pays).
+    {
+      const double t_plain = time_ms([&](int) { empty_kernel<<<132, 256, 0, g_stream>>>(); }, 200);
+      const double t_graph = time_graph_ms([&](int) { empty_kernel<<<132, 256, 0, g_stream>>>(); }, 200);
+      std::fprintf(stderr, "empty kernel (132 x 256 threads): %.2f us back to back, %.2f us in a graph\n", t_plain * 1e3,
+                   t_graph * 1e3);
+      json += ",\n  \"empty_kernel_us\": " + std::to_string(t_plain * 1e3) + ", \"empty_kernel_graph_us\": " +
+              std::to_string(t_graph * 1e3);
+    }
 
     // 3. rms_norm, hidden 4096, fp16 activations, bf16 weight.
     {

@@ -1,4 +1,4 @@
-// W4A16 GEMV on the GPU for AutoAWQ "GEMM"-format weights (batch 1 decode):  y = x · W, W dequantized on the fly.
+// W4A16 GEMV on the GPU for AutoAWQ "GEMM"-format weights (batch-1 decode):  y = x · W, W dequantized on the fly.
 //
 //   x        fp16  [1, in]
 //   qweight  int32 [in, out/8]      8 nibbles per word along out; nibble slot i of word c = column 8c+ORDER[i],
@@ -8,6 +8,9 @@
 //   y        fp16 or f32 [1, out]   y[o] = Σ_i x[i] · (q[i][o] − z[i/G][o]) · s[i/G][o]
 // G (group size) ∈ {32, 64, 128}; in % G == 0; out % 32 == 0; every pointer 16-byte aligned.
 // The packed int4 matrix is read once, directly (16-byte loads); nothing is dequantized to memory.
+//
+// Batched form: up to kGemvMaxBatch independent problems of one shape in one launch (e.g. the w1 and w3 of
+// a token's top-2 experts: 4 matrices), which pays the launch and pipeline-fill cost once.
 #pragma once
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -19,36 +22,50 @@
 
 namespace mixq::cuda {
 
+constexpr int kGemvMaxBatch = 8;
+
+// One matrix-vector product; all pointers device memory of one GPU.
+struct GemvW4A16Problem {
+  const __half* x = nullptr;          // [in]
+  const int32_t* qweight = nullptr;   // [in, out/8]
+  const int32_t* qzeros = nullptr;    // [in/G, out/8]
+  const __half* scales = nullptr;     // [in/G, out]
+  void* y = nullptr;                  // [out] fp16 or f32
+};
+
 // How the work is cut. cols_per_block (C) uint4 columns of 32 outputs per block, 256/C row-runs of
 // rows_per_run (R) rows in parallel inside a block, split_k blocks along `in` for each column tile (their
 // partial sums are reduced in a fixed order by the last block to finish: the result is deterministic).
 struct GemvW4A16Config {
   int cols_per_block = 4;  // C ∈ {2, 4, 8}
   int rows_per_run = 16;   // R ∈ {16, 32}, R ≤ G
-  int split_k = 1;         // ≥ 1; capped so that every block gets rows
-  int flavor = 0;          // kernel variant (gemv_w4a16.cu): 0 plain loads, 1 L2-prefetch-hinted loads,
-                           // 2 hinted loads with a run's rows all in flight first (R = 16 only),
-                           // 3 cp.async pipeline through shared memory
+  int split_k = 1;         // ≥ 1; capped at 64 and so that every split gets rows
+  int flavor = 1;          // 0: plain 16-byte loads; 1: loads with L1::no_allocate + L2::256B prefetch hint
 };
 
-// The configuration the entry uses for this shape on `device` (one wave of resident blocks).
-GemvW4A16Config gemv_w4a16_default_config(int64_t in_features, int64_t out_features, int group_size, int device);
+// The configuration the entry uses for `batch` problems of this shape on `device` (a heuristic fitted to the
+// sweep of native/bench/cuda_bench.cu on an H100; see docs/BENCHMARKS.md).
+GemvW4A16Config gemv_w4a16_default_config(int64_t in_features, int64_t out_features, int group_size, int device,
+                                          int batch = 1);
 
-// Workspace the entry needs for `out_features` (any config): split-K partial sums and per-tile counters.
-// Allocate once per device/stream, zero it once (cudaMemset) before first use; the kernel leaves its counters
-// at zero again, so it can be reused by every later call on the same stream.
-size_t gemv_w4a16_workspace_bytes(int64_t out_features);
+// Workspace the entry needs for `batch` problems with `out_features` (any config): split-K partial sums and
+// per-tile counters. Allocate once per device/stream and zero it once (cudaMemset) before first use; every
+// call leaves the counters at zero again, so it can be reused by every later call on the same stream.
+size_t gemv_w4a16_workspace_bytes(int64_t out_features, int batch = 1);
 
-// Guarded entry: checks shapes, alignment and that every tensor and the workspace live on one GPU, opens a
-// DeviceGuard for it and launches on `stream`. `config` null → gemv_w4a16_default_config.
+// Guarded entries: check shapes, alignment and that every tensor and the workspace live on one GPU, open a
+// DeviceGuard for it and launch on `stream`. `config` null → gemv_w4a16_default_config.
 // Throws mixq::Error naming the problem.
 void gemv_w4a16(const __half* x, const int32_t* qweight, const int32_t* qzeros, const __half* scales, void* y,
                 DType y_dtype, int64_t in_features, int64_t out_features, int group_size, void* workspace,
                 size_t workspace_bytes, cudaStream_t stream, const GemvW4A16Config* config = nullptr);
+void gemv_w4a16_batched(const GemvW4A16Problem* problems, int count, DType y_dtype, int64_t in_features,
+                        int64_t out_features, int group_size, void* workspace, size_t workspace_bytes,
+                        cudaStream_t stream, const GemvW4A16Config* config = nullptr);
 
 // The launcher (no checks, no guard): the current device must be the tensors' device.
-void launch_gemv_w4a16(const __half* x, const int32_t* qweight, const int32_t* qzeros, const __half* scales, void* y,
-                       DType y_dtype, int64_t in_features, int64_t out_features, int group_size, void* workspace,
-                       const GemvW4A16Config& config, cudaStream_t stream);
+void launch_gemv_w4a16(const GemvW4A16Problem* problems, int count, DType y_dtype, int64_t in_features,
+                       int64_t out_features, int group_size, void* workspace, const GemvW4A16Config& config,
+                       cudaStream_t stream);
 
 }  // namespace mixq::cuda
