@@ -2,7 +2,7 @@
 // control characters in strings rejected, surrogate pairs validated, duplicate keys rejected.
 #include "json.h"
 
-#include <cerrno>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -293,15 +293,17 @@ class Parser {
       if (!(peek() >= '0' && peek() <= '9')) fail("digit expected in exponent");
       while (peek() >= '0' && peek() <= '9') ++pos_;
     }
-    const std::string text(s_ + start, pos_ - start);
-    errno = 0;
-    const double d = std::strtod(text.c_str(), nullptr);
+    // from_chars: locale-independent (strtod would read "0.02" as 0 under a comma-decimal locale).
+    double d = 0;
+    const auto rd = std::from_chars(s_ + start, s_ + pos_, d);
+    if (rd.ec == std::errc::result_out_of_range) {
+      pos_ = start;
+      fail("number out of range");
+    }
     int64_t i = 0;
     if (is_int) {
-      errno = 0;
-      const long long ll = std::strtoll(text.c_str(), nullptr, 10);
-      if (errno == ERANGE) is_int = false;  // keep as a double
-      else i = ll;
+      const auto ri = std::from_chars(s_ + start, s_ + pos_, i);
+      if (ri.ec != std::errc()) is_int = false;  // beyond int64: keep it as a double
     }
     return JsonValue::make_number(d, is_int, i);
   }

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdio>
+#include <clocale>
 #include <cstring>
 #include <numeric>
 #include <random>
@@ -289,6 +290,18 @@ void test_json() {
             v.find("a")->as_array()[4].is_null() && v.find("big")->as_int() == 12345678901234LL,
         "json: numbers, literals, big integers");
   check(v.find("s")->as_string() == "x\xc3\xa9\xf0\x9f\x98\x80\n", "json: \\u escapes and surrogate pairs → UTF-8");
+  {
+    // Numbers parse the same under a comma-decimal locale (when one is installed).
+    const char* old = std::setlocale(LC_NUMERIC, nullptr);
+    const std::string saved = old ? old : "C";
+    const bool switched = std::setlocale(LC_NUMERIC, "de_DE.UTF-8") || std::setlocale(LC_NUMERIC, "fr_FR.UTF-8");
+    const JsonValue n = parse_json("[0.02, 1e-05, 1000000.0, 123456789012345678901234]", "n.json");
+    std::setlocale(LC_NUMERIC, saved.c_str());
+    check(n[0].as_number() == 0.02 && n[1].as_number() == 1e-05 && n[2].as_number() == 1e6 && !n[3].is_integer() &&
+              n[3].as_number() > 1.2e23,
+          std::string("json: numbers are locale-independent") + (switched ? " (checked under a comma locale)" : ""));
+  }
+  check_throws([] { parse_json("[1e999]", "x"); }, {"out of range"}, "json: overflowing number rejected");
   check_throws([] { parse_json("{\"a\": 1,}", "cfg.json"); }, {"cfg.json", "byte 8"}, "json: trailing comma rejected with offset");
   check_throws([] { parse_json("{\"a\": 1, \"a\": 2}", "cfg.json"); }, {"duplicate key \"a\""}, "json: duplicate key rejected");
   check_throws([] { parse_json("[01]", "x"); }, {"x"}, "json: leading zero rejected");
