@@ -3,8 +3,8 @@
 // Grid (column tiles, split_k, batch); block 256 threads = C columns × KB = 256/C row-runs. Thread (c, k):
 //   1. for each of its runs (R consecutive rows inside one quantization group; runs k, k+KB, ... of the
 //      block's row range): load the group's zeros (one uint4 = 32 nibbles) and scales (32 fp16) as
-//      16 + 16 half2 registers (z' = 1024 + z);
-//   2. for every 4 rows: load the four 16-byte qweight words and 4 activations, turn each nibble pair into a half2
+//      16 + 16 half2 registers (z' = 1024 + z), and the run's R activations;
+//   2. for every 4 rows: load the four 16-byte qweight words, turn each nibble pair into a half2
 //      (bits | 0x6400 → the fp16 1024 + q; AWQ's nibble order makes the pair two adjacent columns),
 //      d = (1024 + q) − (1024 + z) exactly, h += d · x in fp16 (4 rows: |h| ≤ 60·|x|);
 //      then acc(fp32) += fp16(h · s) — scale once per 4 rows, fp32 across rows;
@@ -16,9 +16,9 @@
 // Limits: G ∈ {32, 64, 128}, R ≤ G, in % G == 0, out % 32 == 0, 16-byte aligned pointers, split_k ≤ 64,
 // batch ≤ 8.
 //
-// Measured alternatives that lost (H100, 2026-11-24, docs/BENCHMARKS.md): all R rows of a run loaded into
-// registers before any arithmetic (one block per SM: +15% time at Mixtral shapes), and a per-thread cp.async
-// ring through shared memory (+20%). The remaining gap to the copy rate is a fixed cost per launch
+// Measured alternatives that lost (H100, 2026-11-24, docs/BENCHMARKS.md): plain loads without the L2 hint
+// (+4–9%), all R rows of a run loaded into registers before any arithmetic (one block per SM: +15% at Mixtral
+// shapes), and a per-thread cp.async ring through shared memory (+20%). The remaining gap to the copy rate is a fixed cost per launch
 // (~5 µs), not the streaming rate, which is why the batched form exists.
 #include <algorithm>
 #include <map>
@@ -61,33 +61,37 @@ __device__ __forceinline__ void store_out<__half>(void* y, int i, float v) {
   static_cast<__half*>(y)[i] = __float2half_rn(v);
 }
 
-// Weight loads. kHint: ld.global.nc with L1::no_allocate (streamed once) and the L2::256B prefetch hint, so
-// one request brings the neighbouring column tiles' bytes of the same row into L2 for the blocks next door.
-template <bool kHint>
+// Weight loads: ld.global.nc with L1::no_allocate (streamed once) and the L2::256B prefetch hint, so one
+// request brings the neighbouring column tiles' bytes of the same row into L2 for the blocks next door
+// (measured 4–9% faster than plain 16-byte loads at every shape of the sweep).
 __device__ __forceinline__ uint4 load_weights(const uint4* p) {
-  if constexpr (kHint) {
-    uint4 v;
-    asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p));
-    return v;
-  } else {
-    return *p;
-  }
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p));
+  return v;
 }
 
-template <int C, int R, int kFlavor, class OutT>
+// kBatched: the problem's pointers come from `batch` (indexed by blockIdx.z); otherwise from the scalar
+// parameters, which the compiler uses straight from the constant bank — measured faster for one problem
+// (the batched form holds 10 more registers and spilled at R = 32).
+template <int C, int R, bool kBatched, class OutT>
 __global__ void __launch_bounds__(kThreads, 2)
     gemv_w4a16_kernel(const Batch batch,
-                      float* __restrict__ partials,          // [batch][kMaxSplitK][out] (split_k > 1)
-                      unsigned* __restrict__ tile_counters,  // [batch][out/32 + 1]     (split_k > 1)
+                      const __half* __restrict__ x_one,       // [in]          (!kBatched)
+                      const uint4* __restrict__ qweight_one,  // [in][cols]    (cols = out/32 uint4 per row)
+                      const uint4* __restrict__ qzeros_one,   // [in/G][cols]
+                      const __half* __restrict__ scales_one,  // [in/G][out]
+                      void* __restrict__ y_one,               // [out]
+                      float* __restrict__ partials,           // [batch][kMaxSplitK][out] (split_k > 1)
+                      unsigned* __restrict__ tile_counters,   // [batch][out/32 + 1]      (split_k > 1)
                       int in, int out, int group_size, int rows_per_split) {
   constexpr int KB = kThreads / C;
-  const GemvW4A16Problem& prob = batch.p[blockIdx.z];
-  const __half* __restrict__ x = prob.x;
-  const uint4* __restrict__ qweight = reinterpret_cast<const uint4*>(prob.qweight);  // [in][cols]
-  const uint4* __restrict__ qzeros = reinterpret_cast<const uint4*>(prob.qzeros);    // [in/G][cols]
-  const __half* __restrict__ scales = prob.scales;                                   // [in/G][out]
+  const __half* __restrict__ x = kBatched ? batch.p[blockIdx.z].x : x_one;
+  const uint4* __restrict__ qweight =
+      kBatched ? reinterpret_cast<const uint4*>(batch.p[blockIdx.z].qweight) : qweight_one;
+  const uint4* __restrict__ qzeros = kBatched ? reinterpret_cast<const uint4*>(batch.p[blockIdx.z].qzeros) : qzeros_one;
+  const __half* __restrict__ scales = kBatched ? batch.p[blockIdx.z].scales : scales_one;
   const int cols = out / 32;
   const int c_local = threadIdx.x % C, k_lane = threadIdx.x / C;
   const int col = blockIdx.x * C + c_local;
@@ -117,21 +121,22 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
         for (int j = 0; j < 4; ++j) scale[v * 4 + j] = h[j];
       }
+      uint4 xv[R / 8];  // the run's R activations, 8 fp16 per uint4
+#pragma unroll
+      for (int v = 0; v < R / 8; ++v) xv[v] = reinterpret_cast<const uint4*>(x + r0)[v];
+      const __half* xh = reinterpret_cast<const __half*>(xv);
+
 #pragma unroll
       for (int sub = 0; sub < R; sub += kRowsPerFlush) {
         uint4 w[kRowsPerFlush];
 #pragma unroll
-        for (int j = 0; j < kRowsPerFlush; ++j)
-          w[j] = load_weights<kFlavor == 1>(wp + static_cast<size_t>(sub + j) * cols);
-        // These 4 activations (8 bytes; x is small and stays in L1), loaded per 4 rows to spare registers.
-        const uint2 x4 = *reinterpret_cast<const uint2*>(x + r0 + sub);
-        const __half* xh = reinterpret_cast<const __half*>(&x4);
+        for (int j = 0; j < kRowsPerFlush; ++j) w[j] = load_weights(wp + static_cast<size_t>(sub + j) * cols);
         half2 h[16];
 #pragma unroll
         for (int i = 0; i < 16; ++i) h[i] = __float2half2_rn(0.0f);
 #pragma unroll
         for (int j = 0; j < kRowsPerFlush; ++j) {
-          const half2 x2 = __half2half2(xh[j]);
+          const half2 x2 = __half2half2(xh[sub + j]);
 #pragma unroll
           for (int q = 0; q < 4; ++q)
 #pragma unroll
@@ -176,7 +181,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
 
   if (gridDim.y == 1) {
-    if (active) store_out<OutT>(prob.y, o, sum);
+    if (active) store_out<OutT>(kBatched ? batch.p[blockIdx.z].y : y_one, o, sum);
     return;
   }
 
@@ -195,36 +200,36 @@ __global__ void __launch_bounds__(kThreads, 2)
     float total = 0.0f;
     for (int s = 0; s < static_cast<int>(gridDim.y); ++s)
       total += __ldcg(&my_partials[static_cast<size_t>(s) * out + o]);
-    store_out<OutT>(prob.y, o, total);
+    store_out<OutT>(kBatched ? batch.p[blockIdx.z].y : y_one, o, total);
   }
   if (threadIdx.x == 0) *counter = 0;
 }
 
-using KernelPtr = void (*)(const Batch, float*, unsigned*, int, int, int, int);
+using KernelPtr = void (*)(const Batch, const __half*, const uint4*, const uint4*, const __half*, void*, float*,
+                           unsigned*, int, int, int, int);
 
-template <class OutT, int kFlavor>
-KernelPtr pick_flavor(int C, int R) {
+template <class OutT, bool kBatched>
+KernelPtr pick_shape(int C, int R) {
   if (R == 16) {
-    if (C == 2) return gemv_w4a16_kernel<2, 16, kFlavor, OutT>;
-    if (C == 4) return gemv_w4a16_kernel<4, 16, kFlavor, OutT>;
-    if (C == 8) return gemv_w4a16_kernel<8, 16, kFlavor, OutT>;
+    if (C == 2) return gemv_w4a16_kernel<2, 16, kBatched, OutT>;
+    if (C == 4) return gemv_w4a16_kernel<4, 16, kBatched, OutT>;
+    if (C == 8) return gemv_w4a16_kernel<8, 16, kBatched, OutT>;
   } else if (R == 32) {
-    if (C == 2) return gemv_w4a16_kernel<2, 32, kFlavor, OutT>;
-    if (C == 4) return gemv_w4a16_kernel<4, 32, kFlavor, OutT>;
-    if (C == 8) return gemv_w4a16_kernel<8, 32, kFlavor, OutT>;
+    if (C == 2) return gemv_w4a16_kernel<2, 32, kBatched, OutT>;
+    if (C == 4) return gemv_w4a16_kernel<4, 32, kBatched, OutT>;
+    if (C == 8) return gemv_w4a16_kernel<8, 32, kBatched, OutT>;
   }
   return nullptr;
 }
 
-KernelPtr pick_kernel(const GemvW4A16Config& cfg, DType y_dtype) {
+KernelPtr pick_kernel(const GemvW4A16Config& cfg, DType y_dtype, bool batched) {
   KernelPtr k = nullptr;
   const int C = cfg.cols_per_block, R = cfg.rows_per_run;
-  if (y_dtype == DType::F16) k = cfg.flavor == 0 ? pick_flavor<__half, 0>(C, R) : cfg.flavor == 1 ? pick_flavor<__half, 1>(C, R) : nullptr;
-  if (y_dtype == DType::F32) k = cfg.flavor == 0 ? pick_flavor<float, 0>(C, R) : cfg.flavor == 1 ? pick_flavor<float, 1>(C, R) : nullptr;
+  if (y_dtype == DType::F16) k = batched ? pick_shape<__half, true>(C, R) : pick_shape<__half, false>(C, R);
+  if (y_dtype == DType::F32) k = batched ? pick_shape<float, true>(C, R) : pick_shape<float, false>(C, R);
   if (!k)
     throw Error("gemv_w4a16: unsupported config cols_per_block=" + std::to_string(C) + " rows_per_run=" +
-                std::to_string(R) + " flavor=" + std::to_string(cfg.flavor) +
-                " (C ∈ {2,4,8}, R ∈ {16,32}, flavour 0 or 1, y f16 or f32)");
+                std::to_string(R) + " (C ∈ {2,4,8}, R ∈ {16,32}, y f16 or f32)");
   return k;
 }
 
@@ -247,15 +252,15 @@ Plan make_plan(int64_t in, int64_t out, const GemvW4A16Config& cfg) {
 // Blocks of this kernel resident per SM and the SM count, per device (cached: the queries cost microseconds).
 std::pair<int, int> occupancy(int device, const GemvW4A16Config& cfg) {
   static std::mutex mu;
-  static std::map<std::tuple<int, int, int, int>, std::pair<int, int>> cache;
+  static std::map<std::tuple<int, int, int>, std::pair<int, int>> cache;
   std::lock_guard<std::mutex> lock(mu);
-  const auto key = std::make_tuple(device, cfg.cols_per_block, cfg.rows_per_run, cfg.flavor);
+  const auto key = std::make_tuple(device, cfg.cols_per_block, cfg.rows_per_run);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
   int sms = 0, blocks = 0;
   CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   DeviceGuard guard(device);
-  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, pick_kernel(cfg, DType::F16), kThreads, 0));
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, pick_kernel(cfg, DType::F16, false), kThreads, 0));
   return cache[key] = {std::max(1, blocks), sms};
 }
 
@@ -274,7 +279,6 @@ GemvW4A16Config gemv_w4a16_default_config(int64_t in, int64_t out, int group_siz
   // tiles (C = 2) and no split; narrow outputs take wide tiles (C = 8) split along `in`, up to half-idle
   // threads (more blocks beat fuller blocks there); 32-row runs for Mixtral-size matrices.
   GemvW4A16Config cfg;
-  cfg.flavor = 1;
   cfg.rows_per_run = (in * out >= (int64_t{1} << 25) && group_size >= 32) ? 32 : 16;
   const int64_t cols = out / 32;
   const auto [blocks_per_sm, sms] = occupancy(device, cfg);
@@ -303,8 +307,10 @@ void launch_gemv_w4a16(const GemvW4A16Problem* problems, int count, DType y_dtyp
   unsigned* counters = reinterpret_cast<unsigned*>(static_cast<char*>(workspace) +
                                                    size_t(count) * kMaxSplitK * out * sizeof(float));
   const dim3 grid(plan.tiles, plan.split_k, count);
-  pick_kernel(cfg, y_dtype)<<<grid, kThreads, 0, stream>>>(batch, partials, counters, static_cast<int>(in),
-                                                            static_cast<int>(out), group_size, plan.rows_per_split);
+  const GemvW4A16Problem& p0 = problems[0];
+  pick_kernel(cfg, y_dtype, count > 1)<<<grid, kThreads, 0, stream>>>(
+      batch, p0.x, reinterpret_cast<const uint4*>(p0.qweight), reinterpret_cast<const uint4*>(p0.qzeros), p0.scales,
+      p0.y, partials, counters, static_cast<int>(in), static_cast<int>(out), group_size, plan.rows_per_split);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -40,7 +40,6 @@ struct GemvW4A16Config {
   int cols_per_block = 4;  // C ∈ {2, 4, 8}
   int rows_per_run = 16;   // R ∈ {16, 32}, R ≤ G
   int split_k = 1;         // ≥ 1; capped at 64 and so that every split gets rows
-  int flavor = 1;          // 0: plain 16-byte loads; 1: loads with L1::no_allocate + L2::256B prefetch hint
 };
 
 // The configuration the entry uses for `batch` problems of this shape on `device` (a heuristic fitted to the
