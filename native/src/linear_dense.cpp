@@ -7,6 +7,7 @@
 #include "linear_dense.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -44,9 +45,18 @@ bool dense_isa_supported(DenseIsa isa) {
 }
 
 DenseIsa best_dense_isa() {
-  if (dense_isa_supported(DenseIsa::Avx512)) return DenseIsa::Avx512;
-  if (dense_isa_supported(DenseIsa::Avx2)) return DenseIsa::Avx2;
-  return DenseIsa::Scalar;
+  // MIXQ_CPU_ISA=scalar|avx2 caps the level (to run the AVX2 or the plain path on an AVX-512 machine,
+  // as tests do); it never raises it above what the CPU supports.
+  static const DenseIsa chosen = [] {
+    DenseIsa best = DenseIsa::Scalar;
+    if (dense_isa_supported(DenseIsa::Avx512)) best = DenseIsa::Avx512;
+    else if (dense_isa_supported(DenseIsa::Avx2)) best = DenseIsa::Avx2;
+    const char* cap = std::getenv("MIXQ_CPU_ISA");
+    if (cap && std::strcmp(cap, "scalar") == 0) return DenseIsa::Scalar;
+    if (cap && std::strcmp(cap, "avx2") == 0 && best == DenseIsa::Avx512) return DenseIsa::Avx2;
+    return best;
+  }();
+  return chosen;
 }
 
 namespace {

@@ -7,6 +7,7 @@
 
 #include "engine.h"
 #include "json.h"
+#include "linear_dense.h"
 #include "safetensors.h"
 #include "test_util.h"
 
@@ -27,7 +28,7 @@ int main() {
   EngineOptions eo;
   auto model = Model::load(tiny_model_dir(), eo);
   const ModelConfig& cfg = model->config();
-  std::printf("model: %s\n", model->description().c_str());
+  std::printf("model: %s, dense kernels: %s\n", model->description().c_str(), dense_isa_name(best_dense_isa()));
   const int L = cfg.num_hidden_layers, E = cfg.num_local_experts, K = cfg.num_experts_per_tok;
   const int64_t vocab = cfg.vocab_size, hidden = cfg.hidden_size;
 

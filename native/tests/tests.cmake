@@ -25,6 +25,11 @@ set(MIXQ_TESTS
 foreach(t ${MIXQ_TESTS})
   mixq_test(${t})
 endforeach()
+# The golden test again on the AVX2 and the plain scalar kernels (machines without AVX-512 run these).
+foreach(isa avx2 scalar)
+  add_test(NAME test_reference_${isa} COMMAND test_reference)
+  set_tests_properties(test_reference_${isa} PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 1800 ENVIRONMENT "MIXQ_CPU_ISA=${isa}")
+endforeach()
 
 add_executable(mixq_bench ${CMAKE_CURRENT_LIST_DIR}/../bench/mixq_bench.cpp)
 target_link_libraries(mixq_bench PRIVATE mixq_core)
