@@ -1,6 +1,6 @@
 // The real `mixq` process (bin/mixq.js): reference greedy outputs, perplexity, and error handling.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -71,6 +71,31 @@ test('generate streams byte-fallback output without broken characters (unicode p
   const streamed = mixq('generate', '--model', tinyModelDir, '--ids', p.input_ids.join(','), '--max-tokens', '32');
   assert.equal(streamed.code, 0, streamed.stderr);
   assert.equal(streamed.stdout, p.greedy_text + '\n');
+});
+
+test('Ctrl-C (SIGINT) stops a generation at the next token: partial text printed, exit 130', async () => {
+  const child = spawn(process.execPath, [cliPath, 'generate', '--model', tinyModelDir, '--prompt', 'def main():\n', '--max-tokens', '4000', '--ignore-eos'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  await new Promise<void>((resolve) =>
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+      if (stdout.length > 0) resolve();
+    }),
+  );
+  child.kill('SIGINT');
+  const code = await exited;
+  assert.equal(code, 130, stderr);
+  assert.ok(stdout.trim().length > 0);
+});
+
+test('generate --stats prints counts and speeds to stderr, text stays on stdout', () => {
+  const r = mixq('generate', '--model', tinyModelDir, '--ids', '1,473', '--max-tokens', '8', '--stats');
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /\[2 prompt tokens \(0 reused\), 8 generated, stop: max_tokens; prefill [\d.]+ tokens\/s, decode [\d.]+ tokens\/s; mixtral/);
+  assert.doesNotMatch(r.stdout, /tokens\/s/);
 });
 
 test('generate with sampling is reproducible for a seed', () => {

@@ -25,6 +25,7 @@ const flags = {
   stopIds: { type: 'intList', help: 'stop on any of these token ids (EOS always stops)', valueName: '2,13' },
   ignoreEos: { type: 'boolean', help: 'do not stop on EOS' },
   json: { type: 'boolean', help: 'print one JSON object (ids, text, counts, timings) instead of streaming text' },
+  stats: { type: 'boolean', help: 'after the streamed text, print token counts and speeds to stderr' },
   ...engineFlags,
 } as const;
 
@@ -106,6 +107,13 @@ export const generateCommand: Command = {
         );
       } else {
         io.stdout.write('\n');
+        if (f.stats) {
+          io.stderr.write(
+            `[${r.promptTokens} prompt tokens (${r.reusedTokens} reused), ${r.tokens.length} generated, stop: ${r.stopReason}; ` +
+              `prefill ${perSecond(r.promptTokens - r.reusedTokens, r.prefillMs).toFixed(1)} tokens/s, ` +
+              `decode ${perSecond(Math.max(0, r.tokens.length - 1), r.decodeMs).toFixed(1)} tokens/s; ${engine.info.description}]\n`,
+          );
+        }
       }
       return r.stopReason === 'cancelled' ? 130 : 0; // 130: stopped by SIGINT, as shells report it
     } finally {
