@@ -48,6 +48,40 @@ test('addon surface: version, devices, cpu features, model info', () => {
   assert.ok(info.weightBytes > 30e6 && info.weightBytes < 40e6, `${info.weightBytes} bytes of bf16 weights`);
 });
 
+test('the addon exports exactly what native.ts declares', () => {
+  // Typed as Record<keyof …>: adding a member to native.ts without listing it here fails to compile.
+  const addonKeys: Record<keyof nativeModule.NativeAddon, 'function' | 'string' | 'boolean'> = {
+    version: 'string', cudaCompiled: 'boolean', devices: 'function', cpuFeatures: 'function',
+    loadModel: 'function', bench: 'function', quantize: 'function',
+  };
+  for (const [key, type] of Object.entries(addonKeys)) {
+    assert.equal(typeof (addon as unknown as Record<string, unknown>)[key], type, `addon.${key}`);
+  }
+  const engineKeys: Record<keyof nativeModule.NativeEngine, true> = {
+    info: true, generate: true, perplexity: true, cachedTokens: true, reset: true, dispose: true,
+  };
+  for (const key of Object.keys(engineKeys)) {
+    assert.equal(typeof (native as unknown as Record<string, unknown>)[key], 'function', `engine.${key}`);
+  }
+  const handle = native.generate({ prompt: [1], maxTokens: 0 });
+  assert.ok(handle.result instanceof Promise);
+  assert.equal(typeof handle.cancel, 'function');
+  return handle.result.then((r) => {
+    const resultKeys: Record<keyof nativeModule.NativeGenerateResult, true> = {
+      tokens: true, stopReason: true, promptTokens: true, reusedTokens: true, evaluatedTokens: true, prefillMs: true, decodeMs: true,
+    };
+    assert.deepEqual(Object.keys(r).sort(), Object.keys(resultKeys).sort());
+    const infoKeys = Object.keys(native.info()).sort();
+    const declared: Record<keyof nativeModule.NativeModelInfo, true> = {
+      modelType: true, hiddenSize: true, intermediateSize: true, numLayers: true, numHeads: true, numKvHeads: true,
+      headDim: true, numExperts: true, topK: true, vocabSize: true, bosTokenId: true, eosTokenId: true, contextLength: true,
+      maxPositionEmbeddings: true, slidingWindow: true, weightBytes: true, quantization: true, device: true, threads: true,
+      description: true,
+    };
+    assert.deepEqual(infoKeys, Object.keys(declared).sort());
+  });
+});
+
 test('streaming: every token reaches the callback, in order, before the result resolves', async () => {
   const streamed: number[] = [];
   let resolved = false;
