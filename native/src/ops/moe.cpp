@@ -60,41 +60,65 @@ void moe_forward(const LayerWeights& layer, int top_k, const float* x, int64_t n
   if (trace.router_logits) *trace.router_logits = logits;
   if (trace.topk_ids) *trace.topk_ids = ids;
 
-  std::fill(out, out + n * hidden, 0.f);
-  const int64_t inter = layer.experts[0].w1->out_features;
-  std::vector<int64_t> rows;      // tokens routed to the current expert
-  std::vector<float> rows_w;      // their routing weights
-  std::vector<float> xin, a, b, y;
+  // Group the routed (token, weight) pairs by expert, ascending expert id.
+  struct Route {
+    int expert = 0;
+    std::vector<int64_t> rows;  // tokens routed to this expert
+    std::vector<float> weights; // their routing weights
+    std::vector<float> y;       // expert output [rows, hidden]
+  };
+  std::vector<Route> routes;
   for (int e = 0; e < E; ++e) {
-    rows.clear();
-    rows_w.clear();
+    Route r;
+    r.expert = e;
     for (int64_t t = 0; t < n; ++t)
       for (int j = 0; j < top_k; ++j)
         if (ids[t * top_k + j] == e) {
-          rows.push_back(t);
-          rows_w.push_back(wts[t * top_k + j]);
+          r.rows.push_back(t);
+          r.weights.push_back(wts[t * top_k + j]);
         }
-    if (rows.empty()) continue;
-    const int64_t m = int64_t(rows.size());
+    if (!r.rows.empty()) routes.push_back(std::move(r));
+  }
+
+  // y = w2(silu(w1·x) * (w3·x)) over the expert's tokens only.
+  const int64_t inter = layer.experts[0].w1->out_features;
+  auto run_expert = [&](Route& r, ThreadPool& p) {
+    const int64_t m = int64_t(r.rows.size());
+    std::vector<float> xin;
     const float* xe = x;
     if (m != n) {  // gather the routed tokens: xin [m, hidden]
       xin.resize(size_t(m * hidden));
-      for (int64_t r = 0; r < m; ++r) std::copy(x + rows[r] * hidden, x + (rows[r] + 1) * hidden, &xin[r * hidden]);
+      for (int64_t i = 0; i < m; ++i) std::copy(x + r.rows[i] * hidden, x + (r.rows[i] + 1) * hidden, &xin[i * hidden]);
       xe = xin.data();
     }
-    a.resize(size_t(m * inter));
-    b.resize(size_t(m * inter));
-    y.resize(size_t(m * hidden));
-    const ExpertWeights& ex = layer.experts[e];
-    ex.w1->forward(xe, m, a.data(), pool);
-    ex.w3->forward(xe, m, b.data(), pool);
+    std::vector<float> a(size_t(m * inter)), b(size_t(m * inter));
+    r.y.resize(size_t(m * hidden));
+    const ExpertWeights& ex = layer.experts[size_t(r.expert)];
+    ex.w1->forward(xe, m, a.data(), p);
+    ex.w3->forward(xe, m, b.data(), p);
     swiglu(a.data(), b.data(), m * inter);
-    ex.w2->forward(a.data(), m, y.data(), pool);
-    for (int64_t r = 0; r < m; ++r) {
-      float* o = out + rows[r] * hidden;
-      const float* yr = &y[r * hidden];
-      const float w = rows_w[r];
-      for (int64_t i = 0; i < hidden; ++i) o[i] += yr[i] * w;
+    ex.w2->forward(a.data(), m, r.y.data(), p);
+  };
+  // A few tokens (decode) with at least one routed expert per thread: one expert per thread, each
+  // streaming its three matrices alone — one fork-join per layer instead of three per expert.
+  // Otherwise experts run one after another, each matmul split over the pool. Either way every
+  // matmul computes the same sums, so the results are identical.
+  if (n <= 4 && pool.size() > 1 && int(routes.size()) >= pool.size()) {
+    pool.parallel_for(int64_t(routes.size()), [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) run_expert(routes[size_t(i)], pool);  // nested: runs inline
+    });
+  } else {
+    for (Route& r : routes) run_expert(r, pool);
+  }
+
+  // out[t] = Σ weight · y, in ascending expert order (as transformers' loop over experts).
+  std::fill(out, out + n * hidden, 0.f);
+  for (const Route& r : routes) {
+    for (size_t i = 0; i < r.rows.size(); ++i) {
+      float* o = out + r.rows[i] * hidden;
+      const float* yr = &r.y[i * size_t(hidden)];
+      const float w = r.weights[i];
+      for (int64_t k = 0; k < hidden; ++k) o[k] += yr[k] * w;
     }
   }
 }
