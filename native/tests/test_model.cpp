@@ -102,6 +102,26 @@ int main() {
           "windowed: token-by-token decode equals a batched eval");
   }
 
+  {  // thread count never changes results: 1, 2 (one expert per thread in decode) and 3 threads
+    std::vector<std::vector<float>> logits;
+    for (int threads : {1, 2, 3}) {
+      EngineOptions eo;
+      eo.threads = threads;
+      auto m = Model::load(tiny_model_dir(), eo);
+      Context c(m);
+      EvalCapture cap;
+      c.eval(ids_of_length(9), cap);
+      std::vector<float> all = cap.logits;
+      for (int32_t t : {263, 801, 467}) {
+        c.eval({t}, cap);
+        all.insert(all.end(), cap.logits.begin(), cap.logits.end());
+      }
+      logits.push_back(all);
+    }
+    check(logits[0] == logits[1] && logits[0] == logits[2],
+          "prefill + 3 decode steps give bit-identical logits with 1, 2 and 3 threads");
+  }
+
   {  // capacity: explicit, from options, overflow error
     EngineOptions eo;
     eo.context_length = 64;
