@@ -227,9 +227,9 @@ int main(int argc, char** argv) {
       // Sweep of the work split, to check the default against its neighbours.
       bool first_cfg = true;
       if (!quick)
-        for (int C : {2, 4, 8})
+        for (int C : {2, 4, 8, 16, 32})
           for (int R : {16, 32})
-            for (int split : {1, 2, 3, 4, 6, 8, 12, 16, 24, 32}) {
+            for (int split : {1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64}) {
               const GemvW4A16Config cfg{C, R, split};
               const double ms = time_ms(launcher(cfg), calls, 5);
               json += std::string(first_cfg ? "" : ", ") + "{\"cfg\": " + json_config(cfg) + ", \"us\": " +

@@ -156,39 +156,52 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
 
   // 3. block reduction: red[k_lane][c_local][33] (33: a warp's stores for one i hit 32 different banks).
-  // P = 8/C threads per output each add 32 of the KB partials (staggered by 4 per part so the P parts read
-  // different banks), then combine by xor shuffles.
+  // Partials are added in a fixed order (staggered by 4 per part so that parts read different banks), parts
+  // combined by xor shuffles.
   __shared__ float red[KB * C * 33];
   float* mine = red + (k_lane * C + c_local) * 33;
 #pragma unroll
   for (int i = 0; i < 32; ++i) mine[i] = acc[i];
   __syncthreads();
 
-  constexpr int P = 8 / C;  // KB / P == 32
-  const int o_local = threadIdx.x / P, part = threadIdx.x % P;
-  const int o = blockIdx.x * C * 32 + o_local;
-  const bool active = part == 0 && o < out;
-  float sum = 0.0f;
-  {
+  // C ≤ 8: P = 8/C threads per output add 32 partials each; C > 8: each thread adds all KB = 256/C partials of
+  // Q = C/8 outputs.
+  constexpr int P = C < 8 ? 8 / C : 1;
+  constexpr int Q = C > 8 ? C / 8 : 1;
+  constexpr int kSumLen = KB / P;
+  const int part = threadIdx.x % P;
+  float sums[Q];
+  int outs[Q];
+#pragma unroll
+  for (int q = 0; q < Q; ++q) {
+    const int o_local = threadIdx.x / P + q * (kThreads / P);
     const int c = o_local / 32, i = o_local % 32;
+    float sum = 0.0f;
 #pragma unroll 8
-    for (int kk = 0; kk < 32; ++kk) {
-      const int k = part * 32 + ((kk + 4 * part) & 31);
+    for (int kk = 0; kk < kSumLen; ++kk) {
+      const int k = part * kSumLen + ((kk + 4 * part) % kSumLen);
       sum += red[(k * C + c) * 33 + i];
     }
 #pragma unroll
     for (int off = 1; off < P; off <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    sums[q] = sum;
+    outs[q] = part == 0 ? blockIdx.x * C * 32 + o_local : out;  // `out` marks "not mine to write"
   }
+  void* y = kBatched ? batch.p[blockIdx.z].y : y_one;
 
   if (gridDim.y == 1) {
-    if (active) store_out<OutT>(kBatched ? batch.p[blockIdx.z].y : y_one, o, sum);
+#pragma unroll
+    for (int q = 0; q < Q; ++q)
+      if (outs[q] < out) store_out<OutT>(y, outs[q], sums[q]);
     return;
   }
 
   // 4. split-K: publish this block's partial, the last block of the tile reduces in order.
   float* my_partials = partials + static_cast<size_t>(blockIdx.z) * kMaxSplitK * out;
   unsigned* counter = tile_counters + static_cast<size_t>(blockIdx.z) * (cols + 1) + blockIdx.x;
-  if (active) my_partials[static_cast<size_t>(blockIdx.y) * out + o] = sum;
+#pragma unroll
+  for (int q = 0; q < Q; ++q)
+    if (outs[q] < out) my_partials[static_cast<size_t>(blockIdx.y) * out + outs[q]] = sums[q];
   __threadfence();
   __syncthreads();
   __shared__ bool is_last;
@@ -196,11 +209,13 @@ __global__ void __launch_bounds__(kThreads, 2)
   __syncthreads();
   if (!is_last) return;
   __threadfence();
-  if (active) {
+#pragma unroll
+  for (int q = 0; q < Q; ++q) {
+    if (outs[q] >= out) continue;
     float total = 0.0f;
     for (int s = 0; s < static_cast<int>(gridDim.y); ++s)
-      total += __ldcg(&my_partials[static_cast<size_t>(s) * out + o]);
-    store_out<OutT>(kBatched ? batch.p[blockIdx.z].y : y_one, o, total);
+      total += __ldcg(&my_partials[static_cast<size_t>(s) * out + outs[q]]);
+    store_out<OutT>(y, outs[q], total);
   }
   if (threadIdx.x == 0) *counter = 0;
 }
@@ -214,10 +229,14 @@ KernelPtr pick_shape(int C, int R) {
     if (C == 2) return gemv_w4a16_kernel<2, 16, kBatched, OutT>;
     if (C == 4) return gemv_w4a16_kernel<4, 16, kBatched, OutT>;
     if (C == 8) return gemv_w4a16_kernel<8, 16, kBatched, OutT>;
+    if (C == 16) return gemv_w4a16_kernel<16, 16, kBatched, OutT>;
+    if (C == 32) return gemv_w4a16_kernel<32, 16, kBatched, OutT>;
   } else if (R == 32) {
     if (C == 2) return gemv_w4a16_kernel<2, 32, kBatched, OutT>;
     if (C == 4) return gemv_w4a16_kernel<4, 32, kBatched, OutT>;
     if (C == 8) return gemv_w4a16_kernel<8, 32, kBatched, OutT>;
+    if (C == 16) return gemv_w4a16_kernel<16, 32, kBatched, OutT>;
+    if (C == 32) return gemv_w4a16_kernel<32, 32, kBatched, OutT>;
   }
   return nullptr;
 }
@@ -229,7 +248,7 @@ KernelPtr pick_kernel(const GemvW4A16Config& cfg, DType y_dtype, bool batched) {
   if (y_dtype == DType::F32) k = batched ? pick_shape<float, true>(C, R) : pick_shape<float, false>(C, R);
   if (!k)
     throw Error("gemv_w4a16: unsupported config cols_per_block=" + std::to_string(C) + " rows_per_run=" +
-                std::to_string(R) + " (C ∈ {2,4,8}, R ∈ {16,32}, y f16 or f32)");
+                std::to_string(R) + " (C ∈ {2,4,8,16,32}, R ∈ {16,32}, y f16 or f32)");
   return k;
 }
 

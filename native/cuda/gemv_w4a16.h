@@ -37,7 +37,7 @@ struct GemvW4A16Problem {
 // rows_per_run (R) rows in parallel inside a block, split_k blocks along `in` for each column tile (their
 // partial sums are reduced in a fixed order by the last block to finish: the result is deterministic).
 struct GemvW4A16Config {
-  int cols_per_block = 4;  // C ∈ {2, 4, 8}
+  int cols_per_block = 4;  // C ∈ {2, 4, 8, 16, 32}
   int rows_per_run = 16;   // R ∈ {16, 32}, R ≤ G
   int split_k = 1;         // ≥ 1; capped at 64 and so that every split gets rows
 };

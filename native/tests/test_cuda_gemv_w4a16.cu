@@ -139,7 +139,7 @@ int main() {
       const Problem p = make_problem(s.in, s.out, s.group, rng);
       Device d = to_device(p);
       double worst = 0;
-        for (int C : {2, 4, 8})
+        for (int C : {2, 4, 8, 16, 32})
           for (int R : {16, 32})
             for (int split : {1, 3, 7, 64}) {
               const GemvW4A16Config cfg{C, R, split};
@@ -147,7 +147,7 @@ int main() {
               worst = std::max(worst, err);
               EXPECT(err <= tol_f32, "%s C=%d R=%d split=%d: rel err %g", s.what, C, R, split, err);
             }
-      std::printf("  variants on %s (C 2/4/8 × R 16/32 × split 1/3/7/64): worst rel err %.3g\n", s.what,
+      std::printf("  variants on %s (C 2/4/8/16/32 × R 16/32 × split 1/3/7/64): worst rel err %.3g\n", s.what,
                   worst);
     }
   }
