@@ -321,8 +321,10 @@ class GenerateWorker : public Napi::AsyncWorker {
           std::unique_lock<std::mutex> lock(stream_.mutex);
           stream_.pending++;
           lock.unlock();
-          if (tsfn_.NonBlockingCall(new int32_t(token)) != napi_ok) {
+          auto* item = new int32_t(token);  // owned by DeliverToken once queued
+          if (tsfn_.NonBlockingCall(item) != napi_ok) {
             // The environment is shutting down: nothing will be delivered; stop generating.
+            delete item;
             lock.lock();
             stream_.pending--;
             return false;
