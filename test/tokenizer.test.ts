@@ -87,3 +87,18 @@ test('reference prompts: input_ids (plain with BOS, FIM layouts) and greedy_text
     assert.equal(tok.decode(p.greedy_32), p.greedy_text, `greedy_text of ${p.name}`);
   }
 });
+
+test('parseSpecialTokens: false keeps special-token strings in user code as text', () => {
+  const html = 'a <s>strike</s> b <unk>';
+  const parsed = tok.encode(html, { addSpecialTokens: false });
+  assert.ok(parsed.includes(tok.bosId) && parsed.includes(tok.eosId), 'default: matched as special tokens, as transformers does');
+  const literal = tok.encode(html, { addSpecialTokens: false, parseSpecialTokens: false });
+  assert.ok(literal.every((id) => !tok.isSpecial(id)), `${literal}`);
+  assert.equal(tok.decode(literal), html);
+  // Text without such strings encodes the same either way, and BOS is still added by the template.
+  const code = 'def f(x):\n    return x';
+  assert.deepEqual(tok.encode(code, { parseSpecialTokens: false }), tok.encode(code));
+  // FIM pieces are always literal: the markers appear once each, where the layout puts them.
+  const fim = tok.fimPrompt('x = "</s>"', '<fim_middle>', 'psm');
+  assert.deepEqual(fim.filter((id) => tok.isSpecial(id)), [tok.fim!.prefix, tok.fim!.suffix, tok.fim!.middle]);
+});

@@ -6,8 +6,10 @@
  *   const tok = MixqTokenizer.load(modelDir);
  *   tok.encode(text)                                → number[]  post-processor rules apply (BOS first for this model)
  *   tok.encode(text, { addSpecialTokens: false })   → number[]  raw pieces (FIM parts, continuations)
+ *   tok.encode(code, { parseSpecialTokens: false }) → number[]  "</s>" in user text stays text, never EOS
  *   tok.decode(ids, { skipSpecialTokens })          → string    no "clean up tokenization spaces"
- *   tok.fimPrompt(prefix, suffix, 'psm' | 'spm')    → number[]  FIM layouts of the fixtures README (no BOS)
+ *   tok.fimPrompt(prefix, suffix, 'psm' | 'spm')    → number[]  FIM layouts of the fixtures README (no BOS;
+ *                                                               special-token strings in the code stay text)
  *   tok.bosId / eosId / unkId / fim / vocabSize     special ids from tokenizer_config.json + added_tokens
  *   tok.isByteFallback(id)                          true for the `<0xNN>` byte tokens
  *   tok.isSpecial(id)                               true for added tokens marked special
@@ -37,6 +39,12 @@ export interface FimTokens {
 export interface EncodeOptions {
   /** Apply the post-processor template (for this model: BOS first). Default true. */
   addSpecialTokens?: boolean;
+  /**
+   * Match special-token strings written in the text ("<s>", "</s>", "<fim_prefix>") as those tokens. Default
+   * true, as transformers does. Pass false for user code: an HTML `<s>…</s>` must not become BOS/EOS
+   * (the text is then tokenized as if the special tokens were not in the vocabulary).
+   */
+  parseSpecialTokens?: boolean;
 }
 
 export interface DecodeOptions {
@@ -133,6 +141,10 @@ export class MixqTokenizer {
   readonly vocabSize: number;
 
   private readonly hfTokenizer: HfTokenizers.Tokenizer;
+  /** Same tokenizer without added special tokens, for parseSpecialTokens: false (built on first use). */
+  private literalTokenizer: HfTokenizers.Tokenizer | undefined;
+  private readonly tokenizerJson: Record<string, unknown>;
+  private readonly tokenizerConfig: Record<string, unknown>;
   private readonly byteTokenIds: Uint8Array; // 1 where id is a `<0xNN>` token
   private readonly specialIds: Set<number>;
   private readonly tokenizerJsonPath: string;
@@ -153,6 +165,8 @@ export class MixqTokenizer {
     configPath = 'tokenizer_config.json',
   ) {
     this.tokenizerJsonPath = jsonPath;
+    this.tokenizerJson = tokenizerJson;
+    this.tokenizerConfig = tokenizerConfig;
     const model = tokenizerJson.model as { vocab?: unknown } | undefined;
     if (!model || typeof model !== 'object' || !model.vocab || typeof model.vocab !== 'object') {
       throw new TokenizerError(`${jsonPath}: missing field "model.vocab"`);
@@ -212,7 +226,8 @@ export class MixqTokenizer {
   /** Token ids of `text`. With addSpecialTokens (default) the post-processor template applies (BOS first). */
   encode(text: string, options: EncodeOptions = {}): number[] {
     if (text.length === 0 && options.addSpecialTokens === false) return [];
-    return this.hfTokenizer.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
+    const tokenizer = options.parseSpecialTokens === false ? this.literal() : this.hfTokenizer;
+    return tokenizer.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
   }
 
   /** Text of `ids` as the Rust tokenizers' decode gives it, without clean-up of tokenization spaces. */
@@ -236,10 +251,21 @@ export class MixqTokenizer {
    */
   fimPrompt(prefix: string, suffix: string, mode: FimMode = 'spm'): number[] {
     if (!this.fim) throw new TokenizerError(`${this.tokenizerJsonPath}: the model has no FIM tokens`);
-    const p = this.encode(prefix, { addSpecialTokens: false });
-    const s = this.encode(suffix, { addSpecialTokens: false });
+    const p = this.encode(prefix, { addSpecialTokens: false, parseSpecialTokens: false });
+    const s = this.encode(suffix, { addSpecialTokens: false, parseSpecialTokens: false });
     const { prefix: fp, middle: fm, suffix: fs_ } = this.fim;
     return mode === 'psm' ? [fp, ...p, fs_, ...s, fm] : [fp, fs_, ...s, fm, ...p];
+  }
+
+  private literal(): HfTokenizers.Tokenizer {
+    if (!this.literalTokenizer) {
+      // Non-special added tokens (none in this model) still match; special ones are dropped from the list, so
+      // their strings go through the normalizer and BPE like any text. The template keeps its own BOS id.
+      const addedTokens = Array.isArray(this.tokenizerJson.added_tokens) ? this.tokenizerJson.added_tokens : [];
+      const plain = addedTokens.filter((t) => !(t as { special?: boolean }).special);
+      this.literalTokenizer = new hf.Tokenizer({ ...this.tokenizerJson, added_tokens: plain }, this.tokenizerConfig);
+    }
+    return this.literalTokenizer;
   }
 
   /** True for the `<0xNN>` byte-fallback tokens (for this model ids 6..261). */
