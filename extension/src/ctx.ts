@@ -105,11 +105,11 @@ export class Ctx implements vscode.Disposable {
       run: { module: serverModule, transport: TransportKind.ipc },
       debug: { module: serverModule, transport: TransportKind.ipc, options: { execArgv: ['--nolazy', '--inspect=6019'] } },
     };
-    const initializationOptions: InitializationOptions = { settings: serverSettings(this.extension.extensionPath) };
     const clientOptions: LanguageClientOptions = {
       documentSelector: [{ scheme: 'file' }, { scheme: 'untitled' }],
       outputChannel: this.log,
-      initializationOptions,
+      // A function: a restarted server gets the settings of now, not those of the first start.
+      initializationOptions: (): InitializationOptions => ({ settings: serverSettings(this.extension.extensionPath) }),
       errorHandler: {
         error: () => ({ action: ErrorAction.Continue }),
         closed: () => {

@@ -161,7 +161,7 @@ before(async () => {
   fs.mkdirSync(path.join(dirs.data, 'User'), { recursive: true });
   settingsFile = path.join(dirs.data, 'User', 'settings.json');
   extensionsDir = dirs.extensions;
-  writeSettings({ 'mixq.modelPath': modelDir });
+  writeSettings({}); // no model configured: the installed .vsix carries none
   fs.writeFileSync(path.join(dirs.workspace, 'main.py'), INITIAL);
   const config = path.join(scratch, 'config.yaml');
   fs.writeFileSync(config, 'auth: none\n');
@@ -207,15 +207,44 @@ after(async () => {
   if (scratch && !process.env.MIXQ_E2E_KEEP) fs.rmSync(scratch, { recursive: true, force: true });
 });
 
-test('ghost text from the installed .vsix in a real VS Code, accepted with Tab', { skip, timeout: 240_000 }, async () => {
+test('no model configured: the status bar says so and offers Select Model…, which loads one', { skip, timeout: 240_000 }, async () => {
   const page = context!.pages()[0];
   fs.mkdirSync(artifacts, { recursive: true });
   try {
     await page.locator('.monaco-workbench').waitFor({ timeout: 90_000 });
-    // The extension has activated and the model is loaded once the status bar names it.
-    const status = page.locator('.statusbar-item', { hasText: 'MixQ' });
-    await status.first().waitFor({ timeout: 90_000 });
+    const noModel = page.locator('.statusbar-item', { hasText: 'MixQ: no model' }).first();
+    await noModel.waitFor({ timeout: 90_000 });
+    const toast = page.locator('.notification-toast', { hasText: 'no model configured' }).first();
+    await toast.waitFor({ timeout: 30_000 });
+    assert.ok(await toast.locator('a.monaco-button, .monaco-button', { hasText: 'Select Model…' }).count() > 0, 'the notification offers Select Model…');
+    await page.screenshot({ path: path.join(artifacts, 'e2e-no-model.png') });
+
+    // Clicking the status bar item runs MixQ: Select Model…; without a bundled model it opens the folder dialog
+    // (VS Code's simple file dialog in the browser): type the model folder and accept.
+    await noModel.click();
+    const input = page.locator('.quick-input-widget input');
+    await input.waitFor({ timeout: 30_000 });
+    // The dialog fills in its start folder asynchronously; type the path once it has, then accept with its button.
+    const t0 = Date.now();
+    while ((await input.inputValue()) === '' && Date.now() - t0 < 15_000) await page.waitForTimeout(200);
+    await page.waitForTimeout(500);
+    await input.fill(modelDir);
+    await page.waitForTimeout(1000);
+    assert.equal(await input.inputValue(), modelDir);
+    await page.locator('.quick-input-widget .monaco-button', { hasText: 'Use this model' }).click();
     await page.locator('.statusbar-item', { hasText: 'mixq-tiny-code' }).first().waitFor({ timeout: 120_000 });
+    const saved = JSON.parse(fs.readFileSync(settingsFile, 'utf8')) as Record<string, unknown>;
+    assert.equal(saved['mixq.modelPath'], modelDir, 'Select Model… saved the setting');
+  } catch (e) {
+    await page.screenshot({ path: path.join(artifacts, 'e2e-failure-select.png') }).catch(() => undefined);
+    fs.writeFileSync(path.join(artifacts, 'e2e-code-server.log'), serverLog.join(''));
+    throw e;
+  }
+});
+
+test('ghost text from the installed .vsix in a real VS Code, accepted with Tab', { skip, timeout: 240_000 }, async () => {
+  const page = context!.pages()[0];
+  try {
 
     await quickOpen(page, 'main.py');
     const editor = page.locator('.monaco-editor .view-lines').first();
