@@ -23,7 +23,7 @@ import {
 } from 'vscode-languageserver/node';
 import { TextDocument } from 'vscode-languageserver-textdocument';
 
-import { OpenFilesContextProvider } from './completion/context';
+import { combinedSources, OpenFilesContextProvider, RecentDocuments } from './completion/context';
 import { openCompletionModel, type CompletionModel } from './completion/model';
 import { CompletionService, type ServiceSettings } from './completion/service';
 import { chooseTemplate } from './completion/templates';
@@ -85,6 +85,7 @@ class ModelHost {
 
   constructor(
     private readonly documents: TextDocuments<TextDocument>,
+    private readonly recent: RecentDocuments,
     private readonly notify: () => void,
     private readonly log: (msg: string) => void,
   ) {}
@@ -119,7 +120,8 @@ class ModelHost {
   }
 
   private makeService(model: CompletionModel, settings: ServerSettings): CompletionService {
-    const providers = [new OpenFilesContextProvider({ all: () => this.documents.all() }, (uri) => path.basename(uri))];
+    const sources = combinedSources({ all: () => this.documents.all() }, this.recent);
+    const providers = [new OpenFilesContextProvider(sources, (uri) => path.basename(uri))];
     const service = new CompletionService(model, serviceSettings(settings), providers, this.notify);
     this.log(`template ${service.template.id} (${service.templateReason})`);
     return service;
@@ -233,7 +235,8 @@ export function startServer(connection: Connection): void {
       void connection.sendNotification(StatusChangedNotification, host.status());
     });
   };
-  const host = new ModelHost(documents, notify, log);
+  const recent = new RecentDocuments();
+  const host = new ModelHost(documents, recent, notify, log);
 
   connection.onInitialize((params): InitializeResult => {
     const init = params.initializationOptions as InitializationOptions | undefined;
@@ -252,7 +255,11 @@ export function startServer(connection: Connection): void {
   });
 
   documents.onDidChangeContent((e) => host.service?.documentChanged(e.document.uri));
-  documents.onDidClose((e) => host.service?.documentChanged(e.document.uri));
+  documents.onDidOpen((e) => recent.forget(e.document.uri));
+  documents.onDidClose((e) => {
+    host.service?.documentChanged(e.document.uri);
+    recent.remember(e.document);
+  });
 
   connection.languages.inlineCompletion.on(async (params, token): Promise<InlineCompletionList | null> => {
     const service = host.service;

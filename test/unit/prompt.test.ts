@@ -136,3 +136,20 @@ test('snippets from other open files go before the prefix, as comments, within t
   const unrelated: ContextProvider = new OpenFilesContextProvider({ all: () => [{ uri: 'file:///z.py', languageId: 'python', getText: () => 'class Vector:\n    pass\n' }] });
   assert.equal(unrelated.snippets(d, 1000).length, 0);
 });
+
+test('recently closed documents keep serving as context, newest first, bounded', () => {
+  const { RecentDocuments, combinedSources } = serverModule<typeof contextModule>('completion/context');
+  const recent = new RecentDocuments(2);
+  const mk = (uri: string, text: string) => ({ uri, languageId: 'python', getText: () => text });
+  recent.remember(mk('file:///a.py', 'A'));
+  recent.remember(mk('file:///b.py', 'B'));
+  recent.remember(mk('file:///c.py', 'C'));
+  assert.deepEqual(recent.all().map((d) => d.getText()), ['C', 'B']);
+  recent.forget('file:///c.py'); // reopened
+  assert.deepEqual(recent.all().map((d) => d.uri), ['file:///b.py']);
+  const open = { all: () => [mk('file:///o.py', 'def parse_config(path):\n    return load_yaml(path)\n')] };
+  const provider = new OpenFilesContextProvider(combinedSources(open, recent));
+  recent.remember(mk('file:///closed.py', 'def load_yaml(path):\n    return parse_config(path)\n'));
+  const labels = provider.snippets(doc('cfg = parse_config(path)\ndata = load_yaml(|'), 1000).map((s) => s.label).sort();
+  assert.deepEqual(labels, ['file:///closed.py', 'file:///o.py']);
+});

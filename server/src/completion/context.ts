@@ -45,12 +45,43 @@ export function jaccard(a: ReadonlySet<string>, b: ReadonlySet<string>): number 
 }
 
 export interface OpenDocumentsSource {
-  /** The documents open in the editor (the server's TextDocuments). */
+  /** Documents to take snippets from (the server's TextDocuments, recently closed ones). */
   all(): Array<{ uri: string; languageId: string; getText(): string }>;
 }
 
 /**
- * Chunks (CHUNK_LINES lines, overlapping by half) of other open documents of the same language, scored by Jaccard
+ * Documents closed recently (newest first, at most `capacity`), so their code still serves as context: the user
+ * often completes code that uses what they just looked at.
+ */
+export class RecentDocuments implements OpenDocumentsSource {
+  private readonly docs: Array<{ uri: string; languageId: string; text: string }> = [];
+
+  constructor(readonly capacity = 8) {}
+
+  remember(doc: { uri: string; languageId: string; getText(): string }): void {
+    this.forget(doc.uri);
+    this.docs.unshift({ uri: doc.uri, languageId: doc.languageId, text: doc.getText() });
+    this.docs.length = Math.min(this.docs.length, this.capacity);
+  }
+
+  /** A reopened document is served by the open documents again. */
+  forget(uri: string): void {
+    const i = this.docs.findIndex((d) => d.uri === uri);
+    if (i >= 0) this.docs.splice(i, 1);
+  }
+
+  all(): Array<{ uri: string; languageId: string; getText(): string }> {
+    return this.docs.map((d) => ({ uri: d.uri, languageId: d.languageId, getText: () => d.text }));
+  }
+}
+
+/** Several sources as one (e.g. open + recently closed documents). */
+export function combinedSources(...sources: OpenDocumentsSource[]): OpenDocumentsSource {
+  return { all: () => sources.flatMap((s) => s.all()) };
+}
+
+/**
+ * Chunks (CHUNK_LINES lines, overlapping by half) of other documents of the same language, scored by Jaccard
  * similarity of their identifiers with the last QUERY_LINES lines before the cursor. Chunks scoring under
  * MIN_SCORE are noise for a small model and are left out.
  */
