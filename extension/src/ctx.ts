@@ -24,7 +24,6 @@ import { completionsEnabled, languageEnabled, SECTION, serverSettings } from './
 import { RestartPolicy } from './restartPolicy';
 import { renderStatus, type ClientPhase } from './status';
 
-
 export class Ctx implements vscode.Disposable {
   readonly log: vscode.LogOutputChannel;
   readonly statusItem: vscode.StatusBarItem;
