@@ -1,6 +1,6 @@
 // CUDA kernel timings, with the device-to-device copy bandwidth measured in the same run as the ceiling.
 //   cuda_bench [--device N] [--quick]  → JSON on stdout, a readable table on stderr.
-//   cuda_bench --profile C,R,SPLIT   → only 3 GEMV launches per Mixtral expert shape with that config
+//   cuda_bench --profile C,R,SPLIT,W   → only 3 GEMV launches per Mixtral expert shape with that config
 //                                           (for a profiler such as ncu), no timing.
 // Method: cudaEvent timing around loops of back-to-back launches (warm-up first), median of several repeats;
 // the GEMV rotates over enough weight copies (> 4× L2) that every call streams its weights from DRAM; inputs
@@ -93,7 +93,8 @@ void fill_scales(DeviceBuffer& buf, uint32_t seed) {
 
 std::string json_config(const GemvW4A16Config& c) {
   return "{\"cols_per_block\": " + std::to_string(c.cols_per_block) + ", \"rows_per_run\": " +
-         std::to_string(c.rows_per_run) + ", \"split_k\": " + std::to_string(c.split_k) + "}";
+         std::to_string(c.rows_per_run) + ", \"split_k\": " + std::to_string(c.split_k) +
+         ", \"words_per_thread\": " + std::to_string(c.words_per_thread) + "}";
 }
 
 }  // namespace
@@ -106,9 +107,9 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--device") && i + 1 < argc) device = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--quick")) quick = true;
     else if (!std::strcmp(argv[i], "--profile") && i + 1 < argc &&
-             std::sscanf(argv[++i], "%d,%d,%d", &profile_cfg.cols_per_block, &profile_cfg.rows_per_run,
-                         &profile_cfg.split_k) == 3) profile = true;
-    else { std::fprintf(stderr, "usage: cuda_bench [--device N] [--quick] [--profile C,R,SPLIT]\n"); return 2; }
+             std::sscanf(argv[++i], "%d,%d,%d,%d", &profile_cfg.cols_per_block, &profile_cfg.rows_per_run,
+                         &profile_cfg.split_k, &profile_cfg.words_per_thread) == 4) profile = true;
+    else { std::fprintf(stderr, "usage: cuda_bench [--device N] [--quick] [--profile C,R,SPLIT,W]\n"); return 2; }
   }
   if (mixq::cuda::visible_device_count() == 0) {
     std::fprintf(stderr, "cuda_bench: no CUDA device visible\n");
@@ -227,10 +228,11 @@ int main(int argc, char** argv) {
       // Sweep of the work split, to check the default against its neighbours.
       bool first_cfg = true;
       if (!quick)
-        for (int C : {2, 4, 8, 16, 32})
+        for (int W : {2, 4})
+        for (int C : {2, 4, 8})
           for (int R : {16, 32})
             for (int split : {1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64}) {
-              const GemvW4A16Config cfg{C, R, split};
+              const GemvW4A16Config cfg{C, R, split, W};
               const double ms = time_ms(launcher(cfg), calls, 5);
               json += std::string(first_cfg ? "" : ", ") + "{\"cfg\": " + json_config(cfg) + ", \"us\": " +
                       std::to_string(ms * 1e3) + "}";

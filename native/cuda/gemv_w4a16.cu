@@ -61,6 +61,20 @@ __device__ __forceinline__ void store_out<__half>(void* y, int i, float v) {
   static_cast<__half*>(y)[i] = __float2half_rn(v);
 }
 
+// W packed words per thread per row: uint4 (32 outputs) or uint2 (16 outputs, fewer registers → more warps).
+template <int W>
+struct WordsOf;
+template <>
+struct WordsOf<4> {
+  using type = uint4;
+};
+template <>
+struct WordsOf<2> {
+  using type = uint2;
+};
+
+__device__ __forceinline__ uint32_t word_of(const uint2& v, int q) { return q == 0 ? v.x : v.y; }
+
 // Weight loads: ld.global.nc with L1::no_allocate (streamed once) and the L2::256B prefetch hint, so one
 // request brings the neighbouring column tiles' bytes of the same row into L2 for the blocks next door
 // (measured 4–9% faster than plain 16-byte loads at every shape of the sweep).
@@ -71,51 +85,57 @@ __device__ __forceinline__ uint4 load_weights(const uint4* p) {
       : "l"(p));
   return v;
 }
+__device__ __forceinline__ uint2 load_weights(const uint2* p) {
+  uint2 v;
+  asm("ld.global.nc.L1::no_allocate.L2::256B.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
+  return v;
+}
 
 // kBatched: the problem's pointers come from `batch` (indexed by blockIdx.z); otherwise from the scalar
 // parameters, which the compiler uses straight from the constant bank — measured faster for one problem
 // (the batched form holds 10 more registers and spilled at R = 32).
-template <int C, int R, bool kBatched, class OutT>
-__global__ void __launch_bounds__(kThreads, 2)
+template <int C, int R, int W, bool kBatched, class OutT>
+__global__ void __launch_bounds__(kThreads, W == 2 ? 3 : 2)  // W = 2: ≤ 85 registers, three blocks per SM
     gemv_w4a16_kernel(const Batch batch,
-                      const __half* __restrict__ x_one,       // [in]          (!kBatched)
-                      const uint4* __restrict__ qweight_one,  // [in][cols]    (cols = out/32 uint4 per row)
-                      const uint4* __restrict__ qzeros_one,   // [in/G][cols]
-                      const __half* __restrict__ scales_one,  // [in/G][out]
-                      void* __restrict__ y_one,               // [out]
-                      float* __restrict__ partials,           // [batch][kMaxSplitK][out] (split_k > 1)
-                      unsigned* __restrict__ tile_counters,   // [batch][out/32 + 1]      (split_k > 1)
+                      const __half* __restrict__ x_one,         // [in]          (!kBatched)
+                      const int32_t* __restrict__ qweight_one,  // [in][out/8]
+                      const int32_t* __restrict__ qzeros_one,   // [in/G][out/8]
+                      const __half* __restrict__ scales_one,    // [in/G][out]
+                      void* __restrict__ y_one,                 // [out]
+                      float* __restrict__ partials,             // [batch][kMaxSplitK][out] (split_k > 1)
+                      unsigned* __restrict__ tile_counters,     // [batch][out/32 + 1]      (split_k > 1)
                       int in, int out, int group_size, int rows_per_split) {
+  using Vec = typename WordsOf<W>::type;
   constexpr int KB = kThreads / C;
+  constexpr int kOut = 8 * W;  // outputs per thread
   const __half* __restrict__ x = kBatched ? batch.p[blockIdx.z].x : x_one;
-  const uint4* __restrict__ qweight =
-      kBatched ? reinterpret_cast<const uint4*>(batch.p[blockIdx.z].qweight) : qweight_one;
-  const uint4* __restrict__ qzeros = kBatched ? reinterpret_cast<const uint4*>(batch.p[blockIdx.z].qzeros) : qzeros_one;
+  const Vec* __restrict__ qweight = reinterpret_cast<const Vec*>(kBatched ? batch.p[blockIdx.z].qweight : qweight_one);
+  const Vec* __restrict__ qzeros = reinterpret_cast<const Vec*>(kBatched ? batch.p[blockIdx.z].qzeros : qzeros_one);
   const __half* __restrict__ scales = kBatched ? batch.p[blockIdx.z].scales : scales_one;
-  const int cols = out / 32;
+  const int cols = out / kOut;  // Vec columns per row
   const int c_local = threadIdx.x % C, k_lane = threadIdx.x / C;
   const int col = blockIdx.x * C + c_local;
   const int k_begin = blockIdx.y * rows_per_split;
   const int k_end = min(in, k_begin + rows_per_split);
 
-  float acc[32];
+  float acc[kOut];
 #pragma unroll
-  for (int i = 0; i < 32; ++i) acc[i] = 0.0f;
+  for (int i = 0; i < kOut; ++i) acc[i] = 0.0f;
 
   if (col < cols) {
     for (int r0 = k_begin + k_lane * R; r0 < k_end; r0 += KB * R) {
-      const uint4* wp = qweight + static_cast<size_t>(r0) * cols + col;
+      const Vec* wp = qweight + static_cast<size_t>(r0) * cols + col;
       const int g = r0 / group_size;
-      const uint4 zq = qzeros[static_cast<size_t>(g) * cols + col];
-      half2 zero[16];  // 1024 + z for output pairs (2i, 2i+1)
+      const Vec zq = qzeros[static_cast<size_t>(g) * cols + col];
+      half2 zero[4 * W];  // 1024 + z for output pairs (2i, 2i+1)
 #pragma unroll
-      for (int q = 0; q < 4; ++q)
+      for (int q = 0; q < W; ++q)
 #pragma unroll
         for (int p = 0; p < 4; ++p) zero[q * 4 + p] = nibble_pair_plus_1024(word_of(zq, q), p);
-      const uint4* sp = reinterpret_cast<const uint4*>(scales + static_cast<size_t>(g) * out + col * 32);
-      half2 scale[16];
+      const uint4* sp = reinterpret_cast<const uint4*>(scales + static_cast<size_t>(g) * out + col * kOut);
+      half2 scale[4 * W];
 #pragma unroll
-      for (int v = 0; v < 4; ++v) {
+      for (int v = 0; v < W; ++v) {  // kOut fp16 scales = W uint4
         const uint4 s4 = sp[v];
         const half2* h = reinterpret_cast<const half2*>(&s4);
 #pragma unroll
@@ -128,17 +148,17 @@ __global__ void __launch_bounds__(kThreads, 2)
 
 #pragma unroll
       for (int sub = 0; sub < R; sub += kRowsPerFlush) {
-        uint4 w[kRowsPerFlush];
+        Vec w[kRowsPerFlush];
 #pragma unroll
         for (int j = 0; j < kRowsPerFlush; ++j) w[j] = load_weights(wp + static_cast<size_t>(sub + j) * cols);
-        half2 h[16];
+        half2 h[4 * W];
 #pragma unroll
-        for (int i = 0; i < 16; ++i) h[i] = __float2half2_rn(0.0f);
+        for (int i = 0; i < 4 * W; ++i) h[i] = __float2half2_rn(0.0f);
 #pragma unroll
         for (int j = 0; j < kRowsPerFlush; ++j) {
           const half2 x2 = __half2half2(xh[sub + j]);
 #pragma unroll
-          for (int q = 0; q < 4; ++q)
+          for (int q = 0; q < W; ++q)
 #pragma unroll
             for (int p = 0; p < 4; ++p) {
               const half2 d = __hsub2(nibble_pair_plus_1024(word_of(w[j], q), p), zero[q * 4 + p]);
@@ -146,7 +166,7 @@ __global__ void __launch_bounds__(kThreads, 2)
             }
         }
 #pragma unroll
-        for (int i = 0; i < 16; ++i) {
+        for (int i = 0; i < 4 * W; ++i) {
           const float2 f = __half22float2(__hmul2(h[i], scale[i]));
           acc[2 * i] += f.x;
           acc[2 * i + 1] += f.y;
@@ -155,19 +175,20 @@ __global__ void __launch_bounds__(kThreads, 2)
     }
   }
 
-  // 3. block reduction: red[k_lane][c_local][33] (33: a warp's stores for one i hit 32 different banks).
+  // 3. block reduction: red[k_lane][c_local][kOut + 1] (odd stride: a warp's stores for one i hit 32 banks).
   // Partials are added in a fixed order (staggered by 4 per part so that parts read different banks), parts
   // combined by xor shuffles.
-  __shared__ float red[KB * C * 33];
-  float* mine = red + (k_lane * C + c_local) * 33;
+  constexpr int kStride = kOut + 1;
+  __shared__ float red[KB * C * kStride];
+  float* mine = red + (k_lane * C + c_local) * kStride;
 #pragma unroll
-  for (int i = 0; i < 32; ++i) mine[i] = acc[i];
+  for (int i = 0; i < kOut; ++i) mine[i] = acc[i];
   __syncthreads();
 
-  // C ≤ 8: P = 8/C threads per output add 32 partials each; C > 8: each thread adds all KB = 256/C partials of
-  // Q = C/8 outputs.
-  constexpr int P = C < 8 ? 8 / C : 1;
-  constexpr int Q = C > 8 ? C / 8 : 1;
+  // Block outputs C·kOut: P threads per output when fewer than 256, else Q outputs per thread.
+  constexpr int kBlockOut = C * kOut;
+  constexpr int P = kBlockOut < kThreads ? kThreads / kBlockOut : 1;
+  constexpr int Q = kBlockOut > kThreads ? kBlockOut / kThreads : 1;
   constexpr int kSumLen = KB / P;
   const int part = threadIdx.x % P;
   float sums[Q];
@@ -175,17 +196,17 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
   for (int q = 0; q < Q; ++q) {
     const int o_local = threadIdx.x / P + q * (kThreads / P);
-    const int c = o_local / 32, i = o_local % 32;
+    const int c = o_local / kOut, i = o_local % kOut;
     float sum = 0.0f;
 #pragma unroll 8
     for (int kk = 0; kk < kSumLen; ++kk) {
       const int k = part * kSumLen + ((kk + 4 * part) % kSumLen);
-      sum += red[(k * C + c) * 33 + i];
+      sum += red[(k * C + c) * kStride + i];
     }
 #pragma unroll
     for (int off = 1; off < P; off <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
     sums[q] = sum;
-    outs[q] = part == 0 ? blockIdx.x * C * 32 + o_local : out;  // `out` marks "not mine to write"
+    outs[q] = part == 0 ? blockIdx.x * kBlockOut + o_local : out;  // `out` marks "not mine to write"
   }
   void* y = kBatched ? batch.p[blockIdx.z].y : y_one;
 
@@ -198,7 +219,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   // 4. split-K: publish this block's partial, the last block of the tile reduces in order.
   float* my_partials = partials + static_cast<size_t>(blockIdx.z) * kMaxSplitK * out;
-  unsigned* counter = tile_counters + static_cast<size_t>(blockIdx.z) * (cols + 1) + blockIdx.x;
+  unsigned* counter = tile_counters + static_cast<size_t>(blockIdx.z) * (out / 16 + 1) + blockIdx.x;
 #pragma unroll
   for (int q = 0; q < Q; ++q)
     if (outs[q] < out) my_partials[static_cast<size_t>(blockIdx.y) * out + outs[q]] = sums[q];
@@ -220,35 +241,41 @@ __global__ void __launch_bounds__(kThreads, 2)
   if (threadIdx.x == 0) *counter = 0;
 }
 
-using KernelPtr = void (*)(const Batch, const __half*, const uint4*, const uint4*, const __half*, void*, float*,
+using KernelPtr = void (*)(const Batch, const __half*, const int32_t*, const int32_t*, const __half*, void*, float*,
                            unsigned*, int, int, int, int);
 
-template <class OutT, bool kBatched>
+template <class OutT, bool kBatched, int W>
 KernelPtr pick_shape(int C, int R) {
   if (R == 16) {
-    if (C == 2) return gemv_w4a16_kernel<2, 16, kBatched, OutT>;
-    if (C == 4) return gemv_w4a16_kernel<4, 16, kBatched, OutT>;
-    if (C == 8) return gemv_w4a16_kernel<8, 16, kBatched, OutT>;
-    if (C == 16) return gemv_w4a16_kernel<16, 16, kBatched, OutT>;
-    if (C == 32) return gemv_w4a16_kernel<32, 16, kBatched, OutT>;
+    if (C == 2) return gemv_w4a16_kernel<2, 16, W, kBatched, OutT>;
+    if (C == 4) return gemv_w4a16_kernel<4, 16, W, kBatched, OutT>;
+    if (C == 8) return gemv_w4a16_kernel<8, 16, W, kBatched, OutT>;
   } else if (R == 32) {
-    if (C == 2) return gemv_w4a16_kernel<2, 32, kBatched, OutT>;
-    if (C == 4) return gemv_w4a16_kernel<4, 32, kBatched, OutT>;
-    if (C == 8) return gemv_w4a16_kernel<8, 32, kBatched, OutT>;
-    if (C == 16) return gemv_w4a16_kernel<16, 32, kBatched, OutT>;
-    if (C == 32) return gemv_w4a16_kernel<32, 32, kBatched, OutT>;
+    if (C == 2) return gemv_w4a16_kernel<2, 32, W, kBatched, OutT>;
+    if (C == 4) return gemv_w4a16_kernel<4, 32, W, kBatched, OutT>;
+    if (C == 8) return gemv_w4a16_kernel<8, 32, W, kBatched, OutT>;
   }
+  return nullptr;
+}
+
+template <class OutT>
+KernelPtr pick_typed(const GemvW4A16Config& cfg, bool batched) {
+  const int C = cfg.cols_per_block, R = cfg.rows_per_run;
+  if (cfg.words_per_thread == 4)
+    return batched ? pick_shape<OutT, true, 4>(C, R) : pick_shape<OutT, false, 4>(C, R);
+  if (cfg.words_per_thread == 2)
+    return batched ? pick_shape<OutT, true, 2>(C, R) : pick_shape<OutT, false, 2>(C, R);
   return nullptr;
 }
 
 KernelPtr pick_kernel(const GemvW4A16Config& cfg, DType y_dtype, bool batched) {
   KernelPtr k = nullptr;
-  const int C = cfg.cols_per_block, R = cfg.rows_per_run;
-  if (y_dtype == DType::F16) k = batched ? pick_shape<__half, true>(C, R) : pick_shape<__half, false>(C, R);
-  if (y_dtype == DType::F32) k = batched ? pick_shape<float, true>(C, R) : pick_shape<float, false>(C, R);
+  if (y_dtype == DType::F16) k = pick_typed<__half>(cfg, batched);
+  if (y_dtype == DType::F32) k = pick_typed<float>(cfg, batched);
   if (!k)
-    throw Error("gemv_w4a16: unsupported config cols_per_block=" + std::to_string(C) + " rows_per_run=" +
-                std::to_string(R) + " (C ∈ {2,4,8,16,32}, R ∈ {16,32}, y f16 or f32)");
+    throw Error("gemv_w4a16: unsupported config cols_per_block=" + std::to_string(cfg.cols_per_block) +
+                " rows_per_run=" + std::to_string(cfg.rows_per_run) + " words_per_thread=" +
+                std::to_string(cfg.words_per_thread) + " (C ∈ {2,4,8}, R ∈ {16,32}, W ∈ {2,4}, y f16 or f32)");
   return k;
 }
 
@@ -258,7 +285,7 @@ struct Plan {
 
 // Effective split: at most kMaxSplitK, at most one split per run, rows per split a multiple of R.
 Plan make_plan(int64_t in, int64_t out, const GemvW4A16Config& cfg) {
-  const int64_t cols = out / 32;
+  const int64_t cols = out / (8 * cfg.words_per_thread);
   const int64_t runs = in / cfg.rows_per_run;
   int split = std::max(1, std::min<int>(cfg.split_k, kMaxSplitK));
   split = static_cast<int>(std::min<int64_t>(split, runs));
@@ -271,9 +298,9 @@ Plan make_plan(int64_t in, int64_t out, const GemvW4A16Config& cfg) {
 // Blocks of this kernel resident per SM and the SM count, per device (cached: the queries cost microseconds).
 std::pair<int, int> occupancy(int device, const GemvW4A16Config& cfg) {
   static std::mutex mu;
-  static std::map<std::tuple<int, int, int>, std::pair<int, int>> cache;
+  static std::map<std::tuple<int, int, int, int>, std::pair<int, int>> cache;
   std::lock_guard<std::mutex> lock(mu);
-  const auto key = std::make_tuple(device, cfg.cols_per_block, cfg.rows_per_run);
+  const auto key = std::make_tuple(device, cfg.cols_per_block, cfg.rows_per_run, cfg.words_per_thread);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
   int sms = 0, blocks = 0;
@@ -313,7 +340,7 @@ GemvW4A16Config gemv_w4a16_default_config(int64_t in, int64_t out, int group_siz
 
 size_t gemv_w4a16_workspace_bytes(int64_t out, int batch) {
   const size_t partial_bytes = size_t(kMaxSplitK) * out * sizeof(float);
-  const size_t counter_bytes = size_t(out / 32 + 1) * sizeof(unsigned);
+  const size_t counter_bytes = size_t(out / 16 + 1) * sizeof(unsigned);  // ≥ column tiles of any config
   return size_t(batch) * (partial_bytes + counter_bytes);
 }
 
@@ -328,8 +355,7 @@ void launch_gemv_w4a16(const GemvW4A16Problem* problems, int count, DType y_dtyp
   const dim3 grid(plan.tiles, plan.split_k, count);
   const GemvW4A16Problem& p0 = problems[0];
   pick_kernel(cfg, y_dtype, count > 1)<<<grid, kThreads, 0, stream>>>(
-      batch, p0.x, reinterpret_cast<const uint4*>(p0.qweight), reinterpret_cast<const uint4*>(p0.qzeros), p0.scales,
-      p0.y, partials, counters, static_cast<int>(in), static_cast<int>(out), group_size, plan.rows_per_split);
+      batch, p0.x, p0.qweight, p0.qzeros, p0.scales, p0.y, partials, counters, static_cast<int>(in), static_cast<int>(out), group_size, plan.rows_per_split);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -33,13 +33,14 @@ struct GemvW4A16Problem {
   void* y = nullptr;                  // [out] fp16 or f32
 };
 
-// How the work is cut. cols_per_block (C) uint4 columns of 32 outputs per block, 256/C row-runs of
+// How the work is cut. cols_per_block (C) columns of 8·W outputs per block, 256/C row-runs of
 // rows_per_run (R) rows in parallel inside a block, split_k blocks along `in` for each column tile (their
 // partial sums are reduced in a fixed order by the last block to finish: the result is deterministic).
 struct GemvW4A16Config {
-  int cols_per_block = 4;  // C ∈ {2, 4, 8, 16, 32}
+  int cols_per_block = 4;  // C ∈ {2, 4, 8}
   int rows_per_run = 16;   // R ∈ {16, 32}, R ≤ G
   int split_k = 1;         // ≥ 1; capped at 64 and so that every split gets rows
+  int words_per_thread = 4;  // W ∈ {2, 4}: packed words (8 outputs each) a thread owns per row
 };
 
 // The configuration the entry uses for `batch` problems of this shape on `device` (a heuristic fitted to the

@@ -139,15 +139,16 @@ int main() {
       const Problem p = make_problem(s.in, s.out, s.group, rng);
       Device d = to_device(p);
       double worst = 0;
-        for (int C : {2, 4, 8, 16, 32})
+      for (int W : {2, 4})
+        for (int C : {2, 4, 8})
           for (int R : {16, 32})
             for (int split : {1, 3, 7, 64}) {
-              const GemvW4A16Config cfg{C, R, split};
+              const GemvW4A16Config cfg{C, R, split, W};
               const double err = test::rel_err(run(p, d, DType::F32, &cfg), p.ref);
               worst = std::max(worst, err);
-              EXPECT(err <= tol_f32, "%s C=%d R=%d split=%d: rel err %g", s.what, C, R, split, err);
+              EXPECT(err <= tol_f32, "%s W=%d C=%d R=%d split=%d: rel err %g", s.what, W, C, R, split, err);
             }
-      std::printf("  variants on %s (C 2/4/8/16/32 × R 16/32 × split 1/3/7/64): worst rel err %.3g\n", s.what,
+      std::printf("  variants on %s (W 2/4 × C 2/4/8 × R 16/32 × split 1/3/7/64): worst rel err %.3g\n", s.what,
                   worst);
     }
   }
@@ -183,7 +184,7 @@ int main() {
       test::poison(d.y);
       probs.push_back({d.x.as<__half>(), d.qweight.as<int32_t>(), d.qzeros.as<int32_t>(), d.scales.as<__half>(), d.y.data()});
     }
-    const GemvW4A16Config split_cfg{8, 32, 5};
+    const GemvW4A16Config split_cfg{8, 32, 5, 2};
     for (const GemvW4A16Config* cfg : {static_cast<const GemvW4A16Config*>(nullptr), &split_cfg}) {
       for (auto& d : ds) test::poison(d.y);
       mixq::cuda::gemv_w4a16_batched(probs.data(), count, DType::F32, 1024, 2048, 128, ws.data(), ws.size(), 0, cfg);
