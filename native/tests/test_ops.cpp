@@ -207,7 +207,8 @@ void test_router() {
 void test_attention(ThreadPool& pool) {
   struct Case { int heads, kv_heads, hd, window; int64_t n_past, n; };
   const Case cases[] = {{4, 2, 16, 0, 0, 7},  {4, 2, 16, 3, 0, 9},  {4, 1, 8, 5, 6, 4},  {8, 8, 32, 4, 10, 1},
-                        {6, 2, 16, 1, 3, 5},  {4, 2, 16, 100, 2, 6}, {4, 2, 12, 0, 3, 4}, {2, 1, 128, 0, 40, 3}};
+                        {6, 2, 16, 1, 3, 5},  {4, 2, 16, 100, 2, 6}, {4, 2, 12, 0, 3, 4}, {2, 1, 128, 0, 40, 3},
+                        {2, 1, 320, 0, 5, 2}, {4, 2, 64, 0, 700, 2}, {4, 2, 64, 256, 700, 3}};
   for (const Case& c : cases) {
     AttentionShape s{c.heads, c.kv_heads, c.hd, c.window};
     const int64_t total = c.n_past + c.n;

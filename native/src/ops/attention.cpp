@@ -75,13 +75,18 @@ MIXQ_AVX512 void attend_one_avx512(const float* qv, int64_t pos, const float* k_
     sum += e;
   }
   const float inv = 1.0f / sum;
-  for (int i = 0; i < hd; i += 16) {
-    __m512 acc = _mm512_setzero_ps();
+  // One pass over the value rows (positions outer), the head's output held in ≤ 16 registers
+  // (head_dim ≤ 256); wider heads take a pass per 256 columns.
+  for (int i0 = 0; i0 < hd; i0 += 256) {
+    const int blocks = std::min(hd - i0, 256) / 16;
+    __m512 acc[16];
+    for (int b = 0; b < blocks; ++b) acc[b] = _mm512_setzero_ps();
     for (int64_t j = lo; j <= pos; ++j) {
-      const float* vv = v_cache + j * kv_stride + int64_t(kvh) * hd;
-      acc = _mm512_fmadd_ps(_mm512_set1_ps(scores[j - lo] * inv), _mm512_loadu_ps(vv + i), acc);
+      const float* vv = v_cache + j * kv_stride + int64_t(kvh) * hd + i0;
+      const __m512 p = _mm512_set1_ps(scores[j - lo] * inv);
+      for (int b = 0; b < blocks; ++b) acc[b] = _mm512_fmadd_ps(p, _mm512_loadu_ps(vv + 16 * b), acc[b]);
     }
-    _mm512_storeu_ps(o + i, acc);
+    for (int b = 0; b < blocks; ++b) _mm512_storeu_ps(o + i0 + 16 * b, acc[b]);
   }
 }
 
@@ -113,13 +118,16 @@ MIXQ_AVX2 void attend_one_avx2(const float* qv, int64_t pos, const float* k_cach
     sum += e;
   }
   const float inv = 1.0f / sum;
-  for (int i = 0; i < hd; i += 8) {
-    __m256 acc = _mm256_setzero_ps();
+  for (int i0 = 0; i0 < hd; i0 += 128) {  // ≤ 16 ymm accumulators per pass over the value rows
+    const int blocks = std::min(hd - i0, 128) / 8;
+    __m256 acc[16];
+    for (int b = 0; b < blocks; ++b) acc[b] = _mm256_setzero_ps();
     for (int64_t j = lo; j <= pos; ++j) {
-      const float* vv = v_cache + j * kv_stride + int64_t(kvh) * hd;
-      acc = _mm256_fmadd_ps(_mm256_set1_ps(scores[j - lo] * inv), _mm256_loadu_ps(vv + i), acc);
+      const float* vv = v_cache + j * kv_stride + int64_t(kvh) * hd + i0;
+      const __m256 p = _mm256_set1_ps(scores[j - lo] * inv);
+      for (int b = 0; b < blocks; ++b) acc[b] = _mm256_fmadd_ps(p, _mm256_loadu_ps(vv + 8 * b), acc[b]);
     }
-    _mm256_storeu_ps(o + i, acc);
+    for (int b = 0; b < blocks; ++b) _mm256_storeu_ps(o + i0 + 8 * b, acc[b]);
   }
 }
 #endif
