@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <random>
 #include <sstream>
 
 #include "engine.h"
@@ -189,6 +190,65 @@ int main() {
     m.edit_text("config.json", "\"model_type\": \"mixtral\"", "\"model_type\": \"llama\"");
     check_throws([&] { load(m.dir); }, {"config.json", "model_type", "llama", "mixtral"}, "model_type other than mixtral");
   }
+  {  // fuzz: random byte edits in a small safetensors file's header and every truncation length either
+     // load or raise mixq::Error — never a crash or another exception type
+    const std::string dir = make_temp_dir("fuzz");
+    std::vector<float> a(12, 1.5f);
+    std::vector<uint16_t> b(30, 0x3f80);
+    TensorView ta, tb;
+    ta.name = "a";
+    ta.dtype = DType::F32;
+    ta.shape = {3, 4};
+    ta.data = a.data();
+    ta.nbytes = 48;
+    tb.name = "b.weight";
+    tb.dtype = DType::BF16;
+    tb.shape = {5, 6};
+    tb.data = b.data();
+    tb.nbytes = 60;
+    const std::string good = dir + "/good.safetensors";
+    write_safetensors(good, {ta, tb}, {{"format", "pt"}});
+    const std::string bytes = read_file(good);
+    uint64_t header_len = 0;
+    for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | (unsigned char)bytes[size_t(i)];
+    std::mt19937 gen(7);
+    int loaded = 0, errors = 0, other = 0;
+    const std::string path = dir + "/fuzz.safetensors";
+    auto attempt = [&](const std::string& content) {
+      write_file(path, content);
+      try {
+        SafetensorsFile f(path);
+        // A loaded file's views lie inside the mapping and agree with dtype × shape: read every byte.
+        unsigned sum = 0;
+        for (const TensorView& t : f.tensors()) {
+          if (t.nbytes != size_t(t.numel()) * dtype_size(t.dtype)) ++other;
+          for (size_t i = 0; i < t.nbytes; ++i) sum += static_cast<const unsigned char*>(t.data)[i];
+        }
+        if (sum == 0xffffffffu) std::printf("(checksum)\n");  // keeps the reads
+        ++loaded;
+      } catch (const Error&) {
+        ++errors;
+      } catch (...) {
+        ++other;
+      }
+    };
+    for (int trial = 0; trial < 400; ++trial) {
+      std::string c = bytes;
+      const int edits = 1 + int(gen() % 3);
+      for (int e = 0; e < edits; ++e) {
+        const size_t at = gen() % (8 + header_len);
+        const char pool[] = "{}[]\",:0123456789-eE.aAtfnul \x01\xff";
+        c[at] = gen() % 2 ? pool[gen() % (sizeof pool - 1)] : char(gen() & 0xff);
+      }
+      attempt(c);
+    }
+    for (size_t len = 0; len < bytes.size(); len += 3) attempt(bytes.substr(0, len));
+    check(other == 0 && errors > 300 && loaded > 0,
+          "fuzzed headers / truncations: " + std::to_string(loaded) + " loaded, " + std::to_string(errors) +
+              " mixq::Error, " + std::to_string(other) + " other");
+    remove_tree(dir);
+  }
+
   {  // a single-file model (model.safetensors) written by write_safetensors loads and matches
     const std::string dir = make_temp_dir("single");
     fs::copy_file(tiny_model_dir() + "/config.json", dir + "/config.json");
