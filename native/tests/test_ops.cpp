@@ -302,6 +302,36 @@ void test_json() {
               n[3].as_number() > 1.2e23,
           std::string("json: numbers are locale-independent") + (switched ? " (checked under a comma locale)" : ""));
   }
+  {  // fuzz: random edits of a config-like document parse or raise mixq::Error, nothing else
+    const std::string doc =
+        R"({"model_type": "mixtral", "hidden_size": 256, "rope_theta": 1000000.0, "rms_norm_eps": 1e-05,)"
+        R"( "sliding_window": null, "tie_word_embeddings": false, "name": "x\u00e9\n", "list": [1, [2, {"a": []}]]})";
+    std::mt19937 gen(11);
+    int ok = 0, err = 0, other = 0;
+    const char alphabet[] = "{}[]\":,0123456789-+eE.tfnul \\u\x01\x80\xff";
+    for (int trial = 0; trial < 3000; ++trial) {
+      std::string c = doc;
+      const int edits = 1 + int(gen() % 4);
+      for (int e = 0; e < edits; ++e) {
+        const size_t at = gen() % c.size();
+        switch (gen() % 3) {
+          case 0: c[at] = alphabet[gen() % (sizeof alphabet - 1)]; break;
+          case 1: c.erase(at, 1 + gen() % 3); break;
+          default: c.insert(at, 1, alphabet[gen() % (sizeof alphabet - 1)]);
+        }
+      }
+      try {
+        parse_json(c, "fuzz.json");
+        ++ok;
+      } catch (const Error&) {
+        ++err;
+      } catch (...) {
+        ++other;
+      }
+    }
+    check(other == 0 && err > 1000, "json fuzz: 3000 mutated documents → " + std::to_string(ok) + " parsed, " +
+                                         std::to_string(err) + " mixq::Error, " + std::to_string(other) + " other");
+  }
   check_throws([] { parse_json("[1e999]", "x"); }, {"out of range"}, "json: overflowing number rejected");
   check_throws([] { parse_json("{\"a\": 1,}", "cfg.json"); }, {"cfg.json", "byte 8"}, "json: trailing comma rejected with offset");
   check_throws([] { parse_json("{\"a\": 1, \"a\": 2}", "cfg.json"); }, {"duplicate key \"a\""}, "json: duplicate key rejected");
