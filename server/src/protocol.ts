@@ -44,6 +44,8 @@ export interface ServerSettings {
   stopSequences: string[];
   /** Add snippets from other open documents of the same language to the prompt. */
   contextFromOpenFiles: boolean;
+  /** After answering, compute the suggestion that follows accepting it (served from the cache on Tab). */
+  prefetch: boolean;
 }
 
 export const defaultServerSettings: ServerSettings = {
@@ -60,6 +62,7 @@ export const defaultServerSettings: ServerSettings = {
   maxSuffixTokens: 256,
   stopSequences: [],
   contextFromOpenFiles: true,
+  prefetch: true,
 };
 
 export type ServerState = 'noModel' | 'loading' | 'ready' | 'error';
@@ -122,6 +125,10 @@ export interface CompletionCounters {
   evaluatedTokens: number;
   /** Longest time from cancelling a running generation to the engine having stopped, ms. */
   maxCancelToStopMs: number;
+  /** Suggestions computed ahead for the state after accepting the shown one (not counted as requests). */
+  prefetched: number;
+  /** Cache hits served by such a prefetched suggestion. */
+  prefetchHits: number;
 }
 
 export interface ServerStatus {

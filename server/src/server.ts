@@ -25,7 +25,7 @@ import { TextDocument } from 'vscode-languageserver-textdocument';
 
 import { combinedSources, OpenFilesContextProvider, RecentDocuments } from './completion/context';
 import { openCompletionModel, type CompletionModel } from './completion/model';
-import { CompletionService, type ServiceSettings } from './completion/service';
+import { CompletionService, zeroCounters, type ServiceSettings } from './completion/service';
 import { chooseTemplate } from './completion/templates';
 import {
   ConfigureNotification,
@@ -67,6 +67,7 @@ function serviceSettings(s: ServerSettings): ServiceSettings {
     maxSuffixTokens: s.maxSuffixTokens,
     stopSequences: s.stopSequences,
     contextFromOpenFiles: s.contextFromOpenFiles,
+    prefetch: s.prefetch,
   };
 }
 
@@ -206,10 +207,7 @@ class ModelHost {
       activeGenerations: svc?.activeGenerations ?? 0,
       pendingRequests: svc?.pendingRequests ?? 0,
       last: svc?.last,
-      counters: svc?.counters ?? {
-        requests: 0, completed: 0, empty: 0, cacheHits: 0, cancelled: 0, cancelledWaiting: 0, cancelledGenerating: 0,
-        staleVersion: 0, errors: 0, evaluatedTokens: 0, maxCancelToStopMs: 0,
-      },
+      counters: svc?.counters ?? zeroCounters(),
       rssBytes: process.memoryUsage.rss(),
       pid: process.pid,
     };

@@ -267,7 +267,8 @@ test('ghost text from the installed .vsix in a real VS Code, accepted with Tab',
     await page.screenshot({ path: path.join(artifacts, 'e2e-ghost-text.png') });
 
     await page.keyboard.press('Tab');
-    await page.locator('.ghost-text-decoration').first().waitFor({ state: 'hidden', timeout: 10_000 });
+    // (The next suggestion may show at once: it was prefetched while this one was on screen.)
+    await page.waitForTimeout(500);
     await page.keyboard.press('Control+S');
     const file = path.join(scratch, 'workspace', 'main.py');
     const t0 = Date.now();

@@ -15,8 +15,10 @@ import type * as tokenizerModule from '../../server/src/tokenizer';
 import { serverModule, tinyModelDir } from '../helpers';
 import { ghostText, needsAddon, TestServer } from './lsp-client';
 
+// Prefetch off except in its own test: the other tests look at the engine right after an answer.
 const SETTINGS: Partial<protocol.ServerSettings> = {
   modelPath: tinyModelDir, device: 'cpu', maxTokens: 48, timeCapMs: 20_000, debounceMs: 30, contextFromOpenFiles: false,
+  prefetch: false,
 };
 
 /** Document text and cursor offset from a string with `|` at the cursor. */
@@ -131,6 +133,26 @@ describe('language server over JSON-RPC', { skip: needsAddon }, () => {
     assert.ok(s.counters.cancelledGenerating >= 1, `cancelled while generating: ${s.counters.cancelledGenerating}`);
     // The engine polls the cancel flag before every token: it stops within one decode step (~2 ms here, idle).
     assert.ok(s.counters.maxCancelToStopMs < 250, `engine stopped ${s.counters.maxCancelToStopMs.toFixed(1)} ms after cancel`);
+    await server.configure(SETTINGS);
+  });
+
+  test('prefetch: after a suggestion, the one that follows accepting it is ready in the cache', async () => {
+    const uri = 'file:///work/prefetch.py';
+    const { text, offset } = doc('import os\n\n\ndef list_python_files(root):\n    |');
+    await server.open(uri, text);
+    await server.configure({ ...SETTINGS, prefetch: true });
+    await server.resetCounters();
+    const shown = ghostText(await server.complete(uri, offset, false));
+    assert.ok(shown.length > 0);
+    const idle = await server.waitFor((s) => s.counters.prefetched === 1 && s.activeGenerations === 0, 20_000);
+    assert.equal(idle.counters.requests, 1, 'a prefetch is not a request');
+    // Tab: the suggestion is inserted; VS Code asks again at the new cursor.
+    await server.setText(uri, text.slice(0, offset) + shown + text.slice(offset));
+    const next = ghostText(await server.complete(uri, offset + shown.length, false));
+    const s = await server.status();
+    assert.equal(s.last?.stop, 'cache_exact');
+    assert.equal(s.counters.prefetchHits, 1);
+    assert.ok(next.length > 0);
     await server.configure(SETTINGS);
   });
 

@@ -17,17 +17,20 @@ function key(doc: string, uri = 'file:///a.py'): cacheModule.CacheKey {
 test('exact hit for the same document state, miss for another document or suffix', () => {
   const cache = new CompletionCache();
   cache.put(key('def f(|)\n'), 'x, y');
-  assert.deepEqual(cache.get(key('def f(|)\n')), { text: 'x, y', kind: 'exact', typed: 0 });
+  assert.deepEqual(cache.get(key('def f(|)\n')), { text: 'x, y', kind: 'exact', typed: 0, prefetched: false });
   assert.equal(cache.get(key('def f(|)\n', 'file:///b.py')), undefined);
   assert.equal(cache.get(key('def f(|)\nmore')), undefined);
   assert.equal(cache.get(key('def g(|)\n')), undefined);
+  // Entries computed ahead (prefetch) say so on their hits.
+  cache.put(key('def g(|)\n'), 'n', true);
+  assert.equal(cache.get(key('def g(|)\n'))?.prefetched, true);
 });
 
 test('forward hits while the user types the start of the shown suggestion', () => {
   const cache = new CompletionCache();
   cache.put(key('x = |\n'), 'compute(a, b)');
-  assert.deepEqual(cache.get(key('x = c|\n')), { text: 'ompute(a, b)', kind: 'forward', typed: 1 });
-  assert.deepEqual(cache.get(key('x = compute(|\n')), { text: 'a, b)', kind: 'forward', typed: 8 });
+  assert.deepEqual(cache.get(key('x = c|\n')), { text: 'ompute(a, b)', kind: 'forward', typed: 1, prefetched: false });
+  assert.deepEqual(cache.get(key('x = compute(|\n')), { text: 'a, b)', kind: 'forward', typed: 8, prefetched: false });
   // A character that differs from the suggestion: miss.
   assert.equal(cache.get(key('x = cx|\n')), undefined);
   // Typed the whole suggestion: nothing left to show.
@@ -35,7 +38,7 @@ test('forward hits while the user types the start of the shown suggestion', () =
   // Works with prefixes longer than the window, too.
   const long = 'y'.repeat(CompletionCache.PREFIX_WINDOW + 50) + '\nz = ';
   cache.put(key(long + '|'), 'value + 1');
-  assert.deepEqual(cache.get(key(long + 'val|')), { text: 'ue + 1', kind: 'forward', typed: 3 });
+  assert.deepEqual(cache.get(key(long + 'val|')), { text: 'ue + 1', kind: 'forward', typed: 3, prefetched: false });
 });
 
 test('least recently used entries are evicted at capacity; entries expire after the TTL', () => {

@@ -29,7 +29,7 @@ test('crashes restart the server up to the limit within the window, then stop; o
 
 const counters: protocol.CompletionCounters = {
   requests: 0, completed: 0, empty: 0, cacheHits: 0, cancelled: 0, cancelledWaiting: 0, cancelledGenerating: 0,
-  staleVersion: 0, errors: 0, evaluatedTokens: 0, maxCancelToStopMs: 0,
+  staleVersion: 0, errors: 0, evaluatedTokens: 0, maxCancelToStopMs: 0, prefetched: 0, prefetchHits: 0,
 };
 const base: protocol.ServerStatus = { state: 'ready', activeGenerations: 0, pendingRequests: 0, counters, rssBytes: 100 * 2 ** 20, pid: 1 };
 const model: protocol.ModelSummary = {

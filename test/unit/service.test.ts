@@ -9,7 +9,7 @@ const { CompletionService } = serverModule<typeof serviceModule>('completion/ser
 
 const settings: serviceModule.ServiceSettings = {
   maxTokens: 64, timeCapMs: 5000, debounceMs: 0, fimTemplate: 'auto', maxPrefixTokens: 1024, maxSuffixTokens: 256,
-  stopSequences: [], contextFromOpenFiles: false,
+  stopSequences: [], contextFromOpenFiles: false, prefetch: false,
 };
 
 /** A request for a document with `|` at the cursor; `versions` maps uri → current version (tests edit it). */
@@ -118,4 +118,45 @@ test('SPM + engine KV reuse: the next keystroke evaluates only the changed tail 
   await svc.complete(request(doc.replace('ar|', 'arg|'), 2, versions));
   assert.equal(svc.last?.evaluatedPromptTokens, 1);
   assert.ok((svc.last?.reusedTokens ?? 0) > 40);
+});
+
+/** Continuation of the fake model: the first suggestion, then what follows once it is accepted. */
+const twoStep = (prompt: number[], m: FakeModel) => (m.show(prompt).includes('compute(a, b)') ? '\nprint(x)\n' : 'compute(a, b)\n');
+
+test('prefetch: the suggestion after accepting the shown one is computed ahead and served from the cache', async () => {
+  const model = new FakeModel({ continuation: twoStep });
+  const svc = new CompletionService(model, { ...settings, prefetch: true });
+  const versions = new Map<string, number>();
+  const first = await svc.complete(request('x = |', 1, versions));
+  assert.equal(first.kind === 'suggestion' && first.text, 'compute(a, b)');
+  while (svc.activeGenerations > 0 || model.generations.length < 2) await new Promise((r) => setTimeout(r, 2));
+  // Tab: the document now holds the suggestion; the next request is answered from the cache.
+  const next = await svc.complete(request('x = compute(a, b)|', 2, versions));
+  assert.equal(next.kind === 'suggestion' && next.text, '\nprint(x)');
+  assert.equal(next.kind === 'suggestion' && next.timing.stop, 'cache_exact');
+  assert.equal(model.generations.length, 2);
+  assert.deepEqual([svc.counters.requests, svc.counters.prefetched, svc.counters.prefetchHits], [2, 1, 1]);
+  // The prefetch's prompt extends the first one: the engine reused its KV entries.
+  const [a, b] = model.generations.map((g) => g.result!);
+  assert.ok(b.reusedTokens >= a.promptTokens, `${b.reusedTokens} reused of ${b.promptTokens}`);
+});
+
+test('prefetch: a request for its state waits for it; a request for another state cancels it', async () => {
+  const model = new FakeModel({ msPerToken: 8, continuation: twoStep });
+  const svc = new CompletionService(model, { ...settings, prefetch: true });
+  const versions = new Map<string, number>();
+  await svc.complete(request('x = |', 1, versions));
+  assert.equal(svc.activeGenerations, 1, 'the prefetch runs');
+  svc.documentChanged('file:///t.py'); // the acceptance edit does not stop it
+  const adopted = await svc.complete(request('x = compute(a, b)|', 2, versions));
+  assert.equal(adopted.kind === 'suggestion' && adopted.timing.fromCache, true);
+  assert.equal(model.generations.length, 2);
+
+  await svc.complete(request('y = |', 3, versions)); // a new first suggestion → a new prefetch
+  assert.equal(svc.activeGenerations, 1);
+  const other = await svc.complete(request('y = 1|', 4, versions));
+  assert.notEqual(other.kind, 'cancelled');
+  const prefetch = model.generations[3].result!;
+  assert.equal(prefetch.stopReason, 'cancelled', 'the prefetch yielded to the user\'s request');
+  assert.equal(svc.counters.cancelled, 0, 'a cancelled prefetch is not a cancelled request');
 });

@@ -23,6 +23,7 @@ interface Entry {
   suffixWindow: string;
   completion: string;
   storedAt: number;
+  prefetched: boolean;
 }
 
 export interface CacheHit {
@@ -30,6 +31,8 @@ export interface CacheHit {
   /** 'exact': the same state; 'forward': the user typed the first `typed` characters of a cached suggestion. */
   kind: 'exact' | 'forward';
   typed: number;
+  /** Stored by a prefetch (computed ahead for the state after accepting a suggestion). */
+  prefetched: boolean;
 }
 
 export class CompletionCache {
@@ -58,13 +61,19 @@ export class CompletionCache {
     return `${uri}\u0000${offset}\u0000${prefixWindow}\u0000${suffixWindow}`;
   }
 
+  /** The identity of a document state as the cache sees it (equal keys: an exact hit). */
+  static stateKey(key: CacheKey): string {
+    const { prefixWindow, suffixWindow } = CompletionCache.windows(key);
+    return CompletionCache.mapKey(key.uri, key.offset, prefixWindow, suffixWindow);
+  }
+
   /** Stores a non-empty suggestion for this state (most recently used). */
-  put(key: CacheKey, completion: string): void {
+  put(key: CacheKey, completion: string, prefetched = false): void {
     if (completion.length === 0) return;
     const { prefixWindow, suffixWindow } = CompletionCache.windows(key);
     const k = CompletionCache.mapKey(key.uri, key.offset, prefixWindow, suffixWindow);
     this.entries.delete(k);
-    this.entries.set(k, { uri: key.uri, offset: key.offset, prefixWindow, suffixWindow, completion, storedAt: this.now() });
+    this.entries.set(k, { uri: key.uri, offset: key.offset, prefixWindow, suffixWindow, completion, storedAt: this.now(), prefetched });
     while (this.entries.size > this.capacity) {
       const oldest = this.entries.keys().next().value as string;
       this.entries.delete(oldest);
@@ -81,7 +90,7 @@ export class CompletionCache {
         this.entries.delete(exactKey);
       } else {
         this.touch(exactKey, exact);
-        return { text: exact.completion, kind: 'exact', typed: 0 };
+        return { text: exact.completion, kind: 'exact', typed: 0, prefetched: exact.prefetched };
       }
     }
     // Newest first: the suggestion most recently shown is the one being typed over.
@@ -97,7 +106,7 @@ export class CompletionCache {
       const typedText = e.completion.slice(0, typed);
       if (prefixWindow !== (e.prefixWindow + typedText).slice(-CompletionCache.PREFIX_WINDOW)) continue;
       this.touch(k, e);
-      return { text: e.completion.slice(typed), kind: 'forward', typed };
+      return { text: e.completion.slice(typed), kind: 'forward', typed, prefetched: e.prefetched };
     }
     return undefined;
   }

@@ -7,9 +7,14 @@
  * engine, which stops before its next token, and the new request waits for that before starting. The engine keeps
  * the KV cache of the previous prompt + generated tokens and reuses the longest common prefix, so with a layout
  * that grows at its end (SPM, prefix-only) a keystroke evaluates only the last few prompt tokens.
+ *
+ * Prefetch: after answering with suggestion S, the service computes (when the engine is free) the suggestion for
+ * the document with S accepted, and caches it; Tab then gets the next suggestion from the cache. The prompt is the
+ * previous one plus S, whose KV entries the engine holds already, so this costs little more than its generation.
+ * A prefetch yields to any request, except one for exactly its state, which waits for it instead.
  */
 import type { CompletionCounters, CompletionTiming, ServerSettings } from '../protocol';
-import { CompletionCache } from './cache';
+import { CompletionCache, type CacheKey } from './cache';
 import type { CompletionDocument, ContextProvider } from './context';
 import { AdaptiveDebounce } from './debounce';
 import type { CompletionModel } from './model';
@@ -35,16 +40,28 @@ export type CompletionOutcome =
   | { kind: 'cancelled'; reason: CancelReason; stage: 'waiting' | 'generating' | 'done' };
 
 export type ServiceSettings = Pick<ServerSettings,
-  'maxTokens' | 'timeCapMs' | 'debounceMs' | 'fimTemplate' | 'maxPrefixTokens' | 'maxSuffixTokens' | 'stopSequences' | 'contextFromOpenFiles'>;
+  'maxTokens' | 'timeCapMs' | 'debounceMs' | 'fimTemplate' | 'maxPrefixTokens' | 'maxSuffixTokens' | 'stopSequences'
+  | 'contextFromOpenFiles' | 'prefetch'>;
 
 /** Share of the prefix budget snippets from other files may take. */
 const SNIPPET_SHARE = 0.25;
 
-/** One request's cancellation state. */
+/** One request's (or prefetch's) cancellation state. */
 class Ticket {
   reason: CancelReason | undefined;
   private readonly listeners: Array<() => void> = [];
-  constructor(readonly uri: string) {}
+  private settle!: () => void;
+  /** Settles when the request/prefetch has finished, however it ended. */
+  readonly finished = new Promise<void>((resolve) => (this.settle = resolve));
+  constructor(
+    readonly uri: string,
+    /** The cache's key of the document state it computes for. */
+    readonly stateKey: string,
+    readonly speculative = false,
+  ) {}
+  finish(): void {
+    this.settle();
+  }
   get cancelled(): boolean {
     return this.reason !== undefined;
   }
@@ -69,8 +86,12 @@ class Ticket {
   }
 }
 
-function zeroCounters(): CompletionCounters {
-  return { requests: 0, completed: 0, empty: 0, cacheHits: 0, cancelled: 0, cancelledWaiting: 0, cancelledGenerating: 0, staleVersion: 0, errors: 0, evaluatedTokens: 0, maxCancelToStopMs: 0 };
+function keyOf(req: CompletionRequest): CacheKey {
+  return { uri: req.uri, offset: req.offset, prefix: req.text.slice(0, req.offset), suffix: req.text.slice(req.offset) };
+}
+
+export function zeroCounters(): CompletionCounters {
+  return { requests: 0, completed: 0, empty: 0, cacheHits: 0, cancelled: 0, cancelledWaiting: 0, cancelledGenerating: 0, staleVersion: 0, errors: 0, evaluatedTokens: 0, maxCancelToStopMs: 0, prefetched: 0, prefetchHits: 0 };
 }
 
 export class CompletionService {
@@ -124,9 +145,12 @@ export class CompletionService {
     this.last = undefined;
   }
 
-  /** An edit of `uri`: requests computed for its old text are stale, stop them now. */
+  /**
+   * An edit of `uri`: requests computed for its old text are stale, stop them now. A prefetch is left running: the
+   * edit may be the acceptance it computes for (a request for another state will supersede it).
+   */
   documentChanged(uri: string): void {
-    for (const t of this.live) if (t.uri === uri) t.cancel('edited');
+    for (const t of this.live) if (t.uri === uri && !t.speculative) t.cancel('edited');
   }
 
   /** Cancels everything and waits for the engine to stop (before disposing the model). */
@@ -138,7 +162,9 @@ export class CompletionService {
 
   private cancelled(ticket: Ticket, stage: 'waiting' | 'generating' | 'done'): CompletionOutcome {
     const reason = ticket.reason ?? 'stale';
-    if (reason === 'stale') {
+    if (ticket.speculative) {
+      // Not a user request: nothing to count.
+    } else if (reason === 'stale') {
       this.counters.staleVersion++;
     } else {
       this.counters.cancelled++;
@@ -152,31 +178,66 @@ export class CompletionService {
     const t0 = this.now();
     this.counters.requests++;
     this.pendingRequests++;
-    const ticket = new Ticket(req.uri);
-    for (const older of this.live) older.cancel('superseded');
+    const cacheKey = keyOf(req);
+    const ticket = new Ticket(req.uri, CompletionCache.stateKey(cacheKey));
+    let adopted: Ticket | undefined;
+    for (const older of this.live) {
+      if (older.speculative && older.stateKey === ticket.stateKey && !older.cancelled) adopted = older;
+      else older.cancel('superseded');
+    }
     this.live.add(ticket);
     req.onClientCancel?.(() => ticket.cancel('client'));
     try {
       if (this.disposed) ticket.cancel('shutdown');
+      // A prefetch for exactly this state is under way: its answer lands in the cache.
+      if (adopted) await Promise.race([adopted.finished, new Promise<void>((r) => ticket.onCancel(r))]);
       return await this.run(req, ticket, t0);
     } catch (e) {
       this.counters.errors++;
       throw e;
     } finally {
       this.live.delete(ticket);
+      ticket.finish();
       this.pendingRequests--;
       this.onChange();
     }
   }
 
+  /** Computes and caches the suggestion for the document with `suggestion` accepted (see the file comment). */
+  private prefetchAfter(req: CompletionRequest, suggestion: string): void {
+    if (!this.settings.prefetch || this.disposed) return;
+    const accepted: CompletionRequest = {
+      uri: req.uri,
+      languageId: req.languageId,
+      text: req.text.slice(0, req.offset) + suggestion + req.text.slice(req.offset),
+      offset: req.offset + suggestion.length,
+      version: req.version,
+      invoked: true,
+      // Only cached, never shown as such: no document version applies.
+      currentVersion: () => req.version,
+    };
+    const ticket = new Ticket(req.uri, CompletionCache.stateKey(keyOf(accepted)), true);
+    this.live.add(ticket);
+    void this.run(accepted, ticket, this.now())
+      .catch(() => undefined) // a failed prefetch costs the user nothing; the real request will report
+      .finally(() => {
+        this.live.delete(ticket);
+        ticket.finish();
+        this.onChange();
+      });
+  }
+
   private async run(req: CompletionRequest, ticket: Ticket, t0: number): Promise<CompletionOutcome> {
     const ppContext = postprocessContext(req.text, req.offset, this.settings.stopSequences);
-    const cacheKey = { uri: req.uri, offset: req.offset, prefix: req.text.slice(0, req.offset), suffix: req.text.slice(req.offset) };
+    const cacheKey = keyOf(req);
+    const speculative = ticket.speculative;
 
-    const delay = this.debounce.next(this.now());
+    const delay = speculative ? 0 : this.debounce.next(this.now());
     const hit = this.cache.get(cacheKey);
+    if (hit && speculative) return { kind: 'cancelled', reason: 'superseded', stage: 'done' }; // known already
     if (hit) {
       this.counters.cacheHits++;
+      if (hit.prefetched) this.counters.prefetchHits++;
       this.counters.completed++;
       const totalMs = this.now() - t0;
       this.last = {
@@ -238,6 +299,7 @@ export class CompletionService {
     } finally {
       clearTimeout(timer);
     }
+    // Engine work counts whoever asked for it.
     this.counters.evaluatedTokens += result.evaluatedTokens;
     if (cancelledAt !== undefined) {
       this.counters.maxCancelToStopMs = Math.max(this.counters.maxCancelToStopMs, this.now() - cancelledAt);
@@ -256,7 +318,7 @@ export class CompletionService {
     const totalMs = this.now() - t0;
     const otherMs = Math.max(0, totalMs - waitMs - result.prefillMs - result.decodeMs);
     const decodeSteps = result.evaluatedTokens - (result.promptTokens - result.reusedTokens);
-    this.last = {
+    const timing: CompletionTiming = {
       totalMs,
       waitMs,
       prefillMs: result.prefillMs,
@@ -272,11 +334,20 @@ export class CompletionService {
       fromCache: false,
     };
     if (pp.text.length === 0) {
-      this.counters.empty++;
-      return { kind: 'empty', reason: pp.dropped ?? 'empty', timing: this.last, prompt };
+      if (!speculative) {
+        this.last = timing;
+        this.counters.empty++;
+      }
+      return { kind: 'empty', reason: pp.dropped ?? 'empty', timing, prompt };
     }
-    this.cache.put(cacheKey, pp.text);
-    this.counters.completed++;
-    return { kind: 'suggestion', text: pp.text, timing: this.last, prompt };
+    this.cache.put(cacheKey, pp.text, speculative);
+    if (speculative) {
+      this.counters.prefetched++;
+    } else {
+      this.last = timing;
+      this.counters.completed++;
+      this.prefetchAfter(req, pp.text);
+    }
+    return { kind: 'suggestion', text: pp.text, timing, prompt };
   }
 }
