@@ -45,6 +45,7 @@ export function serverSettings(extensionPath: string): Partial<ServerSettings> {
     maxSuffixTokens: c.get<number>('maxSuffixTokens', 256),
     stopSequences: c.get<string[]>('stopSequences', []),
     contextFromOpenFiles: c.get<boolean>('contextFromOpenFiles', true),
+    prefetch: c.get<boolean>('prefetch', true),
   };
 }
 
