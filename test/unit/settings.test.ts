@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { test } from 'node:test';
 
 import type * as protocol from '../../server/src/protocol';
 import type * as serverModuleType from '../../server/src/server';
-import { serverModule } from '../helpers';
+import { repoRoot, serverModule } from '../helpers';
 
 const { normalizeSettings } = serverModule<typeof serverModuleType>('server');
 const { defaultServerSettings } = serverModule<typeof protocol>('protocol');
@@ -25,4 +27,23 @@ test('settings from the client are merged over the defaults; values of the wrong
   const t = normalizeSettings(s, { bogus: 1 } as unknown as Partial<protocol.ServerSettings>);
   assert.deepEqual(t, s);
   assert.equal(defaultServerSettings.modelPath, '');
+});
+
+test('every server setting is a mixq.* setting of the extension, with the same default', () => {
+  const pkg = JSON.parse(fs.readFileSync(path.join(repoRoot, 'package.json'), 'utf8')) as {
+    contributes: { configuration: { properties: Record<string, { default: unknown }> }; commands: Array<{ command: string; title: string }> };
+  };
+  const props = pkg.contributes.configuration.properties;
+  for (const [key, value] of Object.entries(defaultServerSettings)) {
+    assert.ok(props[`mixq.${key}`], `mixq.${key} is contributed`);
+    assert.deepEqual(props[`mixq.${key}`].default, value, `default of mixq.${key}`);
+  }
+  // The client reads each of them (config.ts), so a new server setting cannot be forgotten there.
+  const configSource = fs.readFileSync(path.join(repoRoot, 'extension', 'src', 'config.ts'), 'utf8');
+  for (const key of Object.keys(defaultServerSettings)) {
+    if (key === 'modelPath') continue; // resolved separately (bundled model default)
+    assert.match(configSource, new RegExp(`${key}: c\\.get<`), `config.ts reads mixq.${key}`);
+  }
+  const titles = pkg.contributes.commands.map((c) => `${c.command}`);
+  for (const cmd of ['mixq.selectModel', 'mixq.restartServer', 'mixq.showLog', 'mixq.toggleCompletions']) assert.ok(titles.includes(cmd), cmd);
 });
