@@ -208,9 +208,9 @@ int main(int argc, char** argv) {
       CUDA_CHECK(cudaStreamSynchronize(g_stream));
 
       std::fprintf(stderr,
-                   "gemv %-26s %5.1f MB: default C=%d R=%d split=%-2d %7.2f us %6.0f GB/s (%4.1f%% of copy) | graph "
+                   "gemv %-26s %5.1f MB: default W=%d C=%d R=%d split=%-2d %7.2f us %6.0f GB/s (%4.1f%% of copy) | graph "
                    "%7.2f us %6.0f GB/s (%4.1f%%) | entry %7.2f us, host %.2f us/call\n",
-                   s.what, bytes / 1e6, def.cols_per_block, def.rows_per_run, def.split_k, def_ms * 1e3,
+                   s.what, bytes / 1e6, def.words_per_thread, def.cols_per_block, def.rows_per_run, def.split_k, def_ms * 1e3,
                    bytes / (def_ms * 1e-3) / 1e9, 100 * bytes / (def_ms * 1e-3) / 1e9 / copy_gbs, def_graph_ms * 1e3,
                    bytes / (def_graph_ms * 1e-3) / 1e9, 100 * bytes / (def_graph_ms * 1e-3) / 1e9 / copy_gbs,
                    entry_ms * 1e3, entry_host_us);
@@ -232,6 +232,7 @@ int main(int argc, char** argv) {
         for (int C : {2, 4, 8})
           for (int R : {16, 32})
             for (int split : {1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64}) {
+              if (W == 2 && R != 16) continue;
               const GemvW4A16Config cfg{C, R, split, W};
               const double ms = time_ms(launcher(cfg), calls, 5);
               json += std::string(first_cfg ? "" : ", ") + "{\"cfg\": " + json_config(cfg) + ", \"us\": " +

@@ -1,15 +1,15 @@
 // W4A16 GEMV kernel, launcher and guarded entries (gemv_w4a16.h).
 //
-// Grid (column tiles, split_k, batch); block 256 threads = C columns × KB = 256/C row-runs. Thread (c, k):
+// Grid (column tiles, split_k, batch); block 256 threads = C columns × KB = 256/C row-runs; a column is W packed
+// words (8·W outputs: W = 4 → one 16-byte load per row, W = 2 → 8 bytes). Thread (c, k):
 //   1. for each of its runs (R consecutive rows inside one quantization group; runs k, k+KB, ... of the
-//      block's row range): load the group's zeros (one uint4 = 32 nibbles) and scales (32 fp16) as
-//      16 + 16 half2 registers (z' = 1024 + z), and the run's R activations;
-//   2. for every 4 rows: load the four 16-byte qweight words, turn each nibble pair into a half2
+//      block's row range): load the group's zeros (W words) and scales (8·W fp16) as 4·W + 4·W half2
+//      registers (z' = 1024 + z), and the run's R activations;
+//   2. for every 4 rows: load the four rows' W words, turn each nibble pair into a half2
 //      (bits | 0x6400 → the fp16 1024 + q; AWQ's nibble order makes the pair two adjacent columns),
 //      d = (1024 + q) − (1024 + z) exactly, h += d · x in fp16 (4 rows: |h| ≤ 60·|x|);
 //      then acc(fp32) += fp16(h · s) — scale once per 4 rows, fp32 across rows;
-//   3. block reduction through shared memory: 8/C threads per output add 32 partials each, then xor
-//      shuffles (a fixed order);
+//   3. block reduction through shared memory, partials added in a fixed order;
 //   4. split_k == 1: write y. Otherwise write partials[z][blockIdx.y][·]; the last block of the column tile
 //      (ticket from an atomic counter) adds the split_k partials in order 0..split_k−1, writes y and resets
 //      the counter for the next call. Fixed orders everywhere: bitwise deterministic.
@@ -18,8 +18,10 @@
 //
 // Measured alternatives that lost (H100, 2026-11-24, docs/BENCHMARKS.md): plain loads without the L2 hint
 // (+4–9%), all R rows of a run loaded into registers before any arithmetic (one block per SM: +15% at Mixtral
-// shapes), and a per-thread cp.async ring through shared memory (+20%). The remaining gap to the copy rate is a fixed cost per launch
-// (~5 µs), not the streaming rate, which is why the batched form exists.
+// shapes), a per-thread cp.async ring through shared memory (+20%), column tiles of 16/32 words so a warp
+// reads 512 contiguous bytes (+6–30%: they need split-K). ncu at Mixtral w1: DRAM bytes = the minimum
+// (30.6 MB), 20% warps active, ~3.6 instructions per weight; the kernel is latency/issue-bound at ~72% of
+// the copy rate, and batching problems into one launch does not change that rate.
 #include <algorithm>
 #include <map>
 #include <mutex>
@@ -250,10 +252,13 @@ KernelPtr pick_shape(int C, int R) {
     if (C == 2) return gemv_w4a16_kernel<2, 16, W, kBatched, OutT>;
     if (C == 4) return gemv_w4a16_kernel<4, 16, W, kBatched, OutT>;
     if (C == 8) return gemv_w4a16_kernel<8, 16, W, kBatched, OutT>;
-  } else if (R == 32) {
-    if (C == 2) return gemv_w4a16_kernel<2, 32, W, kBatched, OutT>;
-    if (C == 4) return gemv_w4a16_kernel<4, 32, W, kBatched, OutT>;
-    if (C == 8) return gemv_w4a16_kernel<8, 32, W, kBatched, OutT>;
+  }
+  if constexpr (W == 4) {  // W = 2 with R = 32 never won the sweep: not built
+    if (R == 32) {
+      if (C == 2) return gemv_w4a16_kernel<2, 32, W, kBatched, OutT>;
+      if (C == 4) return gemv_w4a16_kernel<4, 32, W, kBatched, OutT>;
+      if (C == 8) return gemv_w4a16_kernel<8, 32, W, kBatched, OutT>;
+    }
   }
   return nullptr;
 }
@@ -275,7 +280,7 @@ KernelPtr pick_kernel(const GemvW4A16Config& cfg, DType y_dtype, bool batched) {
   if (!k)
     throw Error("gemv_w4a16: unsupported config cols_per_block=" + std::to_string(cfg.cols_per_block) +
                 " rows_per_run=" + std::to_string(cfg.rows_per_run) + " words_per_thread=" +
-                std::to_string(cfg.words_per_thread) + " (C ∈ {2,4,8}, R ∈ {16,32}, W ∈ {2,4}, y f16 or f32)");
+                std::to_string(cfg.words_per_thread) + " (C ∈ {2,4,8}, R ∈ {16,32}, W ∈ {2,4}, W = 2 only with R = 16, y f16 or f32)");
   return k;
 }
 
@@ -321,14 +326,18 @@ void check_problem(const std::string& op, const GemvW4A16Problem& p, int index) 
 }  // namespace
 
 GemvW4A16Config gemv_w4a16_default_config(int64_t in, int64_t out, int group_size, int device, int batch) {
-  // Fitted to the sweep (cuda_bench, H100, 2026-11-24): one wave of resident blocks; wide outputs take narrow
-  // tiles (C = 2) and no split; narrow outputs take wide tiles (C = 8) split along `in`, up to half-idle
-  // threads (more blocks beat fuller blocks there); 32-row runs for Mixtral-size matrices.
+  // Fitted to the sweep (cuda_bench, H100, 2026-11-24): one wave of two resident blocks per SM; Mixtral-size
+  // matrices take 32-row runs and 32 outputs per thread, smaller ones 16-row runs and 16 outputs per thread
+  // (more warps: +3–9% there, −12% at Mixtral size); wide outputs take narrow tiles (C = 2) and no split,
+  // narrow outputs wide tiles (C = 8) split along `in`, up to half-idle threads (more blocks beat fuller
+  // blocks there).
   GemvW4A16Config cfg;
-  cfg.rows_per_run = (in * out >= (int64_t{1} << 25) && group_size >= 32) ? 32 : 16;
-  const int64_t cols = out / 32;
+  const bool large = in * out >= (int64_t{1} << 25) && group_size >= 32;
+  cfg.rows_per_run = large ? 32 : 16;
+  cfg.words_per_thread = large ? 4 : 2;
+  const int64_t cols = out / (8 * cfg.words_per_thread);
   const auto [blocks_per_sm, sms] = occupancy(device, cfg);
-  const int64_t wave = int64_t{blocks_per_sm} * sms;
+  const int64_t wave = int64_t{std::min(blocks_per_sm, 2)} * sms;
   cfg.cols_per_block = (cols / 2) * batch * 4 >= wave * 3 ? 2 : 8;
   const int64_t tiles = (cols + cfg.cols_per_block - 1) / cfg.cols_per_block * batch;
   const int64_t runs = in / cfg.rows_per_run;
