@@ -55,6 +55,10 @@ test('generate --prompt applies the tokenizer rules (BOS) and streams the text',
   const streamed = mixq('generate', '--model', tinyModelDir, '--prompt-file', promptFile, '--max-tokens', '32', '--greedy');
   assert.equal(streamed.code, 0, streamed.stderr);
   assert.equal(streamed.stdout, p.greedy_text + '\n');
+  // --prompt-file - reads stdin.
+  const piped = spawnSync(process.execPath, [cliPath, 'generate', '--model', tinyModelDir, '--prompt-file', '-', '--max-tokens', '32', '--json'], { input: p.text, encoding: 'utf8' });
+  assert.equal(piped.status, 0, piped.stderr);
+  assert.deepEqual((JSON.parse(piped.stdout) as { generated_ids: number[] }).generated_ids, p.greedy_32);
 });
 
 test('generate --prompt P --suffix S --fim psm|spm builds the reference FIM prompts', { skip: needsFixtures }, () => {

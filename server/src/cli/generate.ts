@@ -12,7 +12,7 @@ import { engineFlags, jsonLine, perSecond } from './common';
 const flags = {
   model: { type: 'string', help: 'model folder (config.json, *.safetensors, tokenizer.json)', valueName: 'dir', required: true },
   prompt: { type: 'string', help: 'prompt text (the tokenizer adds BOS)', valueName: 'text' },
-  promptFile: { type: 'string', help: 'read the prompt text from a file', valueName: 'file' },
+  promptFile: { type: 'string', help: 'read the prompt text from a file (- for stdin)', valueName: 'file' },
   ids: { type: 'intList', help: 'prompt as token ids, used as given (no BOS added)', valueName: '1,2,3' },
   suffix: { type: 'string', help: 'text after the cursor: build a fill-in-the-middle prompt (no BOS)', valueName: 'text' },
   fim: { type: 'string', help: 'FIM layout with --suffix: spm (default) | psm', valueName: 'layout' },
@@ -47,7 +47,7 @@ export const generateCommand: Command = {
     let promptText: string | undefined = f.prompt;
     if (f.promptFile !== undefined) {
       try {
-        promptText = fs.readFileSync(f.promptFile, 'utf8');
+        promptText = fs.readFileSync(f.promptFile === '-' ? 0 : f.promptFile, 'utf8'); // fd 0: stdin
       } catch (e) {
         throw new Error(`${f.promptFile}: cannot read the prompt file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
       }
