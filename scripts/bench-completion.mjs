@@ -7,7 +7,7 @@
 // prompt evaluation and generation (server-reported); prompt tokens evaluated per model request and per keystroke;
 // cancellations, cache hits; server process RSS.
 //
-//   node scripts/bench-completion.mjs [--model DIR] [--device cpu] [--ms-per-char 120] [--json]
+//   node scripts/bench-completion.mjs [--model DIR] [--device cpu] [--ms-per-char 120] [--no-prefetch] [--json]
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
@@ -81,7 +81,7 @@ conn.listen();
 
 await conn.sendRequest(lsp.InitializeRequest.type, {
   processId: process.pid, rootUri: null, capabilities: {},
-  initializationOptions: { settings: { modelPath: modelDir, device, contextFromOpenFiles: false } },
+  initializationOptions: { settings: { modelPath: modelDir, device, contextFromOpenFiles: false, prefetch: !args.includes('--no-prefetch') } },
 });
 await conn.sendNotification(lsp.InitializedNotification.type, {});
 let status;
@@ -142,6 +142,38 @@ await sleep(100); // the last statusChanged notification
 status = await conn.sendRequest(protocol.StatusRequest);
 maxRss = Math.max(maxRss, status.rssBytes);
 
+// Phase 2: a user who accepts each suggestion with Tab after reading it for `msReading`; VS Code then asks again at
+// the new cursor. Measures the latency of that next suggestion (a prefetch hit when prefetch is on).
+const msReading = Number(opt('ms-reading', '400'));
+const acceptRounds = Number(opt('accept-rounds', '12'));
+const acceptUri = 'file:///bench/accept.py';
+let acceptText = 'import os\nimport sys\n\n\ndef list_files(root):\n    ';
+let acceptVersion = 1;
+await conn.sendNotification(lsp.DidOpenTextDocumentNotification.type, { textDocument: { uri: acceptUri, languageId: 'python', version: 1, text: acceptText } });
+const afterAccept = [];
+let fromPrefetch = 0;
+const ask = async () => {
+  const position = endOf(acceptText);
+  const t = performance.now();
+  const r = await conn.sendRequest(lsp.InlineCompletionRequest.type, {
+    textDocument: { uri: acceptUri }, position, context: { triggerKind: lsp.InlineCompletionTriggerKind.Automatic },
+  });
+  const items = r === null ? [] : Array.isArray(r) ? r : r.items;
+  return { ms: performance.now() - t, text: items.length > 0 ? items[0].insertText : '' };
+};
+const hitsBefore = (await conn.sendRequest(protocol.StatusRequest)).counters.prefetchHits;
+let shown = await ask();
+for (let round = 0; round < acceptRounds && shown.text; round++) {
+  await sleep(msReading);
+  acceptText += shown.text;
+  acceptVersion++;
+  await conn.sendNotification(lsp.DidChangeTextDocumentNotification.type, { textDocument: { uri: acceptUri, version: acceptVersion }, contentChanges: [{ text: acceptText }] });
+  shown = await ask();
+  afterAccept.push(shown.ms);
+}
+fromPrefetch = (await conn.sendRequest(protocol.StatusRequest)).counters.prefetchHits - hitsBefore;
+status = await conn.sendRequest(protocol.StatusRequest);
+
 const model = timings.filter((t) => !t.fromCache);
 const cached = timings.filter((t) => t.fromCache);
 const c = status.counters;
@@ -162,6 +194,8 @@ const result = {
   cancelledWhileGenerating: c.cancelledGenerating,
   stale: c.staleVersion,
   emptyAfterPostprocess: c.empty,
+  prefetched: c.prefetched,
+  prefetchHits: c.prefetchHits,
   latencyMs: {
     clientP50: quantile(answered, 0.5), clientP95: quantile(answered, 0.95),
     totalP50: quantile(model.map((t) => t.totalMs), 0.5), totalP95: quantile(model.map((t) => t.totalMs), 0.95),
@@ -175,6 +209,7 @@ const result = {
   generatedTokensPerSecondP50: quantile(model.map((t) => t.tokensPerSec), 0.5),
   maxCancelToStopMs: c.maxCancelToStopMs,
   rssMiB: { afterLoad: rssAfterLoad / 2 ** 20, max: maxRss / 2 ** 20 },
+  afterAcceptMs: { rounds: afterAccept.length, p50: quantile(afterAccept, 0.5), p95: quantile(afterAccept, 0.95), fromPrefetch },
 };
 
 if (args.includes('--json')) {
@@ -183,6 +218,7 @@ if (args.includes('--json')) {
   console.log(`MixQ completion benchmark — ${result.date}`);
   console.log(`model: ${result.model} (template ${result.template}); ${result.keystrokes} keystrokes at ${msPerChar} ms/char, +${msPerLine} ms per line, ${fmt(result.sessionSeconds)} s`);
   console.log(`requests ${c.requests}: answered ${answered.length} (model ${model.length}, cache ${c.cacheHits}; ${c.empty} empty after post-processing), cancelled ${c.cancelled} (${c.cancelledGenerating} while generating), stale ${c.staleVersion}`);
+  console.log(`prefetch ${args.includes('--no-prefetch') ? 'off' : 'on'}: ${c.prefetched} suggestions computed ahead, ${c.prefetchHits} of them used (the scripted user types its own text, never Tab)`);
   console.log('latency of answered model requests, ms (server-side split):');
   console.log(row('client, all answered (+cache)', answered));
   console.log(row('total (server)', model.map((t) => t.totalMs)));
@@ -198,6 +234,8 @@ if (args.includes('--json')) {
   console.log(row('generation tokens/s', model.map((t) => t.tokensPerSec)));
   console.log(`  tokens run through the model per keystroke (prompt + decode, all requests): ${fmt(result.tokensEvaluatedPerKeystroke, 2)}`);
   console.log(`  longest cancel → engine stopped: ${fmt(c.maxCancelToStopMs)} ms`);
+  console.log(`accepting with Tab after ${msReading} ms of reading, ${afterAccept.length} rounds: next suggestion after ` +
+    `p50 ${fmt(quantile(afterAccept, 0.5))} ms, p95 ${fmt(quantile(afterAccept, 0.95))} ms (${fromPrefetch} from prefetch)`);
   console.log(`server RSS: ${fmt(result.rssMiB.afterLoad)} MiB after load, ${fmt(result.rssMiB.max)} MiB max`);
 }
 

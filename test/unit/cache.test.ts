@@ -58,7 +58,7 @@ test('least recently used entries are evicted at capacity; entries expire after 
   assert.equal(cache.get(key('d|')), undefined, 'empty suggestions are not stored');
 });
 
-test('adaptive debounce: base after a pause, stretched while typing fast, capped', () => {
+test('adaptive debounce: base after a pause, stretched during a typing burst, base again for slow typing', () => {
   const d = new AdaptiveDebounce(75);
   assert.equal(d.next(0), 75, 'first request: base');
   // Typing every 120 ms: the wait grows to ~1.5 × the average interval.
@@ -66,16 +66,17 @@ test('adaptive debounce: base after a pause, stretched while typing fast, capped
   let last = 0;
   for (let i = 0; i < 20; i++) last = d.next((t += 120));
   assert.equal(last, 180);
-  // Fast typing never waits less than the base.
+  // Very fast typing never waits less than the base.
   const fast = new AdaptiveDebounce(200);
   for (let i = 0, tt = 0; i < 20; i++) last = fast.next((tt += 30));
   assert.equal(last, 200);
-  // Slow but steady (every 900 ms): capped at MAX_MS.
+  // Slow, steady typing (every 400 ms) is not a burst: an answer would be seen, ask at once.
   const slow = new AdaptiveDebounce(75);
-  for (let i = 0, tt = 0; i < 20; i++) last = slow.next((tt += 900));
-  assert.equal(last, AdaptiveDebounce.MAX_MS);
-  // A long pause pulls the average above MAX_MS: back to the base.
-  last = slow.next(20 * 900 + 60_000);
-  last = slow.next(20 * 900 + 120_000);
+  for (let i = 0, tt = 0; i < 20; i++) last = slow.next((tt += 400));
+  assert.equal(last, 75);
+  // After a burst, a pause (reading, Tab) pulls the average up: back to the base within a request or two.
+  t += 3000;
+  last = d.next(t);
+  last = d.next((t += 500));
   assert.equal(last, 75);
 });

@@ -134,8 +134,12 @@ test('prefetch: the suggestion after accepting the shown one is computed ahead a
   const next = await svc.complete(request('x = compute(a, b)|', 2, versions));
   assert.equal(next.kind === 'suggestion' && next.text, '\nprint(x)');
   assert.equal(next.kind === 'suggestion' && next.timing.stop, 'cache_exact');
-  assert.equal(model.generations.length, 2);
-  assert.deepEqual([svc.counters.requests, svc.counters.prefetched, svc.counters.prefetchHits], [2, 1, 1]);
+  assert.deepEqual([svc.counters.requests, svc.counters.prefetchHits], [2, 1]);
+  // The engine ran for the first request and the prefetches only: one for each suggestion shown.
+  const prompts = model.generations.map((g) => model.show(g.req.prompt));
+  assert.equal(prompts.length, 3);
+  assert.ok(prompts[1].endsWith('x = compute(a, b)'));
+  assert.ok(prompts[2].endsWith('x = compute(a, b)\nprint(x)'), 'the next prefetch follows the shown one');
   // The prefetch's prompt extends the first one: the engine reused its KV entries.
   const [a, b] = model.generations.map((g) => g.result!);
   assert.ok(b.reusedTokens >= a.promptTokens, `${b.reusedTokens} reused of ${b.promptTokens}`);
@@ -150,13 +154,31 @@ test('prefetch: a request for its state waits for it; a request for another stat
   svc.documentChanged('file:///t.py'); // the acceptance edit does not stop it
   const adopted = await svc.complete(request('x = compute(a, b)|', 2, versions));
   assert.equal(adopted.kind === 'suggestion' && adopted.timing.fromCache, true);
-  assert.equal(model.generations.length, 2);
+  const runs = (suffix: string) => model.generations.filter((g) => model.show(g.req.prompt).endsWith(suffix));
+  assert.equal(runs('x = compute(a, b)').length, 1, 'the request waited for the prefetch instead of generating');
 
   await svc.complete(request('y = |', 3, versions)); // a new first suggestion → a new prefetch
   assert.equal(svc.activeGenerations, 1);
   const other = await svc.complete(request('y = 1|', 4, versions));
   assert.notEqual(other.kind, 'cancelled');
-  const prefetch = model.generations[3].result!;
-  assert.equal(prefetch.stopReason, 'cancelled', 'the prefetch yielded to the user\'s request');
+  const [prefetch] = runs('y = compute(a, b)');
+  assert.equal(prefetch.result!.stopReason, 'cancelled', 'the prefetch yielded to the user\'s request');
   assert.equal(svc.counters.cancelled, 0, 'a cancelled prefetch is not a cancelled request');
+});
+
+test('prefetch: typing into the shown suggestion keeps the one prefetch for its acceptance running', async () => {
+  const model = new FakeModel({ msPerToken: 8, continuation: twoStep });
+  const svc = new CompletionService(model, { ...settings, prefetch: true });
+  const versions = new Map<string, number>();
+  await svc.complete(request('x = |', 1, versions));
+  for (const [i, typed] of ['c', 'co', 'com'].entries()) {
+    svc.documentChanged('file:///t.py');
+    const hit = await svc.complete(request(`x = ${typed}|`, 2 + i, versions));
+    assert.equal(hit.kind === 'suggestion' && hit.timing.stop, 'cache_forward');
+  }
+  const accepted = await svc.complete(request('x = compute(a, b)|', 9, versions));
+  assert.equal(accepted.kind === 'suggestion' && accepted.text, '\nprint(x)');
+  const forAcceptance = model.generations.filter((g) => model.show(g.req.prompt).endsWith('x = compute(a, b)'));
+  assert.equal(forAcceptance.length, 1, 'one prefetch, not restarted per keystroke');
+  assert.notEqual(forAcceptance[0].result?.stopReason, 'cancelled');
 });

@@ -178,19 +178,13 @@ export class CompletionService {
     const t0 = this.now();
     this.counters.requests++;
     this.pendingRequests++;
-    const cacheKey = keyOf(req);
-    const ticket = new Ticket(req.uri, CompletionCache.stateKey(cacheKey));
-    let adopted: Ticket | undefined;
-    for (const older of this.live) {
-      if (older.speculative && older.stateKey === ticket.stateKey && !older.cancelled) adopted = older;
-      else older.cancel('superseded');
-    }
+    const ticket = new Ticket(req.uri, CompletionCache.stateKey(keyOf(req)));
+    // Older requests are stale now. Prefetches are dealt with once it is clear this one needs the engine.
+    for (const older of this.live) if (!older.speculative) older.cancel('superseded');
     this.live.add(ticket);
     req.onClientCancel?.(() => ticket.cancel('client'));
     try {
       if (this.disposed) ticket.cancel('shutdown');
-      // A prefetch for exactly this state is under way: its answer lands in the cache.
-      if (adopted) await Promise.race([adopted.finished, new Promise<void>((r) => ticket.onCancel(r))]);
       return await this.run(req, ticket, t0);
     } catch (e) {
       this.counters.errors++;
@@ -201,6 +195,22 @@ export class CompletionService {
       this.pendingRequests--;
       this.onChange();
     }
+  }
+
+  /** Answers from the cache, if it holds this state (exact, or typed into a shown suggestion). */
+  private fromCache(req: CompletionRequest, t0: number): CompletionOutcome | undefined {
+    const hit = this.cache.get(keyOf(req));
+    if (!hit) return undefined;
+    this.counters.cacheHits++;
+    if (hit.prefetched) this.counters.prefetchHits++;
+    this.counters.completed++;
+    const totalMs = this.now() - t0;
+    this.last = {
+      totalMs, waitMs: 0, prefillMs: 0, decodeMs: 0, otherMs: totalMs, promptTokens: 0, reusedTokens: 0,
+      evaluatedPromptTokens: 0, generatedTokens: 0, tokensPerSec: 0, stop: `cache_${hit.kind}`, fromCache: true,
+    };
+    this.prefetchAfter(req, hit.text);
+    return { kind: 'suggestion', text: hit.text, timing: this.last };
   }
 
   /** Computes and caches the suggestion for the document with `suggestion` accepted (see the file comment). */
@@ -216,7 +226,10 @@ export class CompletionService {
       // Only cached, never shown as such: no document version applies.
       currentVersion: () => req.version,
     };
-    const ticket = new Ticket(req.uri, CompletionCache.stateKey(keyOf(accepted)), true);
+    const stateKey = CompletionCache.stateKey(keyOf(accepted));
+    // Typing into a shown suggestion leads to the same accepted state each keystroke: one prefetch for it.
+    for (const t of this.live) if (t.speculative && t.stateKey === stateKey && !t.cancelled) return;
+    const ticket = new Ticket(req.uri, stateKey, true);
     this.live.add(ticket);
     void this.run(accepted, ticket, this.now())
       .catch(() => undefined) // a failed prefetch costs the user nothing; the real request will report
@@ -233,18 +246,25 @@ export class CompletionService {
     const speculative = ticket.speculative;
 
     const delay = speculative ? 0 : this.debounce.next(this.now());
-    const hit = this.cache.get(cacheKey);
-    if (hit && speculative) return { kind: 'cancelled', reason: 'superseded', stage: 'done' }; // known already
-    if (hit) {
-      this.counters.cacheHits++;
-      if (hit.prefetched) this.counters.prefetchHits++;
-      this.counters.completed++;
-      const totalMs = this.now() - t0;
-      this.last = {
-        totalMs, waitMs: 0, prefillMs: 0, decodeMs: 0, otherMs: totalMs, promptTokens: 0, reusedTokens: 0,
-        evaluatedPromptTokens: 0, generatedTokens: 0, tokensPerSec: 0, stop: `cache_${hit.kind}`, fromCache: true,
-      };
-      return { kind: 'suggestion', text: hit.text, timing: this.last };
+    if (speculative) {
+      if (this.cache.get(cacheKey)) return { kind: 'cancelled', reason: 'superseded', stage: 'done' }; // known already
+    } else {
+      const cached = this.fromCache(req, t0);
+      if (cached) return cached;
+      // This request needs the engine: a prefetch for exactly its state is awaited (its answer lands in the cache),
+      // any other yields.
+      let adopted: Ticket | undefined;
+      for (const t of this.live) {
+        if (!t.speculative) continue;
+        if (t.stateKey === ticket.stateKey && !t.cancelled) adopted = t;
+        else t.cancel('superseded');
+      }
+      if (adopted) {
+        await Promise.race([adopted.finished, new Promise<void>((r) => ticket.onCancel(r))]);
+        if (ticket.cancelled) return this.cancelled(ticket, 'waiting');
+        const prefetched = this.fromCache(req, t0);
+        if (prefetched) return prefetched;
+      }
     }
 
     if (!req.invoked) await ticket.sleep(delay);
