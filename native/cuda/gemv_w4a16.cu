@@ -355,6 +355,8 @@ size_t gemv_w4a16_workspace_bytes(int64_t out, int batch) {
 
 void launch_gemv_w4a16(const GemvW4A16Problem* problems, int count, DType y_dtype, int64_t in, int64_t out,
                        int group_size, void* workspace, const GemvW4A16Config& cfg, cudaStream_t stream) {
+  if (count < 1 || count > kGemvMaxBatch)  // the one check kept here: it guards a host-side array
+    throw Error("gemv_w4a16: batch of " + std::to_string(count) + " problems, need 1.." + std::to_string(kGemvMaxBatch));
   const Plan plan = make_plan(in, out, cfg);
   Batch batch{};
   for (int i = 0; i < count; ++i) batch.p[i] = problems[i];
