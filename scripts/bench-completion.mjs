@@ -142,6 +142,9 @@ await sleep(100); // the last statusChanged notification
 status = await conn.sendRequest(protocol.StatusRequest);
 maxRss = Math.max(maxRss, status.rssBytes);
 
+const typingTimings = [...timings];
+const typingStatus = status;
+
 // Phase 2: a user who accepts each suggestion with Tab after reading it for `msReading`; VS Code then asks again at
 // the new cursor. Measures the latency of that next suggestion (a prefetch hit when prefetch is on).
 const msReading = Number(opt('ms-reading', '400'));
@@ -161,7 +164,7 @@ const ask = async () => {
   const items = r === null ? [] : Array.isArray(r) ? r : r.items;
   return { ms: performance.now() - t, text: items.length > 0 ? items[0].insertText : '' };
 };
-const hitsBefore = (await conn.sendRequest(protocol.StatusRequest)).counters.prefetchHits;
+await conn.sendRequest(protocol.ResetCountersRequest);
 let shown = await ask();
 for (let round = 0; round < acceptRounds && shown.text; round++) {
   await sleep(msReading);
@@ -171,11 +174,13 @@ for (let round = 0; round < acceptRounds && shown.text; round++) {
   shown = await ask();
   afterAccept.push(shown.ms);
 }
-fromPrefetch = (await conn.sendRequest(protocol.StatusRequest)).counters.prefetchHits - hitsBefore;
-status = await conn.sendRequest(protocol.StatusRequest);
+const acceptStatus = await conn.sendRequest(protocol.StatusRequest);
+fromPrefetch = acceptStatus.counters.prefetchHits;
+maxRss = Math.max(maxRss, acceptStatus.rssBytes);
+status = typingStatus;
 
-const model = timings.filter((t) => !t.fromCache);
-const cached = timings.filter((t) => t.fromCache);
+const model = typingTimings.filter((t) => !t.fromCache);
+const cached = typingTimings.filter((t) => t.fromCache);
 const c = status.counters;
 const row = (name, values) => `  ${name.padEnd(28)} p50 ${fmt(quantile(values, 0.5)).padStart(8)}   p95 ${fmt(quantile(values, 0.95)).padStart(8)}   mean ${fmt(values.reduce((a, b) => a + b, 0) / values.length).padStart(8)}`;
 const result = {
@@ -209,7 +214,7 @@ const result = {
   generatedTokensPerSecondP50: quantile(model.map((t) => t.tokensPerSec), 0.5),
   maxCancelToStopMs: c.maxCancelToStopMs,
   rssMiB: { afterLoad: rssAfterLoad / 2 ** 20, max: maxRss / 2 ** 20 },
-  afterAcceptMs: { rounds: afterAccept.length, p50: quantile(afterAccept, 0.5), p95: quantile(afterAccept, 0.95), fromPrefetch },
+  afterAcceptMs: { rounds: afterAccept.length, p50: quantile(afterAccept, 0.5), p95: quantile(afterAccept, 0.95), fromPrefetch, prefetched: acceptStatus.counters.prefetched },
 };
 
 if (args.includes('--json')) {
@@ -218,7 +223,7 @@ if (args.includes('--json')) {
   console.log(`MixQ completion benchmark — ${result.date}`);
   console.log(`model: ${result.model} (template ${result.template}); ${result.keystrokes} keystrokes at ${msPerChar} ms/char, +${msPerLine} ms per line, ${fmt(result.sessionSeconds)} s`);
   console.log(`requests ${c.requests}: answered ${answered.length} (model ${model.length}, cache ${c.cacheHits}; ${c.empty} empty after post-processing), cancelled ${c.cancelled} (${c.cancelledGenerating} while generating), stale ${c.staleVersion}`);
-  console.log(`prefetch ${args.includes('--no-prefetch') ? 'off' : 'on'}: ${c.prefetched} suggestions computed ahead, ${c.prefetchHits} of them used (the scripted user types its own text, never Tab)`);
+  console.log(`prefetch ${args.includes('--no-prefetch') ? 'off' : 'on'}: ${c.prefetched} suggestions computed ahead, ${c.prefetchHits} cache answers from them (this user types its own text, never Tab)`);
   console.log('latency of answered model requests, ms (server-side split):');
   console.log(row('client, all answered (+cache)', answered));
   console.log(row('total (server)', model.map((t) => t.totalMs)));
@@ -235,7 +240,7 @@ if (args.includes('--json')) {
   console.log(`  tokens run through the model per keystroke (prompt + decode, all requests): ${fmt(result.tokensEvaluatedPerKeystroke, 2)}`);
   console.log(`  longest cancel → engine stopped: ${fmt(c.maxCancelToStopMs)} ms`);
   console.log(`accepting with Tab after ${msReading} ms of reading, ${afterAccept.length} rounds: next suggestion after ` +
-    `p50 ${fmt(quantile(afterAccept, 0.5))} ms, p95 ${fmt(quantile(afterAccept, 0.95))} ms (${fromPrefetch} from prefetch)`);
+    `p50 ${fmt(quantile(afterAccept, 0.5))} ms, p95 ${fmt(quantile(afterAccept, 0.95))} ms (${fromPrefetch} answered from a prefetch)`);
   console.log(`server RSS: ${fmt(result.rssMiB.afterLoad)} MiB after load, ${fmt(result.rssMiB.max)} MiB max`);
 }
 
