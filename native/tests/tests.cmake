@@ -38,5 +38,9 @@ add_test(NAME mixq_bench_fixture COMMAND mixq_bench --model ${MIXQ_REPO_ROOT}/mo
          --prefill 16 --decode 8 --memcpy-mib 16)
 set_tests_properties(mixq_bench_fixture PROPERTIES PASS_REGULAR_EXPRESSION "\"decodeTokensPerSec\":[0-9]")
 
+# Dense kernel microbenchmark (GEMV bandwidth, single-thread GEMM GMAC/s).
+add_executable(dense_bench ${CMAKE_CURRENT_LIST_DIR}/../bench/dense_bench.cpp)
+target_link_libraries(dense_bench PRIVATE mixq_core)
+
 add_executable(awq_bench ${CMAKE_CURRENT_LIST_DIR}/../bench/awq_bench.cpp)
 target_link_libraries(awq_bench PRIVATE mixq_core)
