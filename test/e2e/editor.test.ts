@@ -15,7 +15,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { chromium, type BrowserContext, type Locator, type Page } from 'playwright-core';
 
 const repoRoot = path.resolve(__dirname, '..', '..');
 const artifacts = path.join(repoRoot, 'artifacts');
@@ -98,11 +98,7 @@ function serverPids(): number[] {
 
 /** Changes the user settings as a user does: Preferences: Open User Settings (JSON), replace the text, save. */
 async function editUserSettings(page: Page, mixq: Record<string, unknown>): Promise<void> {
-  const input = page.locator('.quick-input-widget input');
-  for (let i = 0; i < 20 && !(await input.isVisible()); i++) {
-    await page.keyboard.press('Control+Shift+P');
-    await page.waitForTimeout(500);
-  }
+  const input = await openQuickInput(page, 'Control+Shift+P');
   await input.fill('>Preferences: Open User Settings (JSON)');
   await page.waitForTimeout(500);
   await page.keyboard.press('Enter');
@@ -129,16 +125,37 @@ async function editUserSettings(page: Page, mixq: Record<string, unknown>): Prom
   await page.keyboard.press('Control+W');
 }
 
-/** Keys pressed right after the workbench appears can be dropped: press again until the quick input shows. */
-async function quickOpen(page: Page, fileName: string): Promise<void> {
+/**
+ * Opens the quick input with `key` (Control+P: files, Control+Shift+P: commands). Keys pressed right after the
+ * workbench appears can be dropped: press again until it shows.
+ */
+async function openQuickInput(page: Page, key: string): Promise<Locator> {
   const input = page.locator('.quick-input-widget input');
   for (let i = 0; i < 20 && !(await input.isVisible()); i++) {
-    await page.keyboard.press('Control+P');
+    await page.keyboard.press(key);
     await page.waitForTimeout(500);
   }
+  return input;
+}
+
+async function quickOpen(page: Page, fileName: string): Promise<void> {
+  const input = await openQuickInput(page, 'Control+P');
   await input.fill(fileName);
   await page.waitForTimeout(500);
   await page.keyboard.press('Enter');
+}
+
+/** Runs a test's steps on the editor page; on failure keeps a screenshot and code-server's log in artifacts/. */
+async function inEditor(name: string, steps: (page: Page) => Promise<void>): Promise<void> {
+  const page = context!.pages()[0];
+  fs.mkdirSync(artifacts, { recursive: true });
+  try {
+    await steps(page);
+  } catch (e) {
+    await page.screenshot({ path: path.join(artifacts, `e2e-failure-${name}.png`) }).catch(() => undefined);
+    fs.writeFileSync(path.join(artifacts, 'e2e-code-server.log'), serverLog.join(''));
+    throw e;
+  }
 }
 
 before(async () => {
@@ -208,9 +225,7 @@ after(async () => {
 });
 
 test('no model configured: the status bar says so and offers Select Model…, which loads one', { skip, timeout: 240_000 }, async () => {
-  const page = context!.pages()[0];
-  fs.mkdirSync(artifacts, { recursive: true });
-  try {
+  await inEditor('select', async (page) => {
     await page.locator('.monaco-workbench').waitFor({ timeout: 90_000 });
     const noModel = page.locator('.statusbar-item', { hasText: 'MixQ: no model' }).first();
     await noModel.waitFor({ timeout: 90_000 });
@@ -235,17 +250,11 @@ test('no model configured: the status bar says so and offers Select Model…, wh
     await page.locator('.statusbar-item', { hasText: 'mixq-tiny-code' }).first().waitFor({ timeout: 120_000 });
     const saved = JSON.parse(fs.readFileSync(settingsFile, 'utf8')) as Record<string, unknown>;
     assert.equal(saved['mixq.modelPath'], modelDir, 'Select Model… saved the setting');
-  } catch (e) {
-    await page.screenshot({ path: path.join(artifacts, 'e2e-failure-select.png') }).catch(() => undefined);
-    fs.writeFileSync(path.join(artifacts, 'e2e-code-server.log'), serverLog.join(''));
-    throw e;
-  }
+  });
 });
 
 test('ghost text from the installed .vsix in a real VS Code, accepted with Tab', { skip, timeout: 240_000 }, async () => {
-  const page = context!.pages()[0];
-  try {
-
+  await inEditor('ghost', async (page) => {
     await quickOpen(page, 'main.py');
     const editor = page.locator('.monaco-editor .view-lines').first();
     await editor.waitFor({ timeout: 30_000 });
@@ -282,16 +291,11 @@ test('ghost text from the installed .vsix in a real VS Code, accepted with Tab',
     assert.ok(accepted.startsWith(firstLine.trimEnd()), `accepted ${JSON.stringify(accepted)} begins with the ghost text ${JSON.stringify(firstLine)}`);
     assert.ok(accepted.trim().length >= firstLine.trim().length);
     fs.writeFileSync(path.join(artifacts, 'e2e-document.py'), saved);
-  } catch (e) {
-    await page.screenshot({ path: path.join(artifacts, 'e2e-failure.png') }).catch(() => undefined);
-    fs.writeFileSync(path.join(artifacts, 'e2e-code-server.log'), serverLog.join(''));
-    throw e;
-  }
+  });
 });
 
 test('switching mixq.modelPath reloads without restarting; a model that fails to load says why', { skip, timeout: 180_000 }, async () => {
-  const page = context!.pages()[0];
-  try {
+  await inEditor('switch', async (page) => {
     await editUserSettings(page, { 'mixq.modelPath': path.join(scratch, 'no-such-model') });
     await page.locator('.statusbar-item', { hasText: 'model failed to load' }).first().waitFor({ timeout: 60_000 });
     const toast = page.locator('.notification-toast', { hasText: 'Could not load model' }).first();
@@ -303,15 +307,11 @@ test('switching mixq.modelPath reloads without restarting; a model that fails to
 
     await editUserSettings(page, { 'mixq.modelPath': modelDir });
     await page.locator('.statusbar-item', { hasText: 'mixq-tiny-code' }).first().waitFor({ timeout: 60_000 });
-  } catch (e) {
-    await page.screenshot({ path: path.join(artifacts, 'e2e-failure-switch.png') }).catch(() => undefined);
-    throw e;
-  }
+  });
 });
 
 test('a crashed server is restarted and the user is told', { skip, timeout: 180_000 }, async () => {
-  const page = context!.pages()[0];
-  try {
+  await inEditor('crash', async (page) => {
     const pids = serverPids();
     assert.equal(pids.length, 1, `one MixQ server runs (${pids.join(', ')})`);
     process.kill(pids[0], 'SIGKILL');
@@ -323,8 +323,5 @@ test('a crashed server is restarted and the user is told', { skip, timeout: 180_
     assert.equal(after.length, 1);
     assert.notEqual(after[0], pids[0], 'a new server process');
     await page.screenshot({ path: path.join(artifacts, 'e2e-restarted.png') });
-  } catch (e) {
-    await page.screenshot({ path: path.join(artifacts, 'e2e-failure-crash.png') }).catch(() => undefined);
-    throw e;
-  }
+  });
 });
