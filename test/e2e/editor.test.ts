@@ -310,6 +310,23 @@ test('switching mixq.modelPath reloads without restarting; a model that fails to
   });
 });
 
+test('MixQ: Toggle Completions from the command palette turns completions off and on', { skip, timeout: 120_000 }, async () => {
+  await inEditor('toggle', async (page) => {
+    const runCommand = async (title: string): Promise<void> => {
+      const input = await openQuickInput(page, 'Control+Shift+P');
+      await input.fill(`>${title}`);
+      await page.waitForTimeout(500);
+      await page.keyboard.press('Enter');
+    };
+    await runCommand('MixQ: Toggle Completions');
+    await page.locator('.statusbar-item', { hasText: 'mixq-tiny-code · cpu · off' }).first().waitFor({ timeout: 30_000 });
+    assert.equal((JSON.parse(fs.readFileSync(settingsFile, 'utf8')) as Record<string, unknown>)['mixq.enable'], false);
+    await runCommand('MixQ: Toggle Completions');
+    const on = page.locator('.statusbar-item', { hasText: 'mixq-tiny-code' }).filter({ hasNotText: ' off' }).first();
+    await on.waitFor({ timeout: 30_000 });
+  });
+});
+
 test('a crashed server is restarted and the user is told', { skip, timeout: 180_000 }, async () => {
   await inEditor('crash', async (page) => {
     const pids = serverPids();
