@@ -185,6 +185,7 @@ std::shared_ptr<Model> make_model(const ModelConfig& cfg, ModelWeights weights, 
   m->impl = std::make_unique<Model::Impl>();
   m->impl->config = cfg;
   m->impl->options = opts;
+  m->impl->options.device = "cpu";  // what "auto"/"" resolve to while the engine computes on the CPU only
   m->impl->pool = std::make_unique<ThreadPool>(opts.threads);
   m->impl->options.threads = m->impl->pool->size();
   m->impl->weights = std::move(weights);
