@@ -3,9 +3,7 @@
 #include "model.h"
 
 #include <sstream>
-#include <thread>
 
-#include "cpu_features.h"
 #include "error.h"
 #include "linear_awq.h"
 #include "linear_dense.h"
@@ -214,7 +212,7 @@ std::string Model::description() const {
   std::ostringstream s;
   s << c.model_type << " " << c.num_hidden_layers << " layers, " << c.num_local_experts << " experts top-"
     << c.num_experts_per_tok << ", " << impl->weights.layers.at(0).experts.at(0).w1->kind() << ", cpu ("
-    << cpu_simd_level() << ", " << impl->pool->size() << " threads)";
+    << dense_isa_name(best_dense_isa()) << ", " << impl->pool->size() << " threads)";
   return s.str();
 }
 
