@@ -7,8 +7,9 @@
 //       the engine's run_bench on a model folder (e.g. the fixture's AWQ version).
 //   awq_bench quant-layer [--samples 1,2] [--experts 8] [--threads N]
 //       quantize_layer (AWQ, g128) on one synthetic Mixtral-8x7B layer with S × 512 calibration tokens for each S
-//       given; the per-layer time is fitted as a + b·S (every phase is linear in the token count at a fixed
-//       seq_len of 512; clipping and packing are not) and extrapolated to 128 × 512 tokens and 32 layers.
+//       given; each phase's time is fitted as a + b·S with a, b ≥ 0 (the GEMMs of the forward and of the
+//       scale searches grow with the tokens; fake quantization, clipping on ≤ 512 tokens and packing do not)
+//       and the sum is extrapolated to 128 × 512 tokens and 32 layers.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -266,6 +267,7 @@ int quant_layer_mode(int argc, char** argv) {
   ThreadPool pool(threads);
   const int64_t L = 512, d = c.hidden_size;
   std::vector<double> totals;
+  std::vector<std::vector<double>> phase_runs;
   std::string runs;
   for (int S : samples_list) {
     quant::LayerF32 w = synthetic_layer(c, experts, pool);
@@ -282,6 +284,7 @@ int quant_layer_mode(int argc, char** argv) {
     quant::quantize_layer(c, w, h.data(), S, L, lo, &lq, pool);
     const double s = ms_since(t0) / 1e3;
     totals.push_back(s);
+    phase_runs.push_back(lq.phase_seconds);
     char buf[512];
     std::snprintf(buf, sizeof buf,
                   "%s{\"samples\":%d,\"tokens\":%lld,\"seconds\":%.2f,\"phases\":{\"forward\":%.2f,\"searchAttn\":%.2f,"
@@ -291,11 +294,22 @@ int quant_layer_mode(int argc, char** argv) {
     runs += buf;
     std::fprintf(stderr, "samples %d: %.1f s\n", S, s);
   }
-  double a = totals[0], b = 0;
-  if (totals.size() >= 2) {
+  // Per phase: t = a + b·S with a, b ≥ 0 (noise on a shared machine can make a naive fit negative).
+  double a = 0, b = 0;
+  if (phase_runs.size() >= 2) {
     const double s0 = samples_list.front(), s1 = samples_list.back();
-    b = (totals.back() - totals.front()) / (s1 - s0);
-    a = totals.front() - b * s0;
+    for (size_t p = 0; p < phase_runs.front().size(); ++p) {
+      const double t0 = phase_runs.front()[p], t1 = phase_runs.back()[p];
+      double bp = std::max(0.0, (t1 - t0) / (s1 - s0)), ap = t1 - bp * s1;
+      if (ap < 0) {
+        ap = 0;
+        bp = t1 / s1;
+      }
+      a += ap;
+      b += bp;
+    }
+  } else {
+    b = totals[0] / samples_list[0];  // everything assumed proportional to the tokens: an upper bound
   }
   const double per_layer_128 = a + b * 128.0;
   std::printf(
