@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "addon_quantize.h"  // quantize(): the AWQ quantizer (addon_quantize.cc)
+#include "cancel_function.h"
 #include "backend.h"
 #include "bench.h"
 #include "cpu_features.h"
@@ -428,10 +429,7 @@ Napi::Value EngineWrap::Generate(const Napi::CallbackInfo& info) {
   if (streaming) worker->StreamTo(env, info[1].As<Napi::Function>());
 
   handle.Set("result", worker->Promise());
-  handle.Set("cancel", Napi::Function::New(env, [cancel](const Napi::CallbackInfo& ci) {
-               cancel->store(true);
-               return ci.Env().Undefined();
-             }, "cancel"));
+  handle.Set("cancel", mixq_addon::CancelFunction(env, cancel));
   worker->Queue();
   return handle;
 }

@@ -1,4 +1,5 @@
 #include "addon_quantize.h"
+#include "cancel_function.h"
 
 #include <atomic>
 #include <memory>
@@ -159,10 +160,7 @@ Napi::Value Quantize(const Napi::CallbackInfo& info) {
   if (progress) worker->ProgressTo(env, info[1].As<Napi::Function>());
   Napi::Object handle = Napi::Object::New(env);
   handle.Set("promise", worker->Promise());
-  handle.Set("cancel", Napi::Function::New(env, [cancel](const Napi::CallbackInfo& ci) {
-               cancel->store(true);
-               return ci.Env().Undefined();
-             }, "cancel"));
+  handle.Set("cancel", CancelFunction(env, cancel));
   worker->Queue();
   return handle;
 }
