@@ -12,16 +12,6 @@
 
 namespace mixq {
 
-// Default AWQ factory for builds without the AWQ Linear: the engine reports AWQ checkpoints clearly
-// instead of failing to link. Disappears automatically once src/linear_awq.cpp exists (a static
-// archive would otherwise keep this weak copy when nothing else pulls linear_awq.o in).
-#if !__has_include("linear_awq.cpp")
-__attribute__((weak)) std::unique_ptr<Linear> make_awq_linear(const TensorView& qweight, const TensorView&,
-                                                              const TensorView&, const QuantConfig&) {
-  throw Error("AWQ weights not supported in this build: " + qweight.name + " (" + qweight.file + ")");
-}
-#endif
-
 namespace {
 
 std::string shape_str(const std::vector<int64_t>& s) {
