@@ -1,8 +1,13 @@
 // AWQ benchmarks (plain C++, prints one JSON object per mode):
 //
 //   awq_bench decode [--layers 2] [--prefill 32] [--decode 16] [--threads N]
-//       int4 g128 decode on synthetic Mixtral-8x7B shapes (random packed weights built in memory; router,
-//       embeddings, lm_head bf16), against a large memcpy measured in the same run.
+//       int4 g128 decode on synthetic Mixtral-8x7B shapes (run_bench --synthetic mixtral-8x7b --weights awq: random
+//       packed weights built in memory; router, embeddings, lm_head bf16), against a large memcpy measured in the
+//       same run, with the per-layer bytes and bandwidth ratio.
+//   awq_bench gemv [--in 4096] [--out 14336] [--group 128] [--threads N] [--isa auto|avx512|avx2|scalar]
+//                  [--reps 64] [--mib 512]
+//       the int4 GEMV kernel alone at one shape: split over the pool, one matrix per thread, and L2-resident
+//       (arithmetic ceiling), against memcpy and a read-only sweep measured in the same run.
 //   awq_bench model DIR [--threads N]
 //       the engine's run_bench on a model folder (e.g. the fixture's AWQ version).
 //   awq_bench quant-layer [--samples 1,2] [--experts 8] [--threads N]
@@ -10,21 +15,22 @@
 //       given; each phase's time is fitted as a + b·S with a, b ≥ 0 (the GEMMs of the forward and of the
 //       scale searches grow with the tokens; fake quantization, clipping on ≤ 512 tokens and packing do not)
 //       and the sum is extrapolated to 128 × 512 tokens and 32 layers.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <map>
 #include <memory>
 #include <random>
 #include <sstream>
 #include <string>
 #include <vector>
 
-#include "awq/awq_pack.h"
+#include "awq/w4a16_cpu.h"
 #include "bench.h"
 #include "engine.h"
+#include "error.h"
 #include "model.h"
 #include "quant/quantize.h"
 #include "tensor.h"
@@ -37,21 +43,9 @@ namespace {
 
 double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
 
-ModelConfig mixtral_config(int layers) {
-  ModelConfig c;
-  c.model_type = "mixtral";
-  c.hidden_size = 4096;
-  c.intermediate_size = 14336;
-  c.num_hidden_layers = layers;
-  c.num_attention_heads = 32;
-  c.num_key_value_heads = 8;
-  c.head_dim = 128;
-  c.rope_theta = 1e6;
-  c.rms_norm_eps = 1e-5;
-  c.num_local_experts = 8;
-  c.num_experts_per_tok = 2;
-  c.vocab_size = 32000;
-  c.max_position_embeddings = 32768;
+// Mixtral-8x7B shapes with an AWQ g128 quantization_config (the synthetic store's names and shapes).
+ModelConfig mixtral_awq_config(int layers) {
+  ModelConfig c = synthetic_config("mixtral-8x7b", layers);
   c.quant.enabled = true;
   c.quant.quant_method = "awq";
   c.quant.version = "gemm";
@@ -60,149 +54,166 @@ ModelConfig mixtral_config(int layers) {
   return c;
 }
 
-// Owns synthetic tensor bytes; TensorViews point into them.
-struct Store {
-  std::vector<std::unique_ptr<uint8_t[]>> buffers;
-  std::map<std::string, TensorView> tensors;
-
-  void* add(const std::string& name, DType dt, std::vector<int64_t> shape) {
-    TensorView t;
-    t.name = name;
-    t.file = "synthetic";
-    t.dtype = dt;
-    t.shape = std::move(shape);
-    t.nbytes = size_t(t.numel()) * dtype_size(dt);
-    buffers.emplace_back(new uint8_t[t.nbytes]);
-    t.data = buffers.back().get();
-    tensors[name] = t;
-    return buffers.back().get();
-  }
-  void bf16(const std::string& name, std::vector<int64_t> shape, float scale, uint64_t seed, ThreadPool& pool) {
-    auto* p = static_cast<uint16_t*>(add(name, DType::BF16, shape));
-    const int64_t n = tensors[name].numel();
-    pool.parallel_for(n / 65536 + 1, [&](int64_t b, int64_t e) {
-      uint64_t s = seed * 0x9E3779B97F4A7C15ull + uint64_t(b) + 1;
-      for (int64_t i = b * 65536; i < std::min(n, e * 65536); ++i) {
-        s ^= s << 13; s ^= s >> 7; s ^= s << 17;
-        p[i] = f32_to_bf16((float(s >> 40) / 16777216.0f * 2.0f - 1.0f) * scale);
-      }
-    });
-  }
-  // Random codes, zero 8, scale chosen so W has std ≈ 1/sqrt(in) (activations stay O(1)).
-  void awq(const std::string& prefix, int64_t out, int64_t in, uint64_t seed, ThreadPool& pool) {
-    const int64_t groups = in / 128;
-    auto* qw = static_cast<uint32_t*>(add(prefix + ".qweight", DType::I32, {in, out / 8}));
-    auto* qz = static_cast<uint32_t*>(add(prefix + ".qzeros", DType::I32, {groups, out / 8}));
-    auto* sc = static_cast<uint16_t*>(add(prefix + ".scales", DType::F16, {groups, out}));
-    const int64_t n = in * out / 8;
-    pool.parallel_for(n / 65536 + 1, [&](int64_t b, int64_t e) {
-      uint64_t s = seed * 0xD1B54A32D192ED03ull + uint64_t(b) + 1;
-      for (int64_t i = b * 65536; i < std::min(n, e * 65536); ++i) {
-        s ^= s << 13; s ^= s >> 7; s ^= s << 17;
-        qw[i] = uint32_t(s >> 16);
-      }
-    });
-    for (int64_t i = 0; i < groups * out / 8; ++i) qz[i] = 0x88888888u;
-    const uint16_t s16 = f32_to_f16(1.0f / (4.6f * std::sqrt(float(in))));
-    for (int64_t i = 0; i < groups * out; ++i) sc[i] = s16;
-  }
-};
-
 std::string arg(int argc, char** argv, const std::string& name, const std::string& fallback) {
   for (int i = 2; i + 1 < argc; ++i)
     if (argv[i] == "--" + name) return argv[i + 1];
   return fallback;
 }
 
+// The engine's own benchmark (run_bench) on synthetic AWQ Mixtral layers, plus per-layer figures: a layer's bytes
+// per decoded token are the total minus the bf16 lm_head, over the layer count.
 int decode_mode(int argc, char** argv) {
-  const int layers = std::atoi(arg(argc, argv, "layers", "2").c_str());
-  const int prefill = std::atoi(arg(argc, argv, "prefill", "32").c_str());
-  const int decode = std::atoi(arg(argc, argv, "decode", "16").c_str());
-  const int threads = std::atoi(arg(argc, argv, "threads", "0").c_str());
-  const ModelConfig c = mixtral_config(layers);
-  ThreadPool pool(threads);
-  auto store = std::make_shared<Store>();
-  const int64_t h = c.hidden_size, it = c.intermediate_size, hd = c.head_dim;
-  uint64_t seed = 1;
-  const auto t_build = Clock::now();
-  store->bf16("model.embed_tokens.weight", {c.vocab_size, h}, 1.0f, ++seed, pool);
-  store->bf16("lm_head.weight", {c.vocab_size, h}, 1.0f / std::sqrt(float(h)), ++seed, pool);
-  auto ones = [&](const std::string& n) {
-    auto* p = static_cast<uint16_t*>(store->add(n, DType::BF16, {h}));
-    for (int64_t i = 0; i < h; ++i) p[i] = f32_to_bf16(1.0f);
-  };
-  ones("model.norm.weight");
-  for (int l = 0; l < layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    ones(p + "input_layernorm.weight");
-    ones(p + "post_attention_layernorm.weight");
-    store->awq(p + "self_attn.q_proj", c.num_attention_heads * hd, h, ++seed, pool);
-    store->awq(p + "self_attn.k_proj", c.num_key_value_heads * hd, h, ++seed, pool);
-    store->awq(p + "self_attn.v_proj", c.num_key_value_heads * hd, h, ++seed, pool);
-    store->awq(p + "self_attn.o_proj", h, c.num_attention_heads * hd, ++seed, pool);
-    store->bf16(p + "block_sparse_moe.gate.weight", {c.num_local_experts, h}, 1.0f / std::sqrt(float(h)), ++seed, pool);
-    for (int e = 0; e < c.num_local_experts; ++e) {
-      const std::string ep = p + "block_sparse_moe.experts." + std::to_string(e) + ".";
-      store->awq(ep + "w1", it, h, ++seed, pool);
-      store->awq(ep + "w3", it, h, ++seed, pool);
-      store->awq(ep + "w2", h, it, ++seed, pool);
-    }
-  }
-  const double build_ms = ms_since(t_build);
-  TensorLookup lookup = [&](const std::string& n) -> const TensorView* {
-    auto f = store->tensors.find(n);
-    return f == store->tensors.end() ? nullptr : &f->second;
-  };
-  EngineOptions eo;
-  eo.threads = threads;
-  ModelWeights w = build_model_weights(c, lookup, "synthetic mixtral-8x7b awq");
-  w.storage = store;
-  auto model = make_model(c, std::move(w), eo, "synthetic:mixtral-8x7b-awq");
-  Context ctx(model, prefill + decode + 8);
-  std::mt19937_64 rng(7);
-  std::vector<int32_t> prompt(static_cast<size_t>(prefill));
-  for (auto& t : prompt) t = int32_t(rng() % uint64_t(c.vocab_size));
-  EvalCapture cap;
-  ctx.eval({prompt[0]}, cap);  // warm-up
-  ctx.truncate(0);
-  auto t0 = Clock::now();
-  ctx.eval(prompt, cap);
-  const double prefill_ms = ms_since(t0);
-  cap.timing = true;
-  std::vector<double> layer_ms(static_cast<size_t>(layers), 0.0);
-  double head_ms = 0;
-  int32_t tok = 1;
-  t0 = Clock::now();
-  for (int i = 0; i < decode; ++i) {
-    ctx.eval({tok}, cap);
-    for (int l = 0; l < layers; ++l) layer_ms[size_t(l)] += cap.layer_ms[size_t(l)] / decode;
-    head_ms += cap.head_ms / decode;
-    tok = int32_t(std::max_element(cap.logits.begin(), cap.logits.end()) - cap.logits.begin());
-  }
-  const double decode_ms = ms_since(t0);
-  const double tps = decode / (decode_ms * 1e-3);
-  const double bytes = double(model->weights().decode_bytes_per_token(c.num_experts_per_tok));
-  double layer_bytes = 0;
-  {
-    const LayerWeights& L = model->weights().layers[0];
-    layer_bytes = double(L.q->weight_bytes() + L.k->weight_bytes() + L.v->weight_bytes() + L.o->weight_bytes() +
-                         L.gate->weight_bytes()) +
-                  2.0 * double(L.experts[0].w1->weight_bytes() + L.experts[0].w2->weight_bytes() + L.experts[0].w3->weight_bytes());
-  }
-  double mean_layer = 0;
-  for (double v : layer_ms) mean_layer += v / layers;
-  const double peak = double(peak_rss_bytes());
-  const double memcpy_gbps = measure_memcpy_gbps(static_cast<size_t>(1) << 30, model->pool().size());
+  BenchOptions o;
+  o.synthetic = "mixtral-8x7b";
+  o.weights = "awq";
+  o.layers = std::atoi(arg(argc, argv, "layers", "2").c_str());
+  o.prefill_tokens = std::atoi(arg(argc, argv, "prefill", "32").c_str());
+  o.decode_tokens = std::atoi(arg(argc, argv, "decode", "16").c_str());
+  o.threads = std::atoi(arg(argc, argv, "threads", "0").c_str());
+  const BenchResult r = run_bench(o);
+  const ModelConfig c = synthetic_config(o.synthetic, o.layers);
+  const double lm_head_bytes = double(c.vocab_size) * double(c.hidden_size) * 2.0;
+  const double layer_bytes = (r.weight_bytes_per_token - lm_head_bytes) / c.num_hidden_layers;
+  const double layer_gbps = layer_bytes / (r.decode_ms_per_layer * 1e-3) / 1e9;
   std::printf(
       "{\"mode\":\"decode\",\"model\":\"synthetic mixtral-8x7b awq-int4-g128\",\"layers\":%d,\"threads\":%d,"
-      "\"buildMs\":%.0f,\"prefillTokens\":%d,\"prefillTokensPerSec\":%.2f,\"decodeTokens\":%d,\"decodeTokensPerSec\":%.3f,"
-      "\"decodeMsPerLayer\":%.3f,\"decodeHeadMs\":%.3f,\"layerWeightBytesPerToken\":%.0f,\"layerWeightGBps\":%.2f,"
-      "\"weightBytesPerToken\":%.0f,\"weightGBps\":%.2f,\"memcpyGBps\":%.2f,\"bandwidthRatio\":%.3f,"
-      "\"layerBandwidthRatio\":%.3f,\"extrapolated32LayerTokensPerSec\":%.3f,\"peakRssBytes\":%.0f}\n",
-      layers, model->pool().size(), build_ms, prefill, prefill / (prefill_ms * 1e-3), decode, tps, mean_layer, head_ms,
-      layer_bytes, layer_bytes / (mean_layer * 1e-3) / 1e9, bytes, bytes * tps / 1e9, memcpy_gbps,
-      bytes * tps / 1e9 / memcpy_gbps, layer_bytes / (mean_layer * 1e-3) / 1e9 / memcpy_gbps,
-      1000.0 / (32 * mean_layer + head_ms), peak);
+      "\"description\":\"%s\",\"prefillTokensPerSec\":%.2f,\"decodeTokensPerSec\":%.3f,\"decodeMsPerLayer\":%.3f,"
+      "\"decodeHeadMs\":%.3f,\"layerWeightBytesPerToken\":%.0f,\"layerWeightGBps\":%.2f,\"weightBytesPerToken\":%.0f,"
+      "\"weightGBps\":%.2f,\"memcpyGBps\":%.2f,\"bandwidthRatio\":%.3f,\"layerBandwidthRatio\":%.3f,"
+      "\"extrapolated32LayerTokensPerSec\":%.3f,\"peakRssBytes\":%.0f}\n",
+      c.num_hidden_layers, r.threads, r.description.c_str(), r.prefill_tokens_per_sec, r.decode_tokens_per_sec,
+      r.decode_ms_per_layer, r.decode_head_ms, layer_bytes, layer_gbps, r.weight_bytes_per_token, r.weight_gbps,
+      r.memcpy_gbps, r.bandwidth_ratio, layer_gbps / r.memcpy_gbps, 1000.0 / (32 * r.decode_ms_per_layer + r.decode_head_ms),
+      r.peak_rss_bytes);
+  return 0;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Best-of-`repeats` read-only bandwidth: every 64-bit word of `bytes` summed, split over the pool, GB/s.
+double measure_read_gbps(size_t bytes, ThreadPool& pool, int repeats = 5) {
+  const size_t words = bytes / 8;
+  std::unique_ptr<uint64_t[]> buf(new uint64_t[words]);
+  const int64_t chunks = pool.size();
+  pool.parallel_for(chunks, [&](int64_t b, int64_t e) {
+    std::fill(buf.get() + words * size_t(b) / size_t(chunks), buf.get() + words * size_t(e) / size_t(chunks), 1);
+  });
+  double best = 1e30;
+  std::vector<uint64_t> sums(size_t(chunks), 0);
+  for (int r = 0; r < repeats; ++r) {
+    const auto t0 = Clock::now();
+    pool.parallel_for(chunks, [&](int64_t b, int64_t e) {
+      const size_t lo = words * size_t(b) / size_t(chunks), hi = words * size_t(e) / size_t(chunks);
+      uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      for (size_t i = lo; i + 4 <= hi; i += 4) {
+        s0 += buf[i];
+        s1 += buf[i + 1];
+        s2 += buf[i + 2];
+        s3 += buf[i + 3];
+      }
+      sums[size_t(b)] += s0 + s1 + s2 + s3;
+    });
+    best = std::min(best, ms_since(t0));
+  }
+  if (sums[0] == 42) std::fprintf(stderr, " ");  // keeps the sums observable
+  return double(bytes) / (best * 1e-3) / 1e9;
+}
+
+// One int4 GEMV shape (decode: n = 1) on its own, three ways:
+//   pool:      one matrix at a time split over all threads (attention projections in decode);
+//   perThread: one matrix per thread at once, each single-threaded (the MoE decode runs one routed expert per thread);
+//   cached:    one small matrix resident in L2, one thread (the kernel's arithmetic ceiling, no DRAM).
+// Streaming cases rotate over copies filling --mib MiB (≫ L3) so every call reads DRAM. Bytes counted per call are
+// the checkpoint's (qweight + qzeros + fp16 scales), as weight_bytes() counts them.
+int gemv_mode(int argc, char** argv) {
+  const int64_t in = std::atoll(arg(argc, argv, "in", "4096").c_str());
+  const int64_t out = std::atoll(arg(argc, argv, "out", "14336").c_str());
+  const int group = std::atoi(arg(argc, argv, "group", "128").c_str());
+  const int threads = std::atoi(arg(argc, argv, "threads", "0").c_str());
+  const int reps = std::atoi(arg(argc, argv, "reps", "64").c_str());
+  const size_t mib = size_t(std::atoll(arg(argc, argv, "mib", "512").c_str()));
+  const std::string isa_name = arg(argc, argv, "isa", "auto");
+  awq::W4Isa isa = awq::W4Isa::Auto;
+  for (awq::W4Isa i : awq::w4_available_isas())
+    if (isa_name == awq::w4_isa_name(i)) isa = i;
+  if (isa_name != "auto" && isa == awq::W4Isa::Auto) throw Error("gemv: kernel \"" + isa_name + "\" not available here");
+  ThreadPool pool(threads);
+
+  struct Matrix {
+    awq::W4A16Weights w;
+    std::vector<float> scales_tiled;
+    size_t bytes = 0;
+  };
+  SyntheticStore store;
+  store.pool = &pool;
+  auto make = [&](const std::string& name, int64_t mi, int64_t mo) {
+    store.add_linear(name, mo, mi, 1.0f / std::sqrt(float(mi)), group);
+    const TensorView *qw = store.find(name + ".qweight"), *qz = store.find(name + ".qzeros"),
+                     *sc = store.find(name + ".scales");
+    Matrix m;
+    m.scales_tiled = awq::make_tiled_scales(static_cast<const uint16_t*>(sc->data), false, mi / group, mo);
+    m.w = awq::W4A16Weights{mi, mo, group, static_cast<const int32_t*>(qw->data), static_cast<const int32_t*>(qz->data),
+                            nullptr};
+    m.bytes = qw->nbytes + qz->nbytes + sc->nbytes;
+    return m;
+  };
+  std::vector<Matrix> copies;
+  const size_t one = size_t(in) * size_t(out) / 2;
+  const size_t count = std::max<size_t>(2 * size_t(pool.size()), (mib << 20) / one);
+  for (size_t i = 0; i < count; ++i) copies.push_back(make("m" + std::to_string(i), in, out));
+  for (Matrix& m : copies) m.w.scales_tiled = m.scales_tiled.data();  // after the vector stopped growing
+  Matrix small = make("cached", 1024, 1024);
+  small.w.scales_tiled = small.scales_tiled.data();
+
+  std::vector<float> x(static_cast<size_t>(in)), y(static_cast<size_t>(out * pool.size()));
+  for (int64_t i = 0; i < in; ++i) x[size_t(i)] = std::sin(0.1f * float(i));
+  // Warm-up: fault every copy in and let the pool spin up.
+  for (const Matrix& m : copies) awq::w4a16_forward(m.w, x.data(), 1, y.data(), pool, isa);
+
+  std::vector<double> pool_ms, thread_ms, cached_ms;
+  for (int r = 0; r < reps; ++r) {
+    const Matrix& m = copies[size_t(r) % copies.size()];
+    const auto t0 = Clock::now();
+    awq::w4a16_forward(m.w, x.data(), 1, y.data(), pool, isa);
+    pool_ms.push_back(ms_since(t0));
+  }
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = Clock::now();
+    pool.parallel_for(pool.size(), [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {  // nested forward runs inline on this thread
+        const Matrix& m = copies[(size_t(r) * size_t(pool.size()) + size_t(t)) % copies.size()];
+        awq::w4a16_forward(m.w, x.data(), 1, y.data() + t * out, pool, isa);
+      }
+    });
+    thread_ms.push_back(ms_since(t0));
+  }
+  {
+    ThreadPool single(1);
+    std::vector<float> ys(1024);
+    for (int r = 0; r < 4 * reps; ++r) {
+      const auto t0 = Clock::now();
+      awq::w4a16_forward(small.w, x.data(), 1, ys.data(), single, isa);
+      cached_ms.push_back(ms_since(t0));
+    }
+  }
+  const double bytes = double(copies[0].bytes);
+  const double pool_gbps = bytes / (median(pool_ms) * 1e-3) / 1e9;
+  const double thread_gbps = bytes * pool.size() / (median(thread_ms) * 1e-3) / 1e9;
+  const double cached_gbps = double(small.bytes) / (median(cached_ms) * 1e-3) / 1e9;
+  const double memcpy_gbps = measure_memcpy_gbps(size_t(1) << 30, pool.size());
+  const double read_gbps = measure_read_gbps(size_t(1) << 30, pool);
+  std::printf(
+      "{\"mode\":\"gemv\",\"in\":%lld,\"out\":%lld,\"group\":%d,\"kernel\":\"%s\",\"threads\":%d,\"copies\":%zu,"
+      "\"bytesPerCall\":%.0f,\"poolMsMedian\":%.3f,\"poolGBps\":%.2f,\"perThreadMsMedian\":%.3f,\"perThreadGBps\":%.2f,"
+      "\"cachedUsMedian\":%.2f,\"cachedGBps1Thread\":%.2f,\"cachedWeightsPerNs1Thread\":%.2f,"
+      "\"memcpyGBps\":%.2f,\"readGBps\":%.2f,\"poolRatio\":%.3f,\"perThreadRatio\":%.3f}\n",
+      (long long)in, (long long)out, group, awq::w4_isa_name(isa == awq::W4Isa::Auto ? awq::w4_best_isa() : isa),
+      pool.size(), copies.size(), bytes, median(pool_ms), pool_gbps, median(thread_ms), thread_gbps,
+      median(cached_ms) * 1e3, cached_gbps, 1024.0 * 1024.0 / (median(cached_ms) * 1e6), memcpy_gbps, read_gbps,
+      pool_gbps / memcpy_gbps, thread_gbps / memcpy_gbps);
   return 0;
 }
 
@@ -262,7 +273,7 @@ int quant_layer_mode(int argc, char** argv) {
     std::string item;
     while (std::getline(ss, item, ',')) samples_list.push_back(std::atoi(item.c_str()));
   }
-  ModelConfig c = mixtral_config(1);
+  ModelConfig c = mixtral_awq_config(1);
   c.num_local_experts = experts;
   ThreadPool pool(threads);
   const int64_t L = 512, d = c.hidden_size;
@@ -326,12 +337,13 @@ int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
   try {
     if (mode == "decode") return decode_mode(argc, argv);
+    if (mode == "gemv") return gemv_mode(argc, argv);
     if (mode == "model") return model_mode(argc, argv);
     if (mode == "quant-layer") return quant_layer_mode(argc, argv);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "awq_bench: %s\n", e.what());
     return 1;
   }
-  std::fprintf(stderr, "usage: awq_bench decode|model DIR|quant-layer [flags] (see the header of awq_bench.cpp)\n");
+  std::fprintf(stderr, "usage: awq_bench decode|gemv|model DIR|quant-layer [flags] (see the header of awq_bench.cpp)\n");
   return 2;
 }

@@ -30,6 +30,33 @@ double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
 
+// 2 MiB-aligned allocation advised to use transparent huge pages: far fewer page faults while the
+// synthetic weights are written, and the streaming reads of decode cross fewer TLB/page boundaries.
+HugeBuffer alloc_huge(size_t bytes) {
+  // Small tensors (norms, routers, the tiny model) get cache-line alignment, not a 2 MiB page each.
+  const size_t align = bytes >= (size_t(4) << 20) ? size_t(2) << 20 : 64;
+  const size_t rounded = std::max(align, (bytes + align - 1) / align * align);
+  void* p = std::aligned_alloc(align, rounded);
+  if (!p) throw Error("bench: out of memory allocating " + std::to_string(bytes) + " bytes of synthetic weights");
+#ifdef MADV_HUGEPAGE
+  if (align > 64) madvise(p, rounded, MADV_HUGEPAGE);
+#endif
+  return HugeBuffer(p);
+}
+
+// xorshift64 stream for block `b` of a tensor (blocks are filled in parallel).
+inline uint64_t block_seed(uint64_t seed, int64_t b) { return seed * 0x9E3779B97F4A7C15ull + uint64_t(b) * 0xD1B54A32D192ED03ull + 1; }
+inline uint64_t xorshift(uint64_t& s) {
+  s ^= s << 13;
+  s ^= s >> 7;
+  s ^= s << 17;
+  return s;
+}
+
+}  // namespace
+
+void HugeFree::operator()(void* p) const { std::free(p); }
+
 ModelConfig synthetic_config(const std::string& name, int layers) {
   ModelConfig c;
   c.model_type = "mixtral";
@@ -60,105 +87,73 @@ ModelConfig synthetic_config(const std::string& name, int layers) {
   return c;
 }
 
-// 2 MiB-aligned allocation advised to use transparent huge pages: far fewer page faults while the
-// synthetic weights are written, and the streaming reads of decode cross fewer TLB/page boundaries.
-struct HugeFree {
-  void operator()(void* p) const { std::free(p); }
-};
-using HugeBuffer = std::unique_ptr<void, HugeFree>;
-HugeBuffer alloc_huge(size_t bytes) {
-  // Small tensors (norms, routers, the tiny model) get cache-line alignment, not a 2 MiB page each.
-  const size_t align = bytes >= (size_t(4) << 20) ? size_t(2) << 20 : 64;
-  const size_t rounded = std::max(align, (bytes + align - 1) / align * align);
-  void* p = std::aligned_alloc(align, rounded);
-  if (!p) throw Error("bench: out of memory allocating " + std::to_string(bytes) + " bytes of synthetic weights");
-#ifdef MADV_HUGEPAGE
-  if (align > 64) madvise(p, rounded, MADV_HUGEPAGE);
-#endif
-  return HugeBuffer(p);
+TensorView& SyntheticStore::alloc(const std::string& name, DType dt, std::vector<int64_t> shape) {
+  TensorView t;
+  t.name = name;
+  t.file = "synthetic";
+  t.dtype = dt;
+  t.shape = std::move(shape);
+  t.nbytes = size_t(t.numel()) * dtype_size(dt);
+  buffers.push_back(alloc_huge(t.nbytes));
+  t.data = buffers.back().get();
+  return tensors[name] = t;
 }
 
-// xorshift64 stream for block `b` of a tensor (blocks are filled in parallel).
-inline uint64_t block_seed(uint64_t seed, int64_t b) { return seed * 0x9E3779B97F4A7C15ull + uint64_t(b) * 0xD1B54A32D192ED03ull + 1; }
-inline uint64_t xorshift(uint64_t& s) {
-  s ^= s << 13;
-  s ^= s >> 7;
-  s ^= s << 17;
-  return s;
-}
-
-// Owns the synthetic tensors' bytes; TensorViews point into it.
-struct SyntheticStore {
-  std::vector<HugeBuffer> buffers;
-  std::map<std::string, TensorView> tensors;
-  ThreadPool* pool = nullptr;
-  uint64_t seed = 0;
-
-  TensorView& alloc(const std::string& name, DType dt, std::vector<int64_t> shape) {
-    TensorView t;
-    t.name = name;
-    t.file = "synthetic";
-    t.dtype = dt;
-    t.shape = std::move(shape);
-    t.nbytes = size_t(t.numel()) * dtype_size(dt);
-    buffers.push_back(alloc_huge(t.nbytes));
-    t.data = buffers.back().get();
-    return tensors[name] = t;
-  }
-
-  // bf16 values uniform in ±scale (fan-in scaled so activations stay O(1) through the layers).
-  void add_bf16(const std::string& name, std::vector<int64_t> shape, float scale) {
-    TensorView& t = alloc(name, DType::BF16, std::move(shape));
-    uint16_t* p = static_cast<uint16_t*>(const_cast<void*>(t.data));
-    const int64_t n = t.numel();
-    const uint64_t sd = ++seed;
-    pool->parallel_for(n / 4096 + 1, [&](int64_t b, int64_t e) {
-      uint64_t st = block_seed(sd, b);
-      for (int64_t i = b * 4096; i < std::min(n, e * 4096); ++i) {
-        const float u = (float(xorshift(st) >> 40) * (1.0f / 16777216.0f) * 2.0f - 1.0f) * scale;
-        uint32_t bits;
-        std::memcpy(&bits, &u, 4);
-        p[i] = uint16_t(bits >> 16);  // truncation is fine for random weights
-      }
-    });
-  }
-
-  void add_const_bf16(const std::string& name, std::vector<int64_t> shape, float value) {
-    TensorView& t = alloc(name, DType::BF16, std::move(shape));
-    uint16_t* p = static_cast<uint16_t*>(const_cast<void*>(t.data));
-    std::fill(p, p + t.numel(), f32_to_bf16(value));
-  }
-
-  // Random 32-bit words (int32 AWQ qweight: 8 random nibbles each), or a constant word.
-  void add_words(const std::string& name, std::vector<int64_t> shape, bool random, uint32_t value) {
-    TensorView& t = alloc(name, DType::I32, std::move(shape));
-    uint32_t* p = static_cast<uint32_t*>(const_cast<void*>(t.data));
-    const int64_t n = t.numel();
-    const uint64_t sd = ++seed;
-    pool->parallel_for(n / 4096 + 1, [&](int64_t b, int64_t e) {
-      uint64_t st = block_seed(sd, b);
-      for (int64_t i = b * 4096; i < std::min(n, e * 4096); ++i) p[i] = random ? uint32_t(xorshift(st) >> 32) : value;
-    });
-  }
-
-  void add_const_f16(const std::string& name, std::vector<int64_t> shape, float value) {
-    TensorView& t = alloc(name, DType::F16, std::move(shape));
-    uint16_t* p = static_cast<uint16_t*>(const_cast<void*>(t.data));
-    std::fill(p, p + t.numel(), f32_to_f16(value));
-  }
-
-  // A Linear [out, in]: bf16 weight, or AWQ GEMM int4 g`group` (random nibbles, zero point 8,
-  // one scale per group chosen so the dequantised weights have the bf16 case's spread).
-  void add_linear(const std::string& prefix, int64_t out, int64_t in, float scale, int awq_group) {
-    if (awq_group <= 0) {
-      add_bf16(prefix + ".weight", {out, in}, scale);
-      return;
+void SyntheticStore::add_bf16(const std::string& name, std::vector<int64_t> shape, float scale) {
+  TensorView& t = alloc(name, DType::BF16, std::move(shape));
+  uint16_t* p = static_cast<uint16_t*>(const_cast<void*>(t.data));
+  const int64_t n = t.numel();
+  const uint64_t sd = ++seed;
+  pool->parallel_for(n / 4096 + 1, [&](int64_t b, int64_t e) {
+    uint64_t st = block_seed(sd, b);
+    for (int64_t i = b * 4096; i < std::min(n, e * 4096); ++i) {
+      const float u = (float(xorshift(st) >> 40) * (1.0f / 16777216.0f) * 2.0f - 1.0f) * scale;
+      uint32_t bits;
+      std::memcpy(&bits, &u, 4);
+      p[i] = uint16_t(bits >> 16);  // truncation is fine for random weights
     }
-    add_words(prefix + ".qweight", {in, out / 8}, true, 0);
-    add_words(prefix + ".qzeros", {in / awq_group, out / 8}, false, 0x88888888u);
-    add_const_f16(prefix + ".scales", {in / awq_group, out}, scale / 8.0f);
+  });
+}
+
+void SyntheticStore::add_const_bf16(const std::string& name, std::vector<int64_t> shape, float value) {
+  TensorView& t = alloc(name, DType::BF16, std::move(shape));
+  uint16_t* p = static_cast<uint16_t*>(const_cast<void*>(t.data));
+  std::fill(p, p + t.numel(), f32_to_bf16(value));
+}
+
+void SyntheticStore::add_words(const std::string& name, std::vector<int64_t> shape, bool random, uint32_t value) {
+  TensorView& t = alloc(name, DType::I32, std::move(shape));
+  uint32_t* p = static_cast<uint32_t*>(const_cast<void*>(t.data));
+  const int64_t n = t.numel();
+  const uint64_t sd = ++seed;
+  pool->parallel_for(n / 4096 + 1, [&](int64_t b, int64_t e) {
+    uint64_t st = block_seed(sd, b);
+    for (int64_t i = b * 4096; i < std::min(n, e * 4096); ++i) p[i] = random ? uint32_t(xorshift(st) >> 32) : value;
+  });
+}
+
+void SyntheticStore::add_const_f16(const std::string& name, std::vector<int64_t> shape, float value) {
+  TensorView& t = alloc(name, DType::F16, std::move(shape));
+  uint16_t* p = static_cast<uint16_t*>(const_cast<void*>(t.data));
+  std::fill(p, p + t.numel(), f32_to_f16(value));
+}
+
+void SyntheticStore::add_linear(const std::string& prefix, int64_t out, int64_t in, float scale, int awq_group) {
+  if (awq_group <= 0) {
+    add_bf16(prefix + ".weight", {out, in}, scale);
+    return;
   }
-};
+  add_words(prefix + ".qweight", {in, out / 8}, true, 0);
+  add_words(prefix + ".qzeros", {in / awq_group, out / 8}, false, 0x88888888u);
+  add_const_f16(prefix + ".scales", {in / awq_group, out}, scale / 8.0f);
+}
+
+const TensorView* SyntheticStore::find(const std::string& name) const {
+  auto found = tensors.find(name);
+  return found == tensors.end() ? nullptr : &found->second;
+}
+
+namespace {
 
 std::shared_ptr<Model> synthetic_model(const std::string& name, int layers, const std::string& weights,
                                        const EngineOptions& eo, uint64_t seed) {
@@ -202,10 +197,7 @@ std::shared_ptr<Model> synthetic_model(const std::string& name, int layers, cons
   store->add_const_bf16("model.norm.weight", {h}, 1.0f);
   store->add_bf16("lm_head.weight", {c.vocab_size, h}, sh);
   store->pool = nullptr;
-  TensorLookup lookup = [&](const std::string& n) -> const TensorView* {
-    auto found = store->tensors.find(n);
-    return found == store->tensors.end() ? nullptr : &found->second;
-  };
+  TensorLookup lookup = [&](const std::string& n) { return store->find(n); };
   ModelWeights w = build_model_weights(c, lookup, "synthetic " + name);
   w.storage = store;
   return make_model(c, std::move(w), eo, "synthetic:" + name);

@@ -3,10 +3,17 @@
 // same run. Field names map onto server/src/native.ts NativeBenchResult.
 #pragma once
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "model_config.h"
+#include "tensor.h"
+
 namespace mixq {
+
+class ThreadPool;
 
 struct BenchOptions {
   std::string model_dir;     // a model folder, or empty with `synthetic`
@@ -48,5 +55,39 @@ double measure_memcpy_gbps(size_t bytes, int threads, int repeats = 5);
 size_t peak_rss_bytes();
 
 std::string bench_result_json(const BenchResult& r);
+
+// ---- synthetic weights (run_bench --synthetic, awq_bench) ----------------------------------------------------
+
+// The config of a named synthetic model: "mixtral-8x7b" (hidden 4096, intermediate 14336, 32/8 heads, vocab 32000;
+// layers 0 = 2) or "tiny" (the fixture's shapes; layers 0 = 4). Always 8 experts top-2, no quantization_config.
+ModelConfig synthetic_config(const std::string& name, int layers);
+
+struct HugeFree {
+  void operator()(void* p) const;
+};
+using HugeBuffer = std::unique_ptr<void, HugeFree>;
+
+// Owns synthetic tensors built in memory; the TensorViews in `tensors` point into `buffers` (2 MiB-aligned and
+// advised for transparent huge pages when ≥ 4 MiB). Random fills run in parallel on `pool` (set it while adding)
+// from xorshift streams seeded by `seed`, which every random tensor advances: same seed, same tensors.
+struct SyntheticStore {
+  std::vector<HugeBuffer> buffers;
+  std::map<std::string, TensorView> tensors;
+  ThreadPool* pool = nullptr;
+  uint64_t seed = 0;
+
+  TensorView& alloc(const std::string& name, DType dt, std::vector<int64_t> shape);  // uninitialised bytes
+  // bf16 values uniform in ±scale.
+  void add_bf16(const std::string& name, std::vector<int64_t> shape, float scale);
+  void add_const_bf16(const std::string& name, std::vector<int64_t> shape, float value);
+  // int32 words: random (8 random nibbles each, an AWQ qweight) or all equal to `value`.
+  void add_words(const std::string& name, std::vector<int64_t> shape, bool random, uint32_t value);
+  void add_const_f16(const std::string& name, std::vector<int64_t> shape, float value);
+  // A Linear [out, in] named `prefix`: `.weight` bf16 uniform in ±scale when awq_group <= 0; else AWQ GEMM int4
+  // g`awq_group`: `.qweight` [in, out/8] random nibbles, `.qzeros` all 8, `.scales` fp16 scale/8 (so the
+  // dequantized weights spread over about ±scale, like the bf16 case).
+  void add_linear(const std::string& prefix, int64_t out, int64_t in, float scale, int awq_group);
+  const TensorView* find(const std::string& name) const;  // nullptr when absent
+};
 
 }  // namespace mixq
