@@ -120,13 +120,17 @@ class SafetensorsFile:
         raise ValueError(f"{self.path}: {name} is {dtype}, not a float tensor")
 
 
-def write_safetensors(path: str, tensors: dict[str, np.ndarray]) -> None:
-    """float32/int tensors → one .safetensors file (header padded with spaces to a multiple of 8)."""
+def write_safetensors(path: str, tensors: dict) -> None:
+    """Tensors → one .safetensors file (header padded with spaces to a multiple of 8).
+
+    A value is a float32/float16/int32 array, or (dtype, array) to name the dtype, e.g. ("BF16", raw uint16).
+    """
     rev = {np.dtype(np.float32): "F32", np.dtype(np.int32): "I32", np.dtype(np.float16): "F16"}
     header, pos, blobs = {"__metadata__": {"format": "pt"}}, 0, []  # transformers checks "format"
     for name, a in tensors.items():
+        dtype, a = a if isinstance(a, tuple) else (rev[np.asarray(a).dtype], a)
         a = np.ascontiguousarray(a)
-        header[name] = {"dtype": rev[a.dtype], "shape": list(a.shape), "data_offsets": [pos, pos + a.nbytes]}
+        header[name] = {"dtype": dtype, "shape": list(a.shape), "data_offsets": [pos, pos + a.nbytes]}
         pos += a.nbytes
         blobs.append(a)
     h = json.dumps(header).encode()
