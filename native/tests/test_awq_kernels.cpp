@@ -1,7 +1,13 @@
 // int4 W4A16 kernels (AVX-512, AVX2, scalar — whichever this CPU runs) against the oracle
 // "dequantize everything, then a plain f32 matmul", over a table of shapes × group sizes × token counts.
 // Tolerance: ‖y − y_ref‖ / ‖y_ref‖ ≤ 1e-5 for GEMV (n = 1) and GEMM (n > 1) alike — both accumulate in f32,
-// only the summation order differs. Plus: determinism, thread-count independence, and the Linear wrapper.
+// only the summation order differs. Shapes cover: column tails (out % 128 ≠ 0), an odd number of 128-column
+// tiles, one group spanning all rows, and in ≥ 2048 (the AVX-512 GEMV splits the rows into several K-chunks).
+// The AVX-512 GEMV reads nibbles as denormal-range floats against x pre-scaled by 2^K, so it is also checked on
+// activations from 2^-100 to 2^100 (exactly proportional results), mixed magnitudes, zeros, and with the
+// caller's MXCSR set to flush denormals (DAZ/FTZ), which the kernel must override and restore.
+// Plus: determinism, thread-count independence, and the Linear wrapper.
+#include <cmath>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -12,6 +18,10 @@
 #include "tensor.h"
 #include "test_util.h"
 #include "thread_pool.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 using namespace mixq;
 using namespace mixq::awq;
@@ -50,29 +60,53 @@ int main() {
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> ux(-1.0f, 1.0f);
   struct Shape { int64_t in, out; };
-  // Fixture shapes (hidden 256, inter 512, kv 128), a tail of columns not a multiple of 128, Mixtral-like wide.
-  const Shape shapes[] = {{256, 256}, {256, 128}, {256, 512}, {512, 256}, {256, 200}, {384, 136}, {1024, 1408}};
-  const int64_t groups[] = {32, 64, 128};
-  const int64_t tokens[] = {1, 2, 5, 33};
+  // Fixture shapes (hidden 256, inter 512, kv 128), column tails (200, 136, 264), 11 tiles (1408), and in ≥ 2048
+  // (2, 3 and 4 K-chunks in the AVX-512 GEMV).
+  const Shape shapes[] = {{256, 256}, {256, 128}, {256, 512}, {512, 256}, {256, 200}, {384, 136},
+                          {1024, 1408}, {2048, 384}, {3072, 264}, {4096, 136}};
+  const int64_t groups[] = {32, 64, 128, 0};  // 0: one group over all rows (group_size -1)
+  const int64_t tokens[] = {1, 2, 3, 4, 5, 8, 33};
   const double tol = 1e-5;
-  std::string isas;
-  for (W4Isa isa : w4_available_isas()) isas += std::string(w4_isa_name(isa)) + " ";
-  check(true, "kernels on this CPU: " + isas + "(auto = " + w4_isa_name(w4_best_isa()) + ")");
+  // Every kernel this CPU runs; the SIMD GEMVs with both nibble routes (Denormal is correct everywhere, only slow
+  // where FMA takes denormal operands through microcode assists).
+  struct Kernel {
+    W4Isa isa;
+    W4Nibble nibble;
+    std::string name;
+  };
+  std::vector<Kernel> kernels;
+  for (W4Isa isa : w4_available_isas()) {
+    if (isa == W4Isa::Scalar) {
+      kernels.push_back({isa, W4Nibble::Auto, "scalar"});
+      continue;
+    }
+    for (W4Nibble nib : {W4Nibble::Convert, W4Nibble::Denormal})
+      kernels.push_back({isa, nib, std::string(w4_isa_name(isa)) + "/" + w4_nibble_name(nib)});
+  }
+  std::string names;
+  for (const Kernel& k : kernels) names += k.name + " ";
+  check(true, "kernels on this CPU: " + names + "(auto = " + w4_isa_name(w4_best_isa()) + "/" +
+                  w4_nibble_name(w4_nibble_route()) + "; denormal FMA operands at full speed: " +
+                  (w4_denormal_fma_fast() ? "yes" : "no") + ")");
 
   for (const Shape& s : shapes) {
-    for (int64_t g : groups) {
+    for (int64_t g0 : groups) {
+      const int64_t g = g0 == 0 ? s.in : g0;
       if (s.in % g) continue;
+      if (g0 == 0 && s.in > 1024) continue;  // one long group: the small shapes are enough
       const Packed p = random_packed(s.in, s.out, g, rng);
       const W4A16Weights w = p.view();
       for (int64_t n : tokens) {
+        if (s.in >= 2048 && n > 5 && n != 8) continue;  // keeps the big shapes' reference cheap
         std::vector<float> x(size_t(n * s.in)), ref(size_t(n * s.out)), y(size_t(n * s.out));
         for (float& v : x) v = ux(rng);
         w4a16_reference(w, x.data(), n, ref.data());
-        for (W4Isa isa : w4_available_isas()) {
+        for (const Kernel& k : kernels) {
+          if (n > 1 && k.nibble == W4Nibble::Denormal) continue;  // the nibble route is a GEMV choice
           std::fill(y.begin(), y.end(), 1e30f);  // every output must be written
-          w4a16_forward(w, x.data(), n, y.data(), pool, isa);
+          w4a16_forward(w, x.data(), n, y.data(), pool, k.isa, k.nibble);
           const double err = rel_err(y.data(), ref.data(), y.size());
-          check(err <= tol, std::string(n == 1 ? "GEMV " : "GEMM ") + w4_isa_name(isa) + " in " + std::to_string(s.in) +
+          check(err <= tol, std::string(n == 1 ? "GEMV " : "GEMM ") + k.name + " in " + std::to_string(s.in) +
                                 " out " + std::to_string(s.out) + " g" + std::to_string(g) + " n" + std::to_string(n) +
                                 ": rel err " + fmt(err));
         }
@@ -80,18 +114,73 @@ int main() {
     }
   }
 
+  // Activation range (GEMV, 4 K-chunks, a column tail). Scaling x by 2^m scales every output by exactly 2^m (the
+  // kernels' arithmetic is scale-free while nothing under- or overflows), so the outputs at 2^±20 and 2^±100 must
+  // equal the unit-scale outputs times 2^m bit for bit; non-power-of-two scales and mixed magnitudes are compared
+  // with the oracle.
+  {
+    const Packed p = random_packed(4096, 392, 128, rng);
+    const W4A16Weights w = p.view();
+    std::vector<float> x1(4096), x(4096), y1(392), y(392), ref(392);
+    for (float& v : x1) v = ux(rng);
+    for (const Kernel& k : kernels) {
+      w4a16_forward(w, x1.data(), 1, y1.data(), pool, k.isa, k.nibble);
+      for (int m : {-100, -20, 20, 100}) {
+        for (size_t i = 0; i < x.size(); ++i) x[i] = std::ldexp(x1[i], m);
+        w4a16_forward(w, x.data(), 1, y.data(), pool, k.isa, k.nibble);
+        bool exact = true;
+        for (size_t o = 0; o < y.size(); ++o) exact &= y[o] == std::ldexp(y1[o], m);
+        check(exact, std::string("GEMV ") + k.name + ": x · 2^" + std::to_string(m) + " gives y · 2^" +
+                         std::to_string(m) + " exactly");
+      }
+      for (float c : {1e-7f, 3e-3f, 7e5f, 2e9f}) {
+        for (size_t i = 0; i < x.size(); ++i) x[i] = x1[i] * c;
+        w4a16_reference(w, x.data(), 1, ref.data());
+        w4a16_forward(w, x.data(), 1, y.data(), pool, k.isa, k.nibble);
+        const double err = rel_err(y.data(), ref.data(), y.size());
+        check(err <= tol, std::string("GEMV ") + k.name + ": x · " + fmt(c) + ": rel err " + fmt(err));
+      }
+      // Mixed magnitudes: an outlier channel every 97 rows (as LLM activations have), the rest small, some zeros.
+      for (size_t i = 0; i < x.size(); ++i) x[i] = i % 97 == 5 ? 3e3f * x1[i] : i % 13 == 0 ? 0.0f : 1e-3f * x1[i];
+      w4a16_reference(w, x.data(), 1, ref.data());
+      w4a16_forward(w, x.data(), 1, y.data(), pool, k.isa, k.nibble);
+      const double err = rel_err(y.data(), ref.data(), y.size());
+      check(err <= tol, std::string("GEMV ") + k.name + ": outlier channels 3e3 among 1e-3: rel err " + fmt(err));
+      std::fill(x.begin(), x.end(), 0.0f);
+      std::fill(y.begin(), y.end(), 1.0f);
+      w4a16_forward(w, x.data(), 1, y.data(), pool, k.isa, k.nibble);
+      bool zero = true;
+      for (float v : y) zero &= v == 0.0f;
+      check(zero, std::string("GEMV ") + k.name + ": x = 0 gives y = 0");
+    }
+#if defined(__x86_64__)
+    // The caller flushes denormals (DAZ | FTZ, as -ffast-math startup code sets): same bits as without, and the
+    // caller's MXCSR is left as it was. A 1-thread pool runs the kernel on this thread.
+    const unsigned csr = _mm_getcsr();
+    for (const Kernel& k : kernels) {
+      w4a16_forward(w, x1.data(), 1, y1.data(), pool1, k.isa, k.nibble);
+      _mm_setcsr(csr | 0x8040u);
+      w4a16_forward(w, x1.data(), 1, y.data(), pool1, k.isa, k.nibble);
+      const unsigned after = _mm_getcsr();
+      _mm_setcsr(csr);
+      check(std::memcmp(y.data(), y1.data(), y.size() * 4) == 0 && after == (csr | 0x8040u),
+            std::string("GEMV ") + k.name + ": identical under the caller's DAZ/FTZ, MXCSR restored");
+    }
+#endif
+  }
+
   // Determinism: the same call twice, and 1 vs 2 threads, give identical bits (no split-dependent reductions).
   {
-    const Packed p = random_packed(512, 1408, 128, rng);
+    const Packed p = random_packed(4096, 1408, 128, rng);  // 4 K-chunks in the AVX-512 GEMV
     for (int64_t n : {int64_t(1), int64_t(37)}) {
-      std::vector<float> x(size_t(n * 512)), a(size_t(n * 1408)), b(a.size()), c(a.size());
+      std::vector<float> x(size_t(n * 4096)), a(size_t(n * 1408)), b(a.size()), c(a.size());
       for (float& v : x) v = ux(rng);
-      for (W4Isa isa : w4_available_isas()) {
-        w4a16_forward(p.view(), x.data(), n, a.data(), pool, isa);
-        w4a16_forward(p.view(), x.data(), n, b.data(), pool, isa);
-        w4a16_forward(p.view(), x.data(), n, c.data(), pool1, isa);
+      for (const Kernel& k : kernels) {
+        w4a16_forward(p.view(), x.data(), n, a.data(), pool, k.isa, k.nibble);
+        w4a16_forward(p.view(), x.data(), n, b.data(), pool, k.isa, k.nibble);
+        w4a16_forward(p.view(), x.data(), n, c.data(), pool1, k.isa, k.nibble);
         check(std::memcmp(a.data(), b.data(), a.size() * 4) == 0 && std::memcmp(a.data(), c.data(), a.size() * 4) == 0,
-              std::string("deterministic across runs and thread counts: ") + w4_isa_name(isa) + " n" + std::to_string(n));
+              std::string("deterministic across runs and thread counts: ") + k.name + " n" + std::to_string(n));
       }
     }
   }

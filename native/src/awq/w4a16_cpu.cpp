@@ -11,6 +11,8 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdlib>
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -44,7 +46,14 @@ static bool cpu_has_avx2() {
 }
 
 W4Isa w4_best_isa() {
-  static const W4Isa best = cpu_has_avx512() ? W4Isa::Avx512 : cpu_has_avx2() ? W4Isa::Avx2 : W4Isa::Scalar;
+  // MIXQ_CPU_ISA=scalar|avx2 caps the level, as for the dense kernels (linear_dense.cpp); it never raises it.
+  static const W4Isa best = [] {
+    const W4Isa top = cpu_has_avx512() ? W4Isa::Avx512 : cpu_has_avx2() ? W4Isa::Avx2 : W4Isa::Scalar;
+    const char* cap = std::getenv("MIXQ_CPU_ISA");
+    if (cap && std::strcmp(cap, "scalar") == 0) return W4Isa::Scalar;
+    if (cap && std::strcmp(cap, "avx2") == 0 && top == W4Isa::Avx512) return W4Isa::Avx2;
+    return top;
+  }();
   return best;
 }
 
@@ -53,6 +62,38 @@ std::vector<W4Isa> w4_available_isas() {
   if (cpu_has_avx2()) v.push_back(W4Isa::Avx2);
   if (cpu_has_avx512()) v.push_back(W4Isa::Avx512);
   return v;
+}
+
+const char* w4_nibble_name(W4Nibble route) {
+  switch (route) {
+    case W4Nibble::Auto: return "auto";
+    case W4Nibble::Convert: return "convert";
+    case W4Nibble::Denormal: return "denormal";
+  }
+  return "?";
+}
+
+#if defined(__x86_64__)
+static bool measure_denormal_fma_fast();
+#endif
+
+bool w4_denormal_fma_fast() {
+#if defined(__x86_64__)
+  static const bool fast = cpu_has_avx2() && measure_denormal_fma_fast();
+  return fast;
+#else
+  return false;
+#endif
+}
+
+W4Nibble w4_nibble_route() {
+  static const W4Nibble route = [] {
+    const char* env = std::getenv("MIXQ_W4_NIBBLE");
+    if (env && std::strcmp(env, "convert") == 0) return W4Nibble::Convert;
+    if (env && std::strcmp(env, "denormal") == 0) return W4Nibble::Denormal;
+    return w4_denormal_fma_fast() ? W4Nibble::Denormal : W4Nibble::Convert;
+  }();
+  return route;
 }
 
 // ---- layout helpers ---------------------------------------------------------------------------------------
@@ -152,14 +193,19 @@ static inline void store_tile_natural(const float* slot_order, float* y_tile) {
     for (int w = 0; w < 16; ++w) y_tile[8 * w + kAwqOrder[k]] = slot_order[16 * k + w];
 }
 
-// Nibble → f32 with one AND and no conversion. An f32 whose top byte is zero has the value (bits 0..23 as an
-// integer) · 2^-149 exactly, across the denormal/normal boundary (exponent field 0 or 1). So for a word v, the
-// bit pattern v & (0xF << 4k) *is* the float q · 16^k · 2^-149 for slots k = 0..5 (bits 0..23); slots 6 and 7
-// are taken from v >> 8 the same way (q · 16^4, q · 16^5). x is pre-scaled by 2^K (exact) so that the products
-// x · 2^K · q · 16^k · 2^-149 are normal numbers again and the f32 accumulation keeps full precision; the group
-// epilogue multiplies by 2^(149 − K − 4k') (k' = the slot's effective shift), also exact. The denormal operands
-// must not be flushed: the kernel runs with MXCSR.DAZ clear (DazOff). Zen 4 takes them at full FMA speed
-// (measured: 53 weights/ns/core for AND+FMA vs 36 for AND+convert+FMA).
+// ---- GEMV (one token) -----------------------------------------------------------------------------------------
+//
+// Nibble → f32. Slot k of word v is isolated in place as bits = (k < 6 ? v : v >> 8) & (0xF << kSlotShift[k]),
+// an integer q · 2^shift below 2^24; then either
+//   Convert:  int → float conversion: exactly q · 2^shift (one more instruction; any CPU), or
+//   Denormal: the bits read as a float as they are. An f32 whose top byte is zero is (bits 0..23 as an integer)
+//             · 2^-149 exactly, across the denormal/normal boundary, so this *is* q · 2^shift · 2^-149 with no
+//             instruction at all. It needs FMA at full speed on denormal operands (AMD Zen 4: 53 weights/ns/core
+//             against 36 converting; the Intel Xeons of the GPU hosts: ~100× slower, microcode assists), so it is
+//             chosen by measuring (w4_nibble_route), and MXCSR.DAZ is cleared while it runs (DazOff).
+// Either way x is pre-scaled by an exact 2^K chosen from max|x| so that every product of a relevant x is a normal
+// f32 far from overflow (Denormal: max|x|·2^K ≈ 2^126; Convert: ≈ 2^64), and the group epilogue multiplies by the
+// exact inverse 2^(−K − shift [+ 149]). Results are the same up to f32 rounding order for any |x| (tests: 2^±100).
 constexpr int kSlotShift[8] = {0, 4, 8, 12, 16, 20, 16, 20};  // bit position of slot k's nibble in v or v >> 8
 
 // Clears MXCSR.DAZ (denormals-are-zero) for this thread while alive; MXCSR is per thread, so each work item
@@ -174,12 +220,25 @@ struct DazOff {
   }
 };
 
+// Per-chunk scaling of x (see above): xs[i] = x[i] · 2^K for rows [r0, r1), unscale[k] = 2^(−K − shift_k [+ 149]).
+static void scale_chunk(const float* x, int64_t r0, int64_t r1, bool denormal, float* xs, float* unscale) {
+  float max_abs = 0;
+  for (int64_t i = r0; i < r1; ++i) max_abs = std::max(max_abs, std::fabs(x[i]));
+  int e = 0;
+  std::frexp(max_abs, &e);  // max_abs < 2^e
+  // Clamped so that unscale stays a normal f32 (2^-126 ≤ unscale): only very small x reach the clamp.
+  const int K = !std::isfinite(max_abs) ? 0 : denormal ? std::min(126 - e, 255) : std::min(64 - e, 106);
+  const double scale = std::ldexp(1.0, K);  // double: 2^K can pass the f32 range when x is tiny
+  for (int64_t i = r0; i < r1; ++i) xs[i] = float(double(x[i]) * scale);
+  for (int k = 0; k < 8; ++k) unscale[k] = float(std::ldexp(1.0, (denormal ? 149 : 0) - K - kSlotShift[k]));
+}
+
 // One panel (rows [p0, p1) of group g) × NT tiles starting at `tile`, for one token: the NT×8 slot accumulators of
 // the group's partial sums live in registers (from `part` unless the panel is the group's first); after the
 // group's last panel the epilogue adds s · Σx·(q − z) into `acc`, else they go back to `part`.
-// xs: x · 2^K (indexed like x); unscale[k] = 2^(149 − K − kSlotShift[k]). pf: the prefetch cursor (advanced by the
-// bytes read), pf_end: where it stops.
-template <int NT>
+// xs: x · 2^K (indexed like x), unscale: see scale_chunk. pf: the prefetch cursor (advanced by the bytes read),
+// pf_end: where it stops.
+template <int NT, bool DENORMAL>
 MIXQ_AVX512 static inline void gemv_panel_avx512(const W4A16Weights& w, const float* xs, const float* unscale,
                                                  int64_t g, int64_t p0, int64_t p1, int64_t tile, bool first,
                                                  bool last, __m512 sx, float* acc, float* part, const char*& pf,
@@ -200,7 +259,8 @@ MIXQ_AVX512 static inline void gemv_panel_avx512(const W4A16Weights& w, const fl
       const __m512i v8 = _mm512_srli_epi32(v, 8);
       for (int k = 0; k < 8; ++k) {
         const __m512i bits = _mm512_and_si512(k < 6 ? v : v8, _mm512_set1_epi32(int32_t(0xFu << kSlotShift[k])));
-        pa[a][k] = _mm512_fmadd_ps(_mm512_castsi512_ps(bits), xb, pa[a][k]);
+        const __m512 q = DENORMAL ? _mm512_castsi512_ps(bits) : _mm512_cvtepi32_ps(bits);
+        pa[a][k] = _mm512_fmadd_ps(q, xb, pa[a][k]);
       }
     }
   }
@@ -223,28 +283,70 @@ MIXQ_AVX512 static inline void gemv_panel_avx512(const W4A16Weights& w, const fl
   }
 }
 
+// The same for AVX2 (16 ymm registers): one half tile (8 words, 64 columns) at a time, 8 slot accumulators.
+template <bool DENORMAL>
+MIXQ_AVX2 static inline void gemv_panel_avx2(const W4A16Weights& w, const float* xs, const float* unscale, int64_t g,
+                                             int64_t p0, int64_t p1, int64_t tile, int half, bool first, bool last,
+                                             __m256 sx, float* acc, float* part, const char*& pf, const char* pf_end) {
+  const int64_t words = w.out / 8;
+  float* pt = part + tile * kW4TileCols + 8 * half;  // slot k of the half at pt[16k .. 16k + 8)
+  __m256 pa[8];
+  for (int k = 0; k < 8; ++k) pa[k] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(pt + 16 * k);
+  const int32_t* qw = w.qweight + tile * 16 + 8 * half;
+  for (int64_t i = p0; i < p1; ++i) {
+    if (pf < pf_end && (reinterpret_cast<uintptr_t>(pf) & 32) == 0) _mm_prefetch(pf, _MM_HINT_T1);
+    pf += 32;
+    const __m256 xb = _mm256_set1_ps(xs[i]);
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qw + i * words));
+    const __m256i v8 = _mm256_srli_epi32(v, 8);
+    for (int k = 0; k < 8; ++k) {
+      const __m256i bits = _mm256_and_si256(k < 6 ? v : v8, _mm256_set1_epi32(int32_t(0xFu << kSlotShift[k])));
+      const __m256 q = DENORMAL ? _mm256_castsi256_ps(bits) : _mm256_cvtepi32_ps(bits);
+      pa[k] = _mm256_fmadd_ps(q, xb, pa[k]);
+    }
+  }
+  if (!last) {
+    for (int k = 0; k < 8; ++k) _mm256_storeu_ps(pt + 16 * k, pa[k]);
+    return;
+  }
+  const __m256i zv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.qzeros + g * words + tile * 16 + 8 * half));
+  const float* s = w.scales_tiled + g * w.out + tile * kW4TileCols + 8 * half;
+  float* ac = acc + tile * kW4TileCols + 8 * half;
+  for (int k = 0; k < 8; ++k) {
+    const __m256 zk = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(zv, 4 * k), _mm256_set1_epi32(0xF)));
+    const __m256 pk = _mm256_mul_ps(pa[k], _mm256_set1_ps(unscale[k]));
+    _mm256_storeu_ps(ac + 16 * k, _mm256_fmadd_ps(_mm256_loadu_ps(s + 16 * k), _mm256_fnmadd_ps(zk, sx, pk),
+                                                  _mm256_loadu_ps(ac + 16 * k)));
+  }
+}
+
 // GEMV over the groups [g0, g1) (a K-chunk: one contiguous run of whole rows) and every full tile, one token.
-// acc: [tiles][128] slot-order f32 accumulators (+=); part: [tiles][128] scratch for a group's partial sums.
-// Walk: group → panel of kPanelRows rows → tile pair → row, so a panel's rows are read as a few short streams and
-// the panel is done before the next starts. A software prefetch cursor runs sequentially ahead through the chunk
-// into L2 (a panel plus 64 KiB ahead): on the 2-core Zen 4 VM, 16 interleaved row streams read at 10–20 GB/s with
-// the hardware prefetchers alone and at ≈ 24 GB/s with this cursor (one thread; sequential reading ≈ 26 GB/s).
+// acc: [tiles][128] slot-order f32 accumulators (+=); part: [tiles][128] scratch for a group's partial sums;
+// xs: [in] scratch for the scaled x.
+// Walk: group → panel of kPanelRows rows → tile pair (AVX2: half tile) → row, so a panel's rows are read as a few
+// short streams and the panel is done before the next starts. A software prefetch cursor runs sequentially ahead
+// through the chunk into L2 (a panel plus 64 KiB ahead): on the 2-core Zen 4 VM, interleaved row streams read at
+// 10–20 GB/s with the hardware prefetchers alone and at ≈ 24 GB/s with this cursor (one thread; sequential
+// reading ≈ 26 GB/s).
+// Shared set-up of a K-chunk: clears DAZ, scales x (scale_chunk) and places the prefetch cursor.
+struct GemvChunk {
+  DazOff daz_off;
+  float unscale[8];
+  const char* pf;      // prefetch cursor: a panel plus 64 KiB ahead of the first row
+  const char* pf_end;  // the end of the matrix
+  GemvChunk(const W4A16Weights& w, const float* x, int64_t g0, int64_t g1, bool denormal, float* xs) {
+    const int64_t words = w.out / 8;
+    scale_chunk(x, g0 * w.group, g1 * w.group, denormal, xs, unscale);
+    pf = reinterpret_cast<const char*>(w.qweight + g0 * w.group * words) + kPanelRows * words * 4 + (64 << 10);
+    pf_end = reinterpret_cast<const char*>(w.qweight + w.in * words);
+  }
+};
+
+template <bool DENORMAL>
 MIXQ_AVX512 static void gemv_groups_avx512(const W4A16Weights& w, const float* x, int64_t g0, int64_t g1, float* acc,
                                            float* part, float* xs) {
-  DazOff daz_off;
-  const int64_t words = w.out / 8, tiles = w.out / kW4TileCols;
-  // Scale 2^K: K = 90 keeps x · 2^K · 2^-149 normal for |x| ≥ 2^-67; lowered when max|x| · 2^K would pass 2^126.
-  float max_abs = 0;
-  for (int64_t i = g0 * w.group; i < g1 * w.group; ++i) max_abs = std::max(max_abs, std::fabs(x[i]));
-  int exponent = 0;
-  std::frexp(max_abs, &exponent);  // max_abs < 2^exponent
-  const int K = std::isfinite(max_abs) ? std::min(90, 126 - exponent) : 0;
-  const float scale = std::ldexp(1.0f, K);
-  float unscale[8];
-  for (int k = 0; k < 8; ++k) unscale[k] = std::ldexp(1.0f, 149 - K - kSlotShift[k]);
-  for (int64_t i = g0 * w.group; i < g1 * w.group; ++i) xs[i] = x[i] * scale;
-  const char* pf = reinterpret_cast<const char*>(w.qweight + g0 * w.group * words) + kPanelRows * words * 4 + (64 << 10);
-  const char* const pf_end = reinterpret_cast<const char*>(w.qweight + w.in * words);
+  GemvChunk c(w, x, g0, g1, DENORMAL, xs);
+  const int64_t tiles = w.out / kW4TileCols;
   for (int64_t g = g0; g < g1; ++g) {
     const int64_t i0 = g * w.group, i1 = i0 + w.group;
     float sum_x = 0;
@@ -254,11 +356,59 @@ MIXQ_AVX512 static void gemv_groups_avx512(const W4A16Weights& w, const float* x
       const int64_t p1 = std::min(p0 + kPanelRows, i1);
       int64_t tile = 0;
       for (; tile + 2 <= tiles; tile += 2)
-        gemv_panel_avx512<2>(w, xs, unscale, g, p0, p1, tile, p0 == i0, p1 == i1, sx, acc, part, pf, pf_end);
+        gemv_panel_avx512<2, DENORMAL>(w, xs, c.unscale, g, p0, p1, tile, p0 == i0, p1 == i1, sx, acc, part, c.pf, c.pf_end);
       if (tile < tiles)
-        gemv_panel_avx512<1>(w, xs, unscale, g, p0, p1, tile, p0 == i0, p1 == i1, sx, acc, part, pf, pf_end);
+        gemv_panel_avx512<1, DENORMAL>(w, xs, c.unscale, g, p0, p1, tile, p0 == i0, p1 == i1, sx, acc, part, c.pf, c.pf_end);
     }
   }
+}
+
+template <bool DENORMAL>
+MIXQ_AVX2 static void gemv_groups_avx2(const W4A16Weights& w, const float* x, int64_t g0, int64_t g1, float* acc,
+                                       float* part, float* xs) {
+  GemvChunk c(w, x, g0, g1, DENORMAL, xs);
+  const int64_t tiles = w.out / kW4TileCols;
+  for (int64_t g = g0; g < g1; ++g) {
+    const int64_t i0 = g * w.group, i1 = i0 + w.group;
+    float sum_x = 0;
+    for (int64_t i = i0; i < i1; ++i) sum_x += x[i];
+    const __m256 sx = _mm256_set1_ps(sum_x);
+    for (int64_t p0 = i0; p0 < i1; p0 += kPanelRows) {
+      const int64_t p1 = std::min(p0 + kPanelRows, i1);
+      for (int64_t tile = 0; tile < tiles; ++tile)
+        for (int half = 0; half < 2; ++half)
+          gemv_panel_avx2<DENORMAL>(w, xs, c.unscale, g, p0, p1, tile, half, p0 == i0, p1 == i1, sx, acc, part, c.pf,
+                                    c.pf_end);
+    }
+  }
+}
+
+// Whether FMA takes denormal operands at full speed on this CPU: 8 chains of FMAs with a denormal operand timed
+// against the same with a normal one (best of 5 each, DAZ cleared so the operand really is denormal). The gap is
+// ~1× or ~100×, so a 2× threshold is far from both.
+// Best of 5 timings (ns) of 8 chains × 256 FMAs operand · 2^100 (a normal product either way).
+MIXQ_AVX2 static double fma_chain_best_ns(float operand) {
+  volatile float in_a = operand, in_b = 0x1p100f;
+  const __m256 a = _mm256_set1_ps(in_a), b = _mm256_set1_ps(in_b);
+  double best = 1e30;
+  for (int rep = 0; rep < 5; ++rep) {
+    __m256 acc[8];
+    for (auto& v : acc) v = _mm256_setzero_ps();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int it = 0; it < 256; ++it)
+      for (auto& v : acc) v = _mm256_fmadd_ps(a, b, v);
+    __m256 sum = acc[0];
+    for (int j = 1; j < 8; ++j) sum = _mm256_add_ps(sum, acc[j]);
+    volatile float sink = _mm256_cvtss_f32(sum);
+    (void)sink;
+    best = std::min(best, std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return best;
+}
+
+static bool measure_denormal_fma_fast() {
+  DazOff daz_off;
+  return fma_chain_best_ns(0x1p-140f) < 2.0 * fma_chain_best_ns(0x1p-100f) + 200.0;  // +200 ns: timer granularity
 }
 
 // Dequantizes rows [r0, r0+R) of a tile into wd [R][128] (slot order).
@@ -317,41 +467,6 @@ MIXQ_AVX512 static void tile_matmul_avx512(const float* x, int64_t ldx, int64_t 
 }
 
 // ---- AVX2 ---------------------------------------------------------------------------------------------------
-
-MIXQ_AVX2 static void gemv_tile_avx2(const W4A16Weights& w, const float* x, float* y, int64_t tile) {
-  const int64_t words = w.out / 8;
-  alignas(32) float acc[kW4TileCols] = {0};
-  for (int64_t g = 0; g < w.in / w.group; ++g) {
-    float sum_x = 0;
-    for (int64_t i = g * w.group; i < (g + 1) * w.group; ++i) sum_x += x[i];
-    const float* s = w.scales_tiled + g * w.out + tile * kW4TileCols;
-    for (int half = 0; half < 2; ++half) {  // words 0..7, then 8..15 of the tile
-      const int32_t* qw = w.qweight + tile * 16 + half * 8;
-      __m256 part[8];
-      for (int k = 0; k < 8; ++k) part[k] = _mm256_setzero_ps();
-      for (int64_t i = g * w.group; i < (g + 1) * w.group; ++i) {
-        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qw + i * words));
-        const __m256 xb = _mm256_set1_ps(x[i]);
-        // Slots 0..6 masked in place (values < 2^28 convert exactly as signed); slot 7 shifted down.
-#define MIXQ_SLOT(k) \
-  part[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, _mm256_set1_epi32(int32_t(0xFu << (4 * k))))), xb, part[k]);
-        MIXQ_SLOT(0) MIXQ_SLOT(1) MIXQ_SLOT(2) MIXQ_SLOT(3) MIXQ_SLOT(4) MIXQ_SLOT(5) MIXQ_SLOT(6)
-#undef MIXQ_SLOT
-        part[7] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(v, 28)), xb, part[7]);
-      }
-      const __m256i zv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.qzeros + g * words + tile * 16 + half * 8));
-      const __m256 sx = _mm256_set1_ps(sum_x);
-      for (int k = 0; k < 8; ++k) {
-        const __m256 zk = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(zv, _mm256_set1_epi32(4 * k)), _mm256_set1_epi32(0xF)));
-        const float unscale = k == 7 ? 1.0f : 1.0f / float(1u << (4 * k));
-        const __m256 pk = _mm256_mul_ps(part[k], _mm256_set1_ps(unscale));
-        float* a = acc + 16 * k + 8 * half;
-        _mm256_store_ps(a, _mm256_fmadd_ps(_mm256_loadu_ps(s + 16 * k + 8 * half), _mm256_fnmadd_ps(zk, sx, pk), _mm256_load_ps(a)));
-      }
-    }
-  }
-  store_tile_natural(acc, y + tile * kW4TileCols);
-}
 
 MIXQ_AVX2 static void dequant_tile_avx2(const W4A16Weights& w, int64_t tile, int64_t r0, int64_t R, float* wd) {
   const int64_t words = w.out / 8, g = r0 / w.group;
@@ -429,7 +544,7 @@ static void gemm_tile(const W4A16Weights& w, const float* x, int64_t t0, int64_t
 #endif
 }
 
-// K-chunks of the AVX-512 GEMV: the rows are split into this many runs of whole groups, fixed by the shape and
+// K-chunks of the SIMD GEMV: the rows are split into this many runs of whole groups, fixed by the shape and
 // never by the thread count, so every output is the same sum in the same order on any pool; each chunk is one
 // contiguous region of the matrix, streamed by one thread. ~1024 rows a chunk, at most 8 (a few % of extra
 // partial-output traffic at most).
@@ -438,8 +553,11 @@ static int64_t gemv_kchunks(const W4A16Weights& w) {
 }
 
 #if defined(__x86_64__)
-// y = x · Wᵀ for one token: work items = the K-chunks over the full tiles, plus one for the tail columns.
-static void gemv_avx512(const W4A16Weights& w, const float* x, float* y, ThreadPool& pool) {
+using GemvGroupsFn = void (*)(const W4A16Weights&, const float*, int64_t, int64_t, float*, float*, float*);
+
+// y = x · Wᵀ for one token: work items = the K-chunks over the full tiles (gemv_groups_*), plus one for the tail
+// columns (scalar); chunk outputs are summed in chunk order.
+static void gemv_kchunked(const W4A16Weights& w, const float* x, float* y, ThreadPool& pool, GemvGroupsFn groups_fn) {
   const int64_t tiles = w.out / kW4TileCols, full = tiles * kW4TileCols, groups = w.in / w.group;
   const int64_t chunks = tiles > 0 ? gemv_kchunks(w) : 0;
   const int64_t items = chunks + (full < w.out ? 1 : 0);
@@ -447,7 +565,7 @@ static void gemv_avx512(const W4A16Weights& w, const float* x, float* y, ThreadP
   if (chunks > 1 && partial.size() < size_t(chunks * full)) partial.resize(size_t(chunks * full));
   float* const chunk_out = chunks > 1 ? partial.data() : y;
   pool.parallel_for(items, [&](int64_t b, int64_t e) {
-    thread_local std::vector<float> scratch;  // acc [full] + part [full], reused across calls
+    thread_local std::vector<float> scratch;  // acc [full] + part [full] + xs [in], reused across calls
     if (scratch.size() < size_t(2 * full + w.in)) scratch.resize(size_t(2 * full + w.in));
     for (int64_t item = b; item < e; ++item) {
       if (item == chunks) {
@@ -456,12 +574,12 @@ static void gemv_avx512(const W4A16Weights& w, const float* x, float* y, ThreadP
       }
       float* acc = scratch.data();
       std::fill(acc, acc + full, 0.0f);
-      gemv_groups_avx512(w, x, groups * item / chunks, groups * (item + 1) / chunks, acc, acc + full, acc + 2 * full);
+      groups_fn(w, x, groups * item / chunks, groups * (item + 1) / chunks, acc, acc + full, acc + 2 * full);
       float* out = chunk_out + (chunks > 1 ? item * full : 0);
       for (int64_t t = 0; t < tiles; ++t) store_tile_natural(acc + t * kW4TileCols, out + t * kW4TileCols);
     }
   });
-  if (chunks > 1) {  // chunk outputs summed in chunk order
+  if (chunks > 1) {
     for (int64_t o = 0; o < full; ++o) {
       float sum = partial[size_t(o)];
       for (int64_t c = 1; c < chunks; ++c) sum += partial[size_t(c * full + o)];
@@ -471,15 +589,20 @@ static void gemv_avx512(const W4A16Weights& w, const float* x, float* y, ThreadP
 }
 #endif
 
-void w4a16_forward(const W4A16Weights& w, const float* x, int64_t n, float* y, ThreadPool& pool, W4Isa isa) {
+void w4a16_forward(const W4A16Weights& w, const float* x, int64_t n, float* y, ThreadPool& pool, W4Isa isa,
+                   W4Nibble nibble) {
   if (isa == W4Isa::Auto) isa = w4_best_isa();
+  if (nibble == W4Nibble::Auto) nibble = w4_nibble_route();
   const int64_t full_tiles = w.out / kW4TileCols;
   const bool tail = w.out % kW4TileCols != 0;
   const int64_t col_items = full_tiles + (tail ? 1 : 0);
   auto cols_scalar = [&](const float* xt, float* yt, int64_t c0, int64_t c1) { gemv_cols_scalar(w, xt, yt, c0, c1); };
 #if defined(__x86_64__)
-  if (n == 1 && isa == W4Isa::Avx512 ) {
-    gemv_avx512(w, x, y, pool);
+  if (n == 1 && isa != W4Isa::Scalar) {
+    const bool dn = nibble == W4Nibble::Denormal;
+    gemv_kchunked(w, x, y, pool,
+                  isa == W4Isa::Avx512 ? (dn ? gemv_groups_avx512<true> : gemv_groups_avx512<false>)
+                                       : (dn ? gemv_groups_avx2<true> : gemv_groups_avx2<false>));
     return;
   }
 #endif
@@ -491,9 +614,6 @@ void w4a16_forward(const W4A16Weights& w, const float* x, int64_t n, float* y, T
         const float* xt = x + t * w.in;
         float* yt = y + t * w.out;
         if (tile == full_tiles) { cols_scalar(xt, yt, full_tiles * kW4TileCols, w.out); continue; }
-#if defined(__x86_64__)
-        if (isa == W4Isa::Avx2) { gemv_tile_avx2(w, xt, yt, tile); continue; }
-#endif
         cols_scalar(xt, yt, tile * kW4TileCols, (tile + 1) * kW4TileCols);
       }
     });

@@ -2,7 +2,8 @@
 // The packed words are read in place (from the checkpoint mapping); dequantization happens inside the dot
 // product (GEMV) or per [group × 128-column] tile in a cache-resident buffer (GEMM), never for a whole matrix.
 //
-// Kernels, chosen at run time: AVX-512 (avx512f/bw), AVX2+FMA, and a portable scalar one; w4a16_reference
+// Kernels, chosen at run time (MIXQ_CPU_ISA=scalar|avx2 caps the level): AVX-512 (avx512f/bw), AVX2+FMA, and a
+// portable scalar one; w4a16_reference
 // (dequantize everything, then a plain f32 matmul) is the oracle the tests compare them with.
 #pragma once
 #include <cstdint>
@@ -20,6 +21,17 @@ const char* w4_isa_name(W4Isa isa);
 W4Isa w4_best_isa();
 // Every kernel this CPU can run (Scalar first): what the kernel tests iterate over.
 std::vector<W4Isa> w4_available_isas();
+
+// How the SIMD GEMV (one token) turns a nibble into f32 (w4a16_cpu.cpp explains both; same results up to f32
+// summation order): Convert — AND + int→float convert, fast everywhere; Denormal — AND alone, the masked word read
+// as a denormal-range float, ~1.4× the arithmetic rate where FMA takes denormal operands at full speed (AMD Zen 4)
+// and ~100× slower where it does not (Intel Xeons measured). Auto: Denormal only where measured fast.
+enum class W4Nibble { Auto, Convert, Denormal };
+const char* w4_nibble_name(W4Nibble route);
+// Measured once per process: FMA with a denormal operand runs within 2× of a normal one.
+bool w4_denormal_fma_fast();
+// Auto resolved: MIXQ_W4_NIBBLE=convert|denormal if set, else Denormal when w4_denormal_fma_fast().
+W4Nibble w4_nibble_route();
 
 constexpr int64_t kW4TileCols = 128;  // 16 packed words: one AVX-512 register of words
 
@@ -46,8 +58,10 @@ void w4a16_weight_row(const W4A16Weights& w, int64_t o, float* dst);
 // Oracle: dequantize all of W, then y = x · w_t in plain loops (f32 accumulation in input order).
 void w4a16_reference(const W4A16Weights& w, const float* x, int64_t n, float* y);
 
-// The fast path: GEMV for n == 1, tiled GEMM for n > 1; multithreaded over column tiles (and token blocks).
+// The fast path. n == 1 (decode): GEMV over K-chunks of whole rows (a fixed split by shape; each thread streams
+// contiguous rows, outputs summed in chunk order, so results do not depend on the pool size); n > 1: tiled GEMM,
+// multithreaded over column tiles and token blocks. `nibble` applies to the SIMD GEMV.
 void w4a16_forward(const W4A16Weights& w, const float* x, int64_t n, float* y, ThreadPool& pool,
-                   W4Isa isa = W4Isa::Auto);
+                   W4Isa isa = W4Isa::Auto, W4Nibble nibble = W4Nibble::Auto);
 
 }  // namespace mixq::awq
