@@ -9,7 +9,6 @@ exactly, then breaks one thing at a time and checks that the checker names the b
 """
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
