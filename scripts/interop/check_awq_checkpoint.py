@@ -15,7 +15,9 @@ What it does, per checkpoint folder:
      transformers computes with what the MixQ engine recorded (scripts/interop/engine_side.mjs → ours.json):
      perplexity over the held-out windows (total and per window), per-position log-probabilities of the
      prompts, log-probabilities at the last prompt position, greedy continuations and argmax.
-Optionally (--source) compares 16-bit tensors and reconstructed weights with the unquantized source model.
+Optionally (--source) compares 16-bit tensors and reconstructed weights with the unquantized source model; a
+checkpoint whose NAME starts with "rtn" is taken as round-to-nearest (no scaling, no clipping) and each of its
+weights must then lie within one quantization step of the source.
 
 Usage (torch + transformers needed for 3; 1, 2 and --self-test need only numpy):
   python3 scripts/interop/check_awq_checkpoint.py --self-test
@@ -423,8 +425,8 @@ def compare_with_source(ck: Checkpoint, state: dict, source: Checkpoint, group: 
         mine = state[f"{p}.block_sparse_moe.gate.weight"] * state[f"{p}.post_attention_layernorm.weight"]
         ref = source.read_float32(f"{p}.block_sparse_moe.gate.weight") * \
             source.read_float32(f"{p}.post_attention_layernorm.weight")
-        rel = float(np.max(np.abs(mine - ref) / (np.abs(ref) + 1e-3 * np.max(np.abs(ref)))))
-        out["router_max_rel_err"] = max(out["router_max_rel_err"], rel)
+        err = float(np.max(np.abs(mine - ref) / (np.abs(ref) + 1e-3 * np.max(np.abs(ref)))))
+        out["router_max_rel_err"] = max(out["router_max_rel_err"], err)
     if out["router_max_rel_err"] > ROUTER_REL_TOL:
         ck.problems.append(f"router ⊙ post-attention norm differs from the source by {out['router_max_rel_err']:.3g} "
                            "(relative): the router was not rescaled with the folded norm")
