@@ -18,6 +18,7 @@ import unittest
 
 import numpy as np
 
+sys.dont_write_bytecode = True  # no __pycache__ beside the sources
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import check_awq_checkpoint as cac  # noqa: E402
 
