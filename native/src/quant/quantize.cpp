@@ -285,6 +285,8 @@ QuantizeResult quantize_model(const QuantizeOptions& opts) {
   lopts.spec.group = opts.group_size;
   lopts.spec.zero_point = opts.zero_point;
   lopts.clip_tokens = opts.clip_tokens;
+  lopts.rounding = opts.rounding;
+  lopts.propagate_quantized = opts.propagate_quantized;
   lopts.cancel = opts.cancel;
   for (int l = 0; l < L; ++l) {
     const auto tl = Clock::now();

@@ -2,23 +2,30 @@
 //
 // Layer by layer (peak memory ≈ one layer's weights in f32 + the calibration activations):
 //   1. load the layer's 16-bit weights from the mapped source, transposed to w_t [in, out] f32;
-//   2. run the calibration activations through it (the float layer: its output feeds the next layer, as in
-//      AutoAWQ, so quantization error does not compound into the statistics);
+//   2. run the calibration activations through it in f32: the block outputs every loss compares against;
 //   3. AWQ only — scale search per group of modules, α = i/20, i = 0..19, duo scaling normalised by
 //      sqrt(max·min), loss = MSE of the group's block output with Q(W·s)/s:
 //        (1) input_layernorm → q,k,v              loss: self-attention output (o_proj included)
+//        (2) v → o                                loss: o_proj output. With GQA (AutoAWQ skips the group there)
+//            the o_proj input channels of the heads that share a kv head share one scale, the scale of the v
+//            channel they all read, so 1/s folds exactly into v's output channels;
 //        (3) post_attention_layernorm → w1,w3 of ALL experts, one shared scale   loss: MoE block output
 //        (4) per expert, w3 → w2 on that expert's routed tokens                   loss: w2 output
-//      ((2) v → o is skipped: GQA shapes differ.) 1/s is folded into the previous op (norm weights, w3 rows);
-//      the router, which reads the same normed input as w1/w3, gets the scale (3) on its input channels;
-//      norms keep their source dtype, and the weights are scaled by the exactly representable ratio
-//      norm/rounded(norm/s), so the fold is exact;
+//      1/s is folded into the previous op (norm weights, v rows, w3 rows); the router, which reads the same
+//      normed input as w1/w3, gets the scale (3) on its input channels; norms keep their source dtype, and the
+//      weights are scaled by the exactly representable ratio norm/rounded(norm/s), so the fold is exact;
 //   4. AWQ only — clip search on ≤ 512 tokens for every quantized Linear except q/k (awq_math.h);
-//   5. RTN int4 per group (zero point or symmetric), pack, and write the layer's shard.
+//   5. int4 per group (zero point or symmetric): scales and zeros from the (clipped) weights; the codes by
+//      round-to-nearest, or (AWQ, Rounding::Gptq, the default) with error feedback on the Linear's
+//      calibration inputs (gptq.h) — same format, lower output error; then pack and write the layer's shard;
+//   6. the next layer's calibration input: the output of this layer as quantized (propagate_quantized, the
+//      default: later layers calibrate on what they will really see) or of the float layer (AutoAWQ's choice).
+// Rounding::Nearest + propagate_quantized = false is AutoAWQ's algorithm for Mixtral (plus group (2) under GQA).
+// Measured on the fixture (docs/BENCHMARKS.md, AWQ): ppl 9.607 that way; 9.53 with both defaults.
 // An expert that receives no calibration tokens cannot be calibrated on its own inputs: it falls back to
-// using ALL the layer's calibration tokens as its inputs for its w2 scale and its clip search (a warning
-// says which expert). Output goes to OUT.tmp-XXXXXX, renamed to OUT only when complete; a cancelled or
-// failed run removes it.
+// using ALL the layer's calibration tokens as its inputs for its w2 scale, its clip search and its rounding
+// (a warning says which expert). Output goes to OUT.tmp-XXXXXX, renamed to OUT only when complete; a cancelled
+// or failed run removes it.
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -38,11 +45,13 @@ namespace mixq::quant {
 struct QuantizeProgress {
   int layer = 0;          // 0-based layer being processed
   int layers = 0;
-  std::string phase;      // "load", "forward", "search-attn", "search-moe", "search-experts", "clip", "pack", "write", "done"
+  std::string phase;      // "load", "forward", "search-attn", "search-moe", "search-experts", "clip", "pack", "propagate", "write", "done"
   double fraction = 0;    // of the whole run, 0..1
   double elapsed_s = 0;
   double eta_s = -1;      // -1 until one layer has completed
 };
+
+enum class Rounding { Nearest, Gptq };
 
 struct QuantizeOptions {
   std::string source_dir;  // 16-bit Mixtral folder
@@ -54,6 +63,8 @@ struct QuantizeOptions {
   int samples = 0;
   int seq_len = 0;
   int clip_tokens = 512;   // clip search token budget per Linear
+  Rounding rounding = Rounding::Gptq;  // AWQ only (RTN is round-to-nearest by definition)
+  bool propagate_quantized = true;     // AWQ: calibrate layer l+1 on layer l's quantized output
   int threads = 0;         // 0 = all hardware threads
   std::function<void(const QuantizeProgress&)> on_progress;
   const std::atomic<bool>* cancel = nullptr;  // polled between phases and α steps; throws mixq::Cancelled
@@ -70,7 +81,7 @@ struct QuantizeResult {
   size_t output_bytes = 0;
   std::vector<double> layer_seconds;
   std::vector<std::string> warnings;
-  std::vector<float> best_alpha;  // per (layer, group): layer·(2 + experts) + {0: attn, 1: moe, 2+e: expert e}
+  std::vector<float> best_alpha;  // per (layer, group): layer·(3 + experts) + {0: attn, 1: moe, 2+e: expert e, 2+E: v→o}
 };
 
 QuantizeResult quantize_model(const QuantizeOptions& opts);
@@ -92,6 +103,9 @@ struct LayerQuantOptions {
   bool awq = true;
   QuantSpec spec;
   int clip_tokens = 512;
+  Rounding rounding = Rounding::Gptq;  // only when awq
+  bool propagate_quantized = true;     // only when awq: h ← the quantized layer's output
+  double gptq_damp = 0.01;             // λ = damp · mean(diag H)
   // Rounds a folded norm weight to the dtype it is stored in (identity for f32 storage).
   std::function<float(float)> round_norm = [](float x) { return x; };
   const std::atomic<bool>* cancel = nullptr;
@@ -104,11 +118,14 @@ struct LayerQuantized {
   // "self_attn.q_proj", ..., "block_sparse_moe.experts.3.w2" → codes
   std::vector<std::pair<std::string, QuantizedLinear>> linears;
   std::vector<std::string> warnings;
-  std::vector<float> best_alpha;  // attn, moe, expert 0..E-1 (−1: not searched)
-  std::vector<double> phase_seconds;  // forward, search-attn, search-moe, search-experts, clip, pack
+  std::vector<float> best_alpha;  // attn, moe, expert 0..E-1, v→o (−1: not searched)
+  // forward, search-attn (incl. v→o), search-moe, search-experts (incl. w2 clip and rounding), clip, pack
+  // (rounding of the rest), propagate
+  std::vector<double> phase_seconds;
 };
 
-// h: [samples·seq_len, d] the layer input; replaced by the float layer's output (when awq; RTN does not
+// h: [samples·seq_len, d] the layer input; replaced by the layer's output (quantized or float, see
+// propagate_quantized) (when awq; RTN does not
 // need activations and passes h = nullptr). `w` is modified (scaled, clipped).
 void quantize_layer(const ModelConfig& cfg, LayerF32& w, float* h, int64_t samples, int64_t seq_len,
                     const LayerQuantOptions& opts, LayerQuantized* out, ThreadPool& pool);

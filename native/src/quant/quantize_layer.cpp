@@ -6,6 +6,7 @@
 
 #include "error.h"
 #include "quant/calib_forward.h"
+#include "quant/gptq.h"
 #include "quant/quantize.h"
 #include "quant/sgemm.h"
 #include "thread_pool.h"
@@ -103,6 +104,54 @@ SearchResult search_scales(const std::vector<float>& x_mean, const std::vector<f
   return best;  // all losses NaN: scales stay 1 (plain RTN for this group), alpha −1
 }
 
+
+// The decoder layer in f32 on h [N, d] → h_out; keeps the intermediates the searches need when `keep`.
+struct LayerActs {
+  std::vector<float> x1, attn, ctx, x2, moe, h_out;  // [N,d], [N,d], [N,qd], [N,d], [N,d], [N,d]
+  Routing routing;
+  std::vector<std::vector<float>> a;                 // [E][n_e, d] routed inputs per expert
+};
+void layer_forward(const ModelConfig& cfg, const LayerF32& w, const float* h, const AttentionShape& shape, bool keep,
+                   LayerActs* f, ThreadPool& pool) {
+  const int64_t d = cfg.hidden_size, inter = cfg.intermediate_size, N = shape.samples * shape.seq_len;
+  const int E = cfg.num_local_experts;
+  const float eps = float(cfg.rms_norm_eps);
+  f->x1.resize(size_t(N * d));
+  f->attn.resize(size_t(N * d));
+  rms_norm_rows(h, N, d, w.attn_norm.data(), eps, f->x1.data(), pool);
+  attention_block(f->x1.data(), d, w.q_t.data(), w.k_t.data(), w.v_t.data(), w.o_t.data(), shape, f->attn.data(),
+                  keep ? &f->ctx : nullptr, pool);
+  f->h_out.resize(size_t(N * d));
+  for (int64_t i = 0; i < N * d; ++i) f->h_out[size_t(i)] = h[i] + f->attn[size_t(i)];
+  f->x2.resize(size_t(N * d));
+  rms_norm_rows(f->h_out.data(), N, d, w.post_norm.data(), eps, f->x2.data(), pool);
+  f->routing = route_tokens(f->x2.data(), N, d, w.gate_t.data(), E, cfg.num_experts_per_tok, pool);
+  f->a.assign(size_t(E), {});
+  f->moe.assign(size_t(N * d), 0.0f);
+  std::vector<float> a, act, y;
+  for (int e = 0; e < E; ++e) {
+    const auto& rows = f->routing.tokens[size_t(e)];
+    const int64_t ne = int64_t(rows.size());
+    if (ne == 0) continue;
+    a.resize(size_t(ne * d));
+    gather_rows(f->x2.data(), d, rows, a.data());
+    act.resize(size_t(ne * inter));
+    y.resize(size_t(ne * d));
+    const auto& ex = w.experts[size_t(e)];
+    expert_forward(a.data(), ne, d, inter, ex.w1_t.data(), ex.w3_t.data(), ex.w2_t.data(), act.data(), y.data(), pool);
+    for (int64_t r = 0; r < ne; ++r) {
+      const float wt = f->routing.weights[size_t(e)][size_t(r)];
+      float* dst = f->moe.data() + int64_t(rows[size_t(r)]) * d;
+      for (int64_t i = 0; i < d; ++i) dst[i] += wt * y[size_t(r * d + i)];
+    }
+    if (keep) f->a[size_t(e)] = a;
+  }
+  for (int64_t i = 0; i < N * d; ++i) f->h_out[size_t(i)] += f->moe[size_t(i)];
+  if (!keep) {
+    f->x1.clear(); f->attn.clear(); f->x2.clear(); f->moe.clear(); f->a.clear();
+  }
+}
+
 }  // namespace
 
 void quantize_layer(const ModelConfig& cfg, LayerF32& w, float* h, int64_t samples, int64_t seq_len,
@@ -122,8 +171,8 @@ void quantize_layer(const ModelConfig& cfg, LayerF32& w, float* h, int64_t sampl
   shape.rope_theta = cfg.rope_theta;
   const float eps = float(cfg.rms_norm_eps);
 
-  out->best_alpha.assign(static_cast<size_t>(2 + E), -1.0f);
-  out->phase_seconds.assign(6, 0.0);
+  out->best_alpha.assign(static_cast<size_t>(3 + E), -1.0f);
+  out->phase_seconds.assign(7, 0.0);
   auto phase = [&](const char* name, double frac) {
     check_cancel(opts.cancel);
     if (opts.on_phase) opts.on_phase(name, frac);
@@ -134,56 +183,72 @@ void quantize_layer(const ModelConfig& cfg, LayerF32& w, float* h, int64_t sampl
     out->phase_seconds[size_t(idx)] += std::chrono::duration<double>(now - t_phase).count();
     t_phase = now;
   };
+  (void)eps;
+  (void)top_k;
+  const bool gptq = opts.awq && opts.rounding == Rounding::Gptq;
+  // Final codes of one Linear: round-to-nearest, or error feedback on its calibration inputs x [n, in] / div.
+  auto finish = [&](const std::vector<float>& w_t, int64_t in, int64_t outf, const std::vector<float>* gram) {
+    if (gptq && gram) return gptq_quantize_linear(w_t.data(), in, outf, *gram, spec, pool, opts.gptq_damp);
+    return quantize_linear(w_t.data(), in, outf, spec, pool);
+  };
+  std::vector<QuantizedLinear> w2q(static_cast<size_t>(E));  // filled in phase (4) when awq
 
+  LayerActs f;  // the float layer's activations (AWQ)
+  std::vector<float> s1_eff, s_v, s_o, s3_eff;
   if (opts.awq) {
     if (!h || N <= 0) throw Error("AWQ needs calibration activations (samples × seq_len > 0)");
-    // ---- float forward: statistics, block outputs, and the next layer's input ----
+    // ---- float forward: statistics, block outputs, and (propagate_quantized = false) the next layer's input ----
     phase("forward", 0.0);
-    std::vector<float> x1(static_cast<size_t>(N * d)), attn_fp(static_cast<size_t>(N * d)), ctx;
-    rms_norm_rows(h, N, d, w.attn_norm.data(), eps, x1.data(), pool);
-    attention_block(x1.data(), d, w.q_t.data(), w.k_t.data(), w.v_t.data(), w.o_t.data(), shape, attn_fp.data(), &ctx,
-                    pool);
-    std::vector<float> h_out(static_cast<size_t>(N * d)), x2(static_cast<size_t>(N * d));
-    for (int64_t i = 0; i < N * d; ++i) h_out[size_t(i)] = h[i] + attn_fp[size_t(i)];
-    rms_norm_rows(h_out.data(), N, d, w.post_norm.data(), eps, x2.data(), pool);
-    const Routing routing = route_tokens(x2.data(), N, d, w.gate_t.data(), E, top_k, pool);
-    std::vector<std::vector<float>> a(static_cast<size_t>(E));  // routed inputs per expert [n_e, d]
-    std::vector<float> moe_fp(static_cast<size_t>(N * d), 0.0f), act, y;
-    for (int e = 0; e < E; ++e) {
-      const auto& rows = routing.tokens[size_t(e)];
-      const int64_t ne = int64_t(rows.size());
-      if (ne == 0) continue;
-      a[size_t(e)].resize(static_cast<size_t>(ne * d));
-      gather_rows(x2.data(), d, rows, a[size_t(e)].data());
-      act.resize(static_cast<size_t>(ne * inter));
-      y.resize(static_cast<size_t>(ne * d));
-      const auto& ex = w.experts[size_t(e)];
-      expert_forward(a[size_t(e)].data(), ne, d, inter, ex.w1_t.data(), ex.w3_t.data(), ex.w2_t.data(), act.data(),
-                     y.data(), pool);
-      for (int64_t r = 0; r < ne; ++r) {
-        const float wt = routing.weights[size_t(e)][size_t(r)];
-        float* dst = moe_fp.data() + int64_t(rows[size_t(r)]) * d;
-        for (int64_t i = 0; i < d; ++i) dst[i] += wt * y[size_t(r * d + i)];
-      }
-    }
-    for (int64_t i = 0; i < N * d; ++i) h_out[size_t(i)] += moe_fp[size_t(i)];
+    layer_forward(cfg, w, h, shape, /*keep=*/true, &f, pool);
+    const Routing& routing = f.routing;
+    const auto& a = f.a;
+    std::vector<float> act, y;
     end_phase(0);
 
     // ---- (1) input_layernorm → q, k, v; loss: self-attention output ----
     phase("search-attn", 0.1);
     std::vector<float> fq_q, fq_k, fq_v, attn_q(static_cast<size_t>(N * d));
-    const std::vector<float> x1_mean = activation_channel_mean(x1.data(), N, d);
+    const std::vector<float> x1_mean = activation_channel_mean(f.x1.data(), N, d);
     const std::vector<float> attn_w_mean =
         weight_channel_mean({w.q_t.data(), w.k_t.data(), w.v_t.data()}, {qd, kvd, kvd}, d, spec.group);
     const SearchResult s1 = search_scales(x1_mean, attn_w_mean, [&](const std::vector<float>& s) {
       fake_quant_scaled(w.q_t, d, qd, s, spec, fq_q, pool);
       fake_quant_scaled(w.k_t, d, kvd, s, spec, fq_k, pool);
       fake_quant_scaled(w.v_t, d, kvd, s, spec, fq_v, pool);
-      attention_block(x1.data(), d, fq_q.data(), fq_k.data(), fq_v.data(), w.o_t.data(), shape, attn_q.data(), nullptr,
-                      pool);
-      return mse(attn_q.data(), attn_fp.data(), attn_q.size());
+      attention_block(f.x1.data(), d, fq_q.data(), fq_k.data(), fq_v.data(), w.o_t.data(), shape, attn_q.data(),
+                      nullptr, pool);
+      return mse(attn_q.data(), f.attn.data(), attn_q.size());
     }, opts.cancel);
     out->best_alpha[0] = s1.alpha;
+
+    // ---- (2) v → o; loss: o_proj output. o input channel c = head·hd + j reads v channel kv(c) =
+    //      (head / rep)·hd + j (rep = heads / kv_heads), so those channels share the scale s_v[kv(c)] ----
+    {
+      const int64_t hd = cfg.head_dim, rep = cfg.num_attention_heads / cfg.num_key_value_heads;
+      auto kv_of = [&](int64_t c) { return ((c / hd) / rep) * hd + c % hd; };
+      auto tie = [&](const std::vector<float>& v) {  // [qd] → [kvd], mean over the heads sharing a kv channel
+        std::vector<float> t(static_cast<size_t>(kvd), 0.0f);
+        for (int64_t c = 0; c < qd; ++c) t[size_t(kv_of(c))] += v[size_t(c)] / float(rep);
+        return t;
+      };
+      auto expand = [&](const std::vector<float>& sv) {
+        std::vector<float> so(static_cast<size_t>(qd));
+        for (int64_t c = 0; c < qd; ++c) so[size_t(c)] = sv[size_t(kv_of(c))];
+        return so;
+      };
+      std::vector<float> fq_o, y_o(static_cast<size_t>(N * d));
+      const SearchResult s2 = search_scales(
+          tie(activation_channel_mean(f.ctx.data(), N, qd)), tie(weight_channel_mean({w.o_t.data()}, {d}, qd, spec.group)),
+          [&](const std::vector<float>& sv) {
+            fake_quant_scaled(w.o_t, qd, d, expand(sv), spec, fq_o, pool);
+            sgemm(f.ctx.data(), qd, fq_o.data(), d, y_o.data(), d, N, qd, d, false, pool);
+            return mse(y_o.data(), f.attn.data(), y_o.size());
+          },
+          opts.cancel);
+      out->best_alpha[size_t(2 + E)] = s2.alpha;
+      s_v = s2.scales;
+      s_o = expand(s_v);
+    }
     end_phase(1);
 
     // ---- (3) post_attention_layernorm → w1, w3 of all experts (one scale); loss: MoE block output ----
@@ -196,7 +261,7 @@ void quantize_layer(const ModelConfig& cfg, LayerF32& w, float* h, int64_t sampl
       moe_ws.push_back(ex.w3_t.data());
       moe_outs.push_back(inter);
     }
-    const std::vector<float> x2_mean = activation_channel_mean(x2.data(), N, d);
+    const std::vector<float> x2_mean = activation_channel_mean(f.x2.data(), N, d);
     const std::vector<float> moe_w_mean = weight_channel_mean(moe_ws, moe_outs, d, spec.group);
     std::vector<float> fq1, fq3, moe_q(static_cast<size_t>(N * d));
     const SearchResult s3 = search_scales(x2_mean, moe_w_mean, [&](const std::vector<float>& s) {
@@ -219,15 +284,16 @@ void quantize_layer(const ModelConfig& cfg, LayerF32& w, float* h, int64_t sampl
           for (int64_t i = 0; i < d; ++i) dst[i] += wt * y[size_t(r * d + i)];
         }
       }
-      return mse(moe_q.data(), moe_fp.data(), moe_q.size());
+      return mse(moe_q.data(), f.moe.data(), moe_q.size());
     }, opts.cancel);
     out->best_alpha[1] = s3.alpha;
     end_phase(2);
 
-    // ---- (4) per expert: w3 → w2 on the expert's routed tokens; loss: w2 output ----
+    // ---- (4) per expert: w3 → w2 on the expert's routed tokens; loss: w2 output. w2 depends on no other
+    //      group, so it is scaled, clipped and rounded here, while its inputs are at hand ----
     phase("search-experts", 0.55);
-    std::vector<std::vector<float>> s4(static_cast<size_t>(E)), w2_clip_x(static_cast<size_t>(E));
-    std::vector<float> fq2, y_q;
+    std::vector<std::vector<float>> s4(static_cast<size_t>(E));
+    std::vector<float> fq2, y_q, clip_x;
     for (int e = 0; e < E; ++e) {
       check_cancel(opts.cancel);
       auto& ex = w.experts[size_t(e)];
@@ -235,9 +301,9 @@ void quantize_layer(const ModelConfig& cfg, LayerF32& w, float* h, int64_t sampl
       int64_t ne = int64_t(routing.tokens[size_t(e)].size());
       if (ne == 0) {
         out->warnings.push_back("expert " + std::to_string(e) +
-                                " received no calibration tokens; its w2 scale and its clipping use all " +
+                                " received no calibration tokens; its w2 scale, its clipping and its rounding use all " +
                                 std::to_string(N) + " calibration tokens of the layer instead");
-        ae = x2.data();
+        ae = f.x2.data();
         ne = N;
       }
       act.resize(static_cast<size_t>(ne * inter));
@@ -253,20 +319,30 @@ void quantize_layer(const ModelConfig& cfg, LayerF32& w, float* h, int64_t sampl
       }, opts.cancel);
       out->best_alpha[size_t(2 + e)] = se.alpha;
       s4[size_t(e)] = se.scales;
-      // The clip search of w2 sees the scaled inputs act / s.
+      // w2 ← w2·s (rows), clip on the scaled inputs act / s, then its codes.
+      scale_rows(ex.w2_t.data(), inter, d, se.scales.data());
       const std::vector<int32_t> rows = subsample_rows(ne, opts.clip_tokens);
-      w2_clip_x[size_t(e)].resize(rows.size() * size_t(inter));
-      gather_rows(act.data(), inter, rows, w2_clip_x[size_t(e)].data());
-      divide_channels(w2_clip_x[size_t(e)].data(), int64_t(rows.size()), inter, se.scales.data());
+      clip_x.resize(rows.size() * size_t(inter));
+      gather_rows(act.data(), inter, rows, clip_x.data());
+      divide_channels(clip_x.data(), int64_t(rows.size()), inter, se.scales.data());
+      clip_search_apply(ex.w2_t.data(), inter, d, clip_x.data(), int64_t(rows.size()), spec, pool);
+      if (gptq) {
+        const std::vector<float> g2 = gram_matrix(act.data(), ne, inter, se.scales.data(), pool);
+        w2q[size_t(e)] = finish(ex.w2_t, inter, d, &g2);
+      } else {
+        w2q[size_t(e)] = finish(ex.w2_t, inter, d, nullptr);
+      }
     }
     end_phase(3);
 
     // ---- apply the scales (fold 1/s into the previous op) ----
-    const std::vector<float> s1_eff = fold_into_norm(w.attn_norm, s1.scales, opts.round_norm);
+    s1_eff = fold_into_norm(w.attn_norm, s1.scales, opts.round_norm);
     scale_rows(w.q_t.data(), d, qd, s1_eff.data());
     scale_rows(w.k_t.data(), d, kvd, s1_eff.data());
     scale_rows(w.v_t.data(), d, kvd, s1_eff.data());
-    const std::vector<float> s3_eff = fold_into_norm(w.post_norm, s3.scales, opts.round_norm);
+    divide_cols(w.v_t.data(), d, kvd, s_v.data());
+    scale_rows(w.o_t.data(), qd, d, s_o.data());
+    s3_eff = fold_into_norm(w.post_norm, s3.scales, opts.round_norm);
     // The router reads the same normed input: its input channels take s too, or the routing would change.
     scale_rows(w.gate_t.data(), d, E, s3_eff.data());
     for (int e = 0; e < E; ++e) {
@@ -274,10 +350,9 @@ void quantize_layer(const ModelConfig& cfg, LayerF32& w, float* h, int64_t sampl
       scale_rows(ex.w1_t.data(), d, inter, s3_eff.data());
       scale_rows(ex.w3_t.data(), d, inter, s3_eff.data());
       divide_cols(ex.w3_t.data(), d, inter, s4[size_t(e)].data());
-      scale_rows(ex.w2_t.data(), inter, d, s4[size_t(e)].data());
     }
 
-    // ---- clip search: v, o, and every expert's w1, w3, w2 (not q, k) ----
+    // ---- clip search: v, o, and every expert's w1, w3 (w2 done above; not q, k) ----
     phase("clip", 0.75);
     auto clip_on = [&](std::vector<float>& w_t, int64_t in, int64_t outf, const float* x, int64_t rows_total,
                        const float* inv_scale) {
@@ -287,42 +362,82 @@ void quantize_layer(const ModelConfig& cfg, LayerF32& w, float* h, int64_t sampl
       if (inv_scale) divide_channels(xs.data(), int64_t(rows.size()), in, inv_scale);
       clip_search_apply(w_t.data(), in, outf, xs.data(), int64_t(rows.size()), spec, pool);
     };
-    clip_on(w.v_t, d, kvd, x1.data(), N, s1_eff.data());
-    clip_on(w.o_t, qd, d, ctx.data(), N, nullptr);
+    clip_on(w.v_t, d, kvd, f.x1.data(), N, s1_eff.data());
+    clip_on(w.o_t, qd, d, f.ctx.data(), N, s_o.data());
     for (int e = 0; e < E; ++e) {
       check_cancel(opts.cancel);
       auto& ex = w.experts[size_t(e)];
       const bool routed = !routing.tokens[size_t(e)].empty();
-      const float* xe = routed ? a[size_t(e)].data() : x2.data();
+      const float* xe = routed ? a[size_t(e)].data() : f.x2.data();
       const int64_t ne = routed ? int64_t(routing.tokens[size_t(e)].size()) : N;
       clip_on(ex.w1_t, d, inter, xe, ne, s3_eff.data());
       clip_on(ex.w3_t, d, inter, xe, ne, s3_eff.data());
-      const auto& cx = w2_clip_x[size_t(e)];
-      clip_search_apply(ex.w2_t.data(), inter, d, cx.data(), int64_t(cx.size() / size_t(inter)), spec, pool);
     }
     end_phase(4);
-    std::memcpy(h, h_out.data(), sizeof(float) * size_t(N * d));
   }
 
-  // ---- round to nearest int4 per group ----
-  phase("pack", 0.9);
-  auto add = [&](const std::string& name, const std::vector<float>& w_t, int64_t in, int64_t outf) {
-    out->linears.emplace_back(name, quantize_linear(w_t.data(), in, outf, spec, pool));
-  };
-  add("self_attn.q_proj", w.q_t, d, qd);
-  add("self_attn.k_proj", w.k_t, d, kvd);
-  add("self_attn.v_proj", w.v_t, d, kvd);
-  add("self_attn.o_proj", w.o_t, qd, d);
+  // ---- int4 codes per group (round to nearest, or error feedback on the calibration inputs) ----
+  phase("pack", 0.85);
+  auto add = [&](const std::string& name, QuantizedLinear ql) { out->linears.emplace_back(name, std::move(ql)); };
+  {
+    std::vector<float> g_qkv, g_o;
+    if (gptq) {
+      g_qkv = gram_matrix(f.x1.data(), N, d, s1_eff.data(), pool);
+      g_o = gram_matrix(f.ctx.data(), N, qd, s_o.data(), pool);
+    }
+    add("self_attn.q_proj", finish(w.q_t, d, qd, gptq ? &g_qkv : nullptr));
+    add("self_attn.k_proj", finish(w.k_t, d, kvd, gptq ? &g_qkv : nullptr));
+    add("self_attn.v_proj", finish(w.v_t, d, kvd, gptq ? &g_qkv : nullptr));
+    add("self_attn.o_proj", finish(w.o_t, qd, d, gptq ? &g_o : nullptr));
+  }
   for (int e = 0; e < E; ++e) {
+    check_cancel(opts.cancel);
     const std::string p = "block_sparse_moe.experts." + std::to_string(e) + ".";
-    add(p + "w1", w.experts[size_t(e)].w1_t, d, inter);
-    add(p + "w2", w.experts[size_t(e)].w2_t, inter, d);
-    add(p + "w3", w.experts[size_t(e)].w3_t, d, inter);
+    auto& ex = w.experts[size_t(e)];
+    std::vector<float> g13;
+    if (gptq) {
+      const bool routed = !f.routing.tokens[size_t(e)].empty();
+      g13 = gram_matrix(routed ? f.a[size_t(e)].data() : f.x2.data(),
+                        routed ? int64_t(f.routing.tokens[size_t(e)].size()) : N, d, s3_eff.data(), pool);
+    }
+    add(p + "w1", finish(ex.w1_t, d, inter, gptq ? &g13 : nullptr));
+    add(p + "w2", opts.awq ? std::move(w2q[size_t(e)]) : finish(ex.w2_t, inter, d, nullptr));
+    add(p + "w3", finish(ex.w3_t, d, inter, gptq ? &g13 : nullptr));
   }
   out->attn_norm = w.attn_norm;
   out->post_norm = w.post_norm;
   out->gate_t = w.gate_t;
   end_phase(5);
+
+  // ---- the next layer's calibration input ----
+  if (opts.awq) {
+    if (opts.propagate_quantized) {
+      phase("propagate", 0.95);
+      f = LayerActs();  // free the float activations first
+      // The layer as it will run: folded norms, scaled router, dequantized codes.
+      for (const auto& [name, ql] : out->linears) {
+        std::vector<float>* dst = nullptr;
+        if (name == "self_attn.q_proj") dst = &w.q_t;
+        else if (name == "self_attn.k_proj") dst = &w.k_t;
+        else if (name == "self_attn.v_proj") dst = &w.v_t;
+        else if (name == "self_attn.o_proj") dst = &w.o_t;
+        else {
+          const size_t dot = name.rfind('.');
+          const int e = std::stoi(name.substr(std::string("block_sparse_moe.experts.").size()));
+          const std::string which = name.substr(dot + 1);
+          auto& ex = w.experts[size_t(e)];
+          dst = which == "w1" ? &ex.w1_t : which == "w2" ? &ex.w2_t : &ex.w3_t;
+        }
+        ql.dequantize(dst->data());
+      }
+      LayerActs q;
+      layer_forward(cfg, w, h, shape, /*keep=*/false, &q, pool);
+      std::memcpy(h, q.h_out.data(), sizeof(float) * size_t(N * d));
+    } else {
+      std::memcpy(h, f.h_out.data(), sizeof(float) * size_t(N * d));
+    }
+    end_phase(6);
+  }
 }
 
 }  // namespace mixq::quant

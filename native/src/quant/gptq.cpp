@@ -1,0 +1,165 @@
+#include "quant/gptq.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "error.h"
+#include "quant/sgemm.h"
+#include "tensor.h"
+#include "thread_pool.h"
+
+namespace mixq::quant {
+namespace {
+
+constexpr int64_t kGramChunk = 256;  // tokens per Gram update
+constexpr int64_t kBlock = 128;      // rows rounded before one lazy GEMM update of the rest
+constexpr int64_t kColChunk = 256;   // columns per thread task inside a block
+
+// In place: the lower triangle of a [n, n] becomes L with a = L Lᵀ. Returns false if a pivot is not positive.
+bool cholesky_lower(std::vector<double>& a, int64_t n, ThreadPool& pool) {
+  for (int64_t j = 0; j < n; ++j) {
+    double* rj = a.data() + j * n;
+    double d = rj[j];
+    for (int64_t k = 0; k < j; ++k) d -= rj[k] * rj[k];
+    if (!(d > 0.0) || !std::isfinite(d)) return false;
+    const double ljj = std::sqrt(d);
+    rj[j] = ljj;
+    auto rows = [&](int64_t b, int64_t e) {
+      for (int64_t i = j + 1 + b; i < j + 1 + e; ++i) {
+        double* ri = a.data() + i * n;
+        double s = ri[j];
+        for (int64_t k = 0; k < j; ++k) s -= ri[k] * rj[k];
+        ri[j] = s / ljj;
+      }
+    };
+    const int64_t below = n - j - 1;
+    if (below * j > 1 << 16) pool.parallel_for(below, rows); else rows(0, below);
+  }
+  return true;
+}
+
+// m = l⁻¹ for lower-triangular l [n, n] (row by row: m_i = (e_i − Σ_{k<i} l_ik m_k) / l_ii).
+std::vector<double> invert_lower(const std::vector<double>& l, int64_t n) {
+  std::vector<double> m(static_cast<size_t>(n * n), 0.0);
+  for (int64_t i = 0; i < n; ++i) {
+    double* mi = m.data() + i * n;
+    const double* li = l.data() + i * n;
+    for (int64_t k = 0; k < i; ++k) {
+      const double c = li[k];
+      if (c == 0.0) continue;
+      const double* mk = m.data() + k * n;
+      for (int64_t j = 0; j <= k; ++j) mi[j] -= c * mk[j];
+    }
+    mi[i] += 1.0;
+    const double inv = 1.0 / li[i];
+    for (int64_t j = 0; j <= i; ++j) mi[j] *= inv;
+  }
+  return m;
+}
+
+}  // namespace
+
+std::vector<float> gram_matrix(const float* x, int64_t n, int64_t in, const float* div, ThreadPool& pool) {
+  std::vector<float> g(static_cast<size_t>(in * in), 0.0f);
+  if (n <= 0) return g;
+  std::vector<float> chunk(static_cast<size_t>(kGramChunk * in)), chunk_t(static_cast<size_t>(kGramChunk * in));
+  for (int64_t t0 = 0; t0 < n; t0 += kGramChunk) {
+    const int64_t c = std::min(kGramChunk, n - t0);
+    for (int64_t t = 0; t < c; ++t)
+      for (int64_t i = 0; i < in; ++i) {
+        const float v = x[(t0 + t) * in + i] / (div ? div[i] : 1.0f);
+        chunk[size_t(t * in + i)] = v;
+        chunk_t[size_t(i * c + t)] = v;
+      }
+    // g[in, in] += chunk_tᵀ… i.e. Σ_t x_t x_tᵀ: X = chunk_t [in, c], B = chunk [c, in]
+    sgemm(chunk_t.data(), c, chunk.data(), in, g.data(), in, in, c, in, /*accumulate=*/t0 > 0, pool);
+  }
+  const float inv_n = 1.0f / float(n);
+  for (float& v : g) v *= inv_n;
+  return g;
+}
+
+std::vector<double> inverse_hessian_factor(const std::vector<float>& gram, int64_t in, double damp, ThreadPool& pool) {
+  if (int64_t(gram.size()) != in * in) throw Error("gptq: Hessian is not [in, in]");
+  double mean_diag = 0;
+  for (int64_t i = 0; i < in; ++i) mean_diag += gram[size_t(i * in + i)] > 0 ? gram[size_t(i * in + i)] : 1.0;
+  mean_diag /= double(std::max<int64_t>(in, 1));
+  for (int attempt = 0; attempt < 4; ++attempt, damp *= 10) {
+    // a = J (H + λI) J (J reverses the channel order): its lower factor Lr gives H + λI = V Vᵀ with
+    // V = J Lr J upper, so (H + λI)⁻¹ = V⁻ᵀ V⁻¹ and U = V⁻¹ = J Lr⁻¹ J.
+    std::vector<double> a(static_cast<size_t>(in * in));
+    const double lambda = damp * mean_diag;
+    for (int64_t i = 0; i < in; ++i)
+      for (int64_t j = 0; j <= i; ++j) {  // lower triangle of a only
+        const int64_t si = in - 1 - i, sj = in - 1 - j;
+        double v = double(gram[size_t(si * in + sj)]);
+        if (i == j) v = (v > 0 ? v : 1.0) + lambda;
+        a[size_t(i * in + j)] = v;
+      }
+    if (!cholesky_lower(a, in, pool)) continue;
+    for (int64_t i = 0; i < in; ++i)
+      for (int64_t j = i + 1; j < in; ++j) a[size_t(i * in + j)] = 0.0;
+    const std::vector<double> m = invert_lower(a, in);
+    std::vector<double> u(static_cast<size_t>(in * in), 0.0);
+    for (int64_t i = 0; i < in; ++i)
+      for (int64_t j = i; j < in; ++j) u[size_t(i * in + j)] = m[size_t((in - 1 - i) * in + (in - 1 - j))];
+    return u;
+  }
+  throw Error("gptq: the calibration Hessian [" + std::to_string(in) + ", " + std::to_string(in) +
+              "] is not positive definite even with damping " + std::to_string(damp / 10));
+}
+
+QuantizedLinear gptq_quantize_linear(const float* w_t, int64_t in, int64_t out, const std::vector<float>& gram,
+                                     const QuantSpec& spec, ThreadPool& pool, double damp) {
+  // Scales and zeros exactly as round-to-nearest would store them; only the codes change.
+  QuantizedLinear ql = quantize_linear(w_t, in, out, spec, pool);
+  const std::vector<double> u = inverse_hessian_factor(gram, in, damp, pool);
+  std::vector<float> w(w_t, w_t + in * out);  // working copy, rows updated as errors arrive
+  std::vector<float> s(ql.scales.size()), z(ql.zeros.size());
+  for (size_t i = 0; i < s.size(); ++i) {
+    s[i] = f16_to_f32(ql.scales[i]);
+    z[i] = float(ql.zeros[i]);
+  }
+  const int64_t G = spec.group;
+  std::vector<float> err(static_cast<size_t>(kBlock * out)), xu;
+  for (int64_t b0 = 0; b0 < in; b0 += kBlock) {
+    const int64_t b1 = std::min(in, b0 + kBlock), nb = b1 - b0;
+    // Within the block, columns are independent: each task rounds its columns row by row.
+    const int64_t chunks = (out + kColChunk - 1) / kColChunk;
+    pool.parallel_for(chunks, [&](int64_t cb, int64_t ce) {
+      for (int64_t ch = cb; ch < ce; ++ch) {
+        const int64_t c0 = ch * kColChunk, c1 = std::min(out, c0 + kColChunk);
+        for (int64_t i = b0; i < b1; ++i) {
+          const int64_t g = i / G;
+          const float uii = float(u[size_t(i * in + i)]);
+          float* wi = w.data() + i * out;
+          float* ei = err.data() + (i - b0) * out;
+          for (int64_t o = c0; o < c1; ++o) {
+            const float sc = s[size_t(g * out + o)], zc = z[size_t(g * out + o)];
+            const float r = std::nearbyint(wi[o] / sc);  // half to even, like torch.round
+            const float q = spec.zero_point ? std::clamp(r + zc, 0.0f, 15.0f) : std::clamp(r, -8.0f, 7.0f) + 8.0f;
+            ql.q[size_t(i * out + o)] = uint8_t(q);
+            ei[o] = (wi[o] - (q - zc) * sc) / uii;
+          }
+          for (int64_t j = i + 1; j < b1; ++j) {
+            const float uij = float(u[size_t(i * in + j)]);
+            float* wj = w.data() + j * out;
+            for (int64_t o = c0; o < c1; ++o) wj[o] -= uij * ei[o];
+          }
+        }
+      }
+    });
+    if (b1 < in) {
+      // rows after the block: w[b1:, :] −= U[b0:b1, b1:]ᵀ · err   (X [in − b1, nb] = −U blockᵀ)
+      const int64_t rest = in - b1;
+      xu.assign(static_cast<size_t>(rest * nb), 0.0f);
+      for (int64_t k = 0; k < nb; ++k)
+        for (int64_t j = 0; j < rest; ++j) xu[size_t(j * nb + k)] = -float(u[size_t((b0 + k) * in + b1 + j)]);
+      sgemm(xu.data(), nb, err.data(), out, w.data() + b1 * out, out, rest, nb, out, /*accumulate=*/true, pool);
+    }
+  }
+  return ql;
+}
+
+}  // namespace mixq::quant
