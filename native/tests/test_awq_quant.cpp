@@ -247,24 +247,16 @@ int main() {
     check(gerr < 1e-5, "gram_matrix = Σ x xᵀ / n (max rel err " + fmt(gerr) + ")");
 
     const QuantizedLinear rtn = quantize_linear(w_t.data(), in, out, spec, pool);
-    const QuantizedLinear gq = gptq_quantize_linear(w_t.data(), in, out, gram, spec, pool, 0.01);
-    check(gq.scales == rtn.scales && gq.zeros == rtn.zeros, "GPTQ keeps round-to-nearest's scales and zeros");
-
-    // identity Hessian: no feedback, exactly RTN
-    std::vector<float> eye(static_cast<size_t>(in * in), 0.0f);
-    for (int64_t i = 0; i < in; ++i) eye[size_t(i * in + i)] = 1.0f;
-    const QuantizedLinear gi = gptq_quantize_linear(w_t.data(), in, out, eye, spec, pool, 0.01);
-    check(gi.q == rtn.q, "GPTQ with H = I gives the round-to-nearest codes");
-
-    // oracle: OBQ with an explicit inverse in double
-    std::vector<double> H(static_cast<size_t>(in * in));
-    double md = 0;
-    for (int64_t i = 0; i < in; ++i) md += gram[size_t(i * in + i)];
-    md /= double(in);
-    for (int64_t i = 0; i < in * in; ++i) H[size_t(i)] = gram[size_t(i)];
-    for (int64_t i = 0; i < in; ++i) H[size_t(i * in + i)] += 0.01 * md;
-    std::vector<double> Hi(static_cast<size_t>(in * in), 0.0);  // Gauss-Jordan inverse
-    {
+    // oracle: OBQ with an explicit inverse in double, rows in a given order; after each row its error goes to the
+    // rows still to come and the row leaves the inverse (rank-1 Schur update)
+    auto obq = [&](const std::vector<int64_t>& order, const QuantizedLinear& rtn_ref) {
+      std::vector<double> H(static_cast<size_t>(in * in));
+      double md = 0;
+      for (int64_t i = 0; i < in; ++i) md += gram[size_t(i * in + i)];
+      md /= double(in);
+      for (int64_t i = 0; i < in * in; ++i) H[size_t(i)] = gram[size_t(i)];
+      for (int64_t i = 0; i < in; ++i) H[size_t(i * in + i)] += 0.01 * md;
+      std::vector<double> Hi(static_cast<size_t>(in * in), 0.0);  // Gauss-Jordan inverse
       std::vector<double> A = H;
       for (int64_t i = 0; i < in; ++i) Hi[size_t(i * in + i)] = 1.0;
       for (int64_t c = 0; c < in; ++c) {
@@ -282,28 +274,32 @@ int main() {
           }
         }
       }
-    }
-    std::vector<double> W(w_t.begin(), w_t.end());
-    std::vector<uint8_t> oq(static_cast<size_t>(in * out));
-    for (int64_t i = 0; i < in; ++i) {
-      const int64_t g = i / G;
-      std::vector<double> e(static_cast<size_t>(out));
-      for (int64_t o = 0; o < out; ++o) {
-        const double sc = f16_to_f32(rtn.scales[size_t(g * out + o)]), zc = rtn.zeros[size_t(g * out + o)];
-        const double q = std::min(std::max(std::nearbyint(W[size_t(i * out + o)] / sc) + zc, 0.0), 15.0);
-        oq[size_t(i * out + o)] = uint8_t(q);
-        e[size_t(o)] = (W[size_t(i * out + o)] - (q - zc) * sc) / Hi[size_t(i * in + i)];
+      std::vector<double> W(w_t.begin(), w_t.end());
+      std::vector<uint8_t> oq(static_cast<size_t>(in * out));
+      for (size_t a = 0; a < order.size(); ++a) {
+        const int64_t i = order[a], g = i / G;
+        std::vector<double> e(static_cast<size_t>(out));
+        for (int64_t o = 0; o < out; ++o) {
+          const double sc = f16_to_f32(rtn_ref.scales[size_t(g * out + o)]), zc = rtn_ref.zeros[size_t(g * out + o)];
+          const double q = std::min(std::max(std::nearbyint(W[size_t(i * out + o)] / sc) + zc, 0.0), 15.0);
+          oq[size_t(i * out + o)] = uint8_t(q);
+          e[size_t(o)] = (W[size_t(i * out + o)] - (q - zc) * sc) / Hi[size_t(i * in + i)];
+        }
+        for (size_t b = a + 1; b < order.size(); ++b) {
+          const int64_t j = order[b];
+          for (int64_t o = 0; o < out; ++o) W[size_t(j * out + o)] -= Hi[size_t(i * in + j)] * e[size_t(o)];
+        }
+        const double hii = Hi[size_t(i * in + i)];
+        std::vector<double> col(static_cast<size_t>(in));
+        for (int64_t j = 0; j < in; ++j) col[size_t(j)] = Hi[size_t(j * in + i)];
+        for (size_t b = a + 1; b < order.size(); ++b)
+          for (size_t c = a + 1; c < order.size(); ++c) {
+            const int64_t j = order[b], k = order[c];
+            Hi[size_t(j * in + k)] -= col[size_t(j)] * col[size_t(k)] / hii;
+          }
       }
-      for (int64_t j = i + 1; j < in; ++j)
-        for (int64_t o = 0; o < out; ++o) W[size_t(j * out + o)] -= Hi[size_t(i * in + j)] * e[size_t(o)];
-      const double hii = Hi[size_t(i * in + i)];
-      std::vector<double> col(static_cast<size_t>(in));
-      for (int64_t j = 0; j < in; ++j) col[size_t(j)] = Hi[size_t(j * in + i)];
-      for (int64_t j = i + 1; j < in; ++j)
-        for (int64_t k = i + 1; k < in; ++k) Hi[size_t(j * in + k)] -= col[size_t(j)] * col[size_t(k)] / hii;
-    }
-    size_t agree = 0;
-    for (size_t i = 0; i < oq.size(); ++i) agree += oq[i] == gq.q[i];
+      return oq;
+    };
     // output error ‖X (Ŵ − W)‖² / n of a code set
     auto out_err = [&](const QuantizedLinear& ql) {
       std::vector<float> deq(static_cast<size_t>(in * out));
@@ -318,11 +314,36 @@ int main() {
         }
       return acc / double(n);
     };
-    const double e_rtn = out_err(rtn), e_gptq = out_err(gq);
-    check(double(agree) >= 0.995 * double(oq.size()),
-          "GPTQ codes = the OBQ oracle's: " + std::to_string(agree) + " of " + std::to_string(oq.size()) +
-              " (float vs double may flip a rounding tie)");
-    check(e_gptq < 0.95 * e_rtn, "GPTQ output error " + fmt(e_gptq) + " < 0.95 × RTN's " + fmt(e_rtn));
+    const double e_rtn = out_err(rtn);
+    const std::vector<int64_t> act = act_order_permutation(gram, in);
+    bool sorted = true, moved = false;
+    for (int64_t a = 0; a + 1 < in; ++a) {
+      sorted = sorted && gram[size_t(act[size_t(a)] * in + act[size_t(a)])] >= gram[size_t(act[size_t(a + 1)] * in + act[size_t(a + 1)])];
+      moved = moved || act[size_t(a)] != a;
+    }
+    check(sorted && moved, "act order: rows by decreasing H_ii (and not the identity here)");
+    for (bool act_order : {false, true}) {
+      const char* tag = act_order ? "act order" : "natural order";
+      const QuantizedLinear gq = gptq_quantize_linear(w_t.data(), in, out, gram, spec, pool, 0.01, act_order);
+      check(gq.scales == rtn.scales && gq.zeros == rtn.zeros,
+            std::string("GPTQ (") + tag + ") keeps round-to-nearest's scales and zeros");
+      std::vector<int64_t> order(static_cast<size_t>(in));
+      for (int64_t i = 0; i < in; ++i) order[size_t(i)] = i;
+      const std::vector<uint8_t> oq = obq(act_order ? act : order, rtn);
+      size_t agree = 0;
+      for (size_t i = 0; i < oq.size(); ++i) agree += oq[i] == gq.q[i];
+      check(double(agree) >= 0.995 * double(oq.size()),
+            std::string("GPTQ (") + tag + ") codes = the OBQ oracle's: " + std::to_string(agree) + " of " +
+                std::to_string(oq.size()) + " (float vs double may flip a rounding tie)");
+      const double e_gptq = out_err(gq);
+      check(e_gptq < 0.95 * e_rtn, std::string("GPTQ (") + tag + ") output error " + fmt(e_gptq) +
+                                       " < 0.95 × RTN's " + fmt(e_rtn));
+    }
+    // identity Hessian: no feedback, exactly RTN
+    std::vector<float> eye(static_cast<size_t>(in * in), 0.0f);
+    for (int64_t i = 0; i < in; ++i) eye[size_t(i * in + i)] = 1.0f;
+    const QuantizedLinear gi = gptq_quantize_linear(w_t.data(), in, out, eye, spec, pool, 0.01);
+    check(gi.q == rtn.q, "GPTQ with H = I gives the round-to-nearest codes");
   }
 
   // ---- RTN g128 perplexity vs the published figure ----

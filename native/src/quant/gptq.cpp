@@ -110,12 +110,30 @@ std::vector<double> inverse_hessian_factor(const std::vector<float>& gram, int64
               "] is not positive definite even with damping " + std::to_string(damp / 10));
 }
 
+std::vector<int64_t> act_order_permutation(const std::vector<float>& gram, int64_t in) {
+  std::vector<int64_t> perm(static_cast<size_t>(in));
+  for (int64_t i = 0; i < in; ++i) perm[size_t(i)] = i;
+  std::stable_sort(perm.begin(), perm.end(),
+                   [&](int64_t a, int64_t b) { return gram[size_t(a * in + a)] > gram[size_t(b * in + b)]; });
+  return perm;
+}
+
 QuantizedLinear gptq_quantize_linear(const float* w_t, int64_t in, int64_t out, const std::vector<float>& gram,
-                                     const QuantSpec& spec, ThreadPool& pool, double damp) {
+                                     const QuantSpec& spec, ThreadPool& pool, double damp, bool act_order) {
+  if (int64_t(gram.size()) != in * in) throw Error("gptq: Hessian is not [in, in]");
   // Scales and zeros exactly as round-to-nearest would store them; only the codes change.
   QuantizedLinear ql = quantize_linear(w_t, in, out, spec, pool);
-  const std::vector<double> u = inverse_hessian_factor(gram, in, damp, pool);
-  std::vector<float> w(w_t, w_t + in * out);  // working copy, rows updated as errors arrive
+  // Processing order: position a handles source row perm[a]; H and w are permuted alike.
+  std::vector<int64_t> perm(static_cast<size_t>(in));
+  for (int64_t i = 0; i < in; ++i) perm[size_t(i)] = i;
+  if (act_order) perm = act_order_permutation(gram, in);
+  std::vector<float> hp(gram.size());
+  for (int64_t a = 0; a < in; ++a)
+    for (int64_t b = 0; b < in; ++b) hp[size_t(a * in + b)] = gram[size_t(perm[size_t(a)] * in + perm[size_t(b)])];
+  const std::vector<double> u = inverse_hessian_factor(hp, in, damp, pool);
+  std::vector<float> w(static_cast<size_t>(in * out));  // working copy (permuted rows), updated as errors arrive
+  for (int64_t a = 0; a < in; ++a)
+    std::copy(w_t + perm[size_t(a)] * out, w_t + (perm[size_t(a)] + 1) * out, w.begin() + a * out);
   std::vector<float> s(ql.scales.size()), z(ql.zeros.size());
   for (size_t i = 0; i < s.size(); ++i) {
     s[i] = f16_to_f32(ql.scales[i]);
@@ -131,7 +149,7 @@ QuantizedLinear gptq_quantize_linear(const float* w_t, int64_t in, int64_t out, 
       for (int64_t ch = cb; ch < ce; ++ch) {
         const int64_t c0 = ch * kColChunk, c1 = std::min(out, c0 + kColChunk);
         for (int64_t i = b0; i < b1; ++i) {
-          const int64_t g = i / G;
+          const int64_t src = perm[size_t(i)], g = src / G;
           const float uii = float(u[size_t(i * in + i)]);
           float* wi = w.data() + i * out;
           float* ei = err.data() + (i - b0) * out;
@@ -139,7 +157,7 @@ QuantizedLinear gptq_quantize_linear(const float* w_t, int64_t in, int64_t out, 
             const float sc = s[size_t(g * out + o)], zc = z[size_t(g * out + o)];
             const float r = std::nearbyint(wi[o] / sc);  // half to even, like torch.round
             const float q = spec.zero_point ? std::clamp(r + zc, 0.0f, 15.0f) : std::clamp(r, -8.0f, 7.0f) + 8.0f;
-            ql.q[size_t(i * out + o)] = uint8_t(q);
+            ql.q[size_t(src * out + o)] = uint8_t(q);
             ei[o] = (wi[o] - (q - zc) * sc) / uii;
           }
           for (int64_t j = i + 1; j < b1; ++j) {

@@ -8,7 +8,9 @@
 // is minimised greedily (Frantar et al., "GPTQ", 2022; the update is Optimal Brain Quantization's):
 //     e = (w_i − q_i) / U_ii,   w_j −= U_ij · e   for j > i,
 // with U the upper Cholesky factor of (H + λI)⁻¹, λ = damp · mean(diag H). Rows are processed in blocks of 128
-// with the update to later blocks done as one GEMM.
+// with the update to later blocks done as one GEMM. act_order: rows are taken in order of decreasing H_ii
+// (the loudest input channels first, while the most rows are left to absorb their error); the scales and
+// zeros stay those of the natural groups (static groups), so the checkpoint format does not change.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -32,6 +34,10 @@ std::vector<double> inverse_hessian_factor(const std::vector<float>& gram, int64
 // Codes for w_t [in, out] with error feedback under H (gram, [in, in]). spec.group divides in; same scale and
 // zero as quantize_linear(w_t) would store.
 QuantizedLinear gptq_quantize_linear(const float* w_t, int64_t in, int64_t out, const std::vector<float>& gram,
-                                     const QuantSpec& spec, ThreadPool& pool, double damp = 0.01);
+                                     const QuantSpec& spec, ThreadPool& pool, double damp = 0.01,
+                                     bool act_order = true);
+
+// The row order act_order uses: indices of diag(gram) sorted by decreasing value (stable).
+std::vector<int64_t> act_order_permutation(const std::vector<float>& gram, int64_t in);
 
 }  // namespace mixq::quant
