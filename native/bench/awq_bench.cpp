@@ -5,8 +5,8 @@
 //       packed weights built in memory; router, embeddings, lm_head bf16), against a large memcpy measured in the
 //       same run, with the per-layer bytes and bandwidth ratio.
 //   awq_bench gemv [--in 4096] [--out 14336] [--group 128] [--threads N] [--isa auto|avx512|avx2|scalar]
-//                  [--nibble auto|convert|denormal] [--reps 64] [--mib 512]
-//       the int4 GEMV kernel alone at one shape: split over the pool, one matrix per thread, and L2-resident
+//                  [--nibble auto|convert|denormal] [--tokens 1] [--reps 64] [--mib 512]
+//       the int4 GEMV kernel alone at one shape (x of --tokens rows; > 8 goes through the tiled GEMM): split over the pool, one matrix per thread, and L2-resident
 //       (arithmetic ceiling), against memcpy and a read-only sweep measured in the same run.
 //   awq_bench model DIR [--threads N]
 //       the engine's run_bench on a model folder (e.g. the fixture's AWQ version).
@@ -134,6 +134,7 @@ int gemv_mode(int argc, char** argv) {
   const int group = std::atoi(arg(argc, argv, "group", "128").c_str());
   const int threads = std::atoi(arg(argc, argv, "threads", "0").c_str());
   const int reps = std::atoi(arg(argc, argv, "reps", "64").c_str());
+  const int64_t tokens = std::atoll(arg(argc, argv, "tokens", "1").c_str());
   const size_t mib = size_t(std::atoll(arg(argc, argv, "mib", "512").c_str()));
   const std::string isa_name = arg(argc, argv, "isa", "auto");
   awq::W4Isa isa = awq::W4Isa::Auto;
@@ -173,16 +174,16 @@ int gemv_mode(int argc, char** argv) {
   Matrix small = make("cached", 1024, 1024);
   small.w.scales_tiled = small.scales_tiled.data();
 
-  std::vector<float> x(static_cast<size_t>(in)), y(static_cast<size_t>(out * pool.size()));
-  for (int64_t i = 0; i < in; ++i) x[size_t(i)] = std::sin(0.1f * float(i));
+  std::vector<float> x(static_cast<size_t>(tokens * in)), y(static_cast<size_t>(tokens * out * pool.size()));
+  for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.1f * float(i));
   // Warm-up: fault every copy in and let the pool spin up.
-  for (const Matrix& m : copies) awq::w4a16_forward(m.w, x.data(), 1, y.data(), pool, isa, nibble);
+  for (const Matrix& m : copies) awq::w4a16_forward(m.w, x.data(), tokens, y.data(), pool, isa, nibble);
 
   std::vector<double> pool_ms, thread_ms, cached_ms;
   for (int r = 0; r < reps; ++r) {
     const Matrix& m = copies[size_t(r) % copies.size()];
     const auto t0 = Clock::now();
-    awq::w4a16_forward(m.w, x.data(), 1, y.data(), pool, isa, nibble);
+    awq::w4a16_forward(m.w, x.data(), tokens, y.data(), pool, isa, nibble);
     pool_ms.push_back(ms_since(t0));
   }
   for (int r = 0; r < reps; ++r) {
@@ -190,17 +191,17 @@ int gemv_mode(int argc, char** argv) {
     pool.parallel_for(pool.size(), [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {  // nested forward runs inline on this thread
         const Matrix& m = copies[(size_t(r) * size_t(pool.size()) + size_t(t)) % copies.size()];
-        awq::w4a16_forward(m.w, x.data(), 1, y.data() + t * out, pool, isa, nibble);
+        awq::w4a16_forward(m.w, x.data(), tokens, y.data() + t * tokens * out, pool, isa, nibble);
       }
     });
     thread_ms.push_back(ms_since(t0));
   }
   {
     ThreadPool single(1);
-    std::vector<float> ys(1024);
+    std::vector<float> ys(static_cast<size_t>(tokens * 1024));
     for (int r = 0; r < 4 * reps; ++r) {
       const auto t0 = Clock::now();
-      awq::w4a16_forward(small.w, x.data(), 1, ys.data(), single, isa, nibble);
+      awq::w4a16_forward(small.w, x.data(), tokens, ys.data(), single, isa, nibble);
       cached_ms.push_back(ms_since(t0));
     }
   }
@@ -211,11 +212,11 @@ int gemv_mode(int argc, char** argv) {
   const double memcpy_gbps = measure_memcpy_gbps(size_t(1) << 30, pool.size());
   const double read_gbps = measure_read_gbps(size_t(1) << 30, pool);
   std::printf(
-      "{\"mode\":\"gemv\",\"in\":%lld,\"out\":%lld,\"group\":%d,\"kernel\":\"%s/%s\",\"threads\":%d,\"copies\":%zu,"
+      "{\"mode\":\"gemv\",\"tokens\":%lld,\"in\":%lld,\"out\":%lld,\"group\":%d,\"kernel\":\"%s/%s\",\"threads\":%d,\"copies\":%zu,"
       "\"bytesPerCall\":%.0f,\"poolMsMedian\":%.3f,\"poolGBps\":%.2f,\"perThreadMsMedian\":%.3f,\"perThreadGBps\":%.2f,"
       "\"cachedUsMedian\":%.2f,\"cachedGBps1Thread\":%.2f,\"cachedWeightsPerNs1Thread\":%.2f,"
       "\"memcpyGBps\":%.2f,\"readGBps\":%.2f,\"poolRatio\":%.3f,\"perThreadRatio\":%.3f}\n",
-      (long long)in, (long long)out, group, awq::w4_isa_name(isa == awq::W4Isa::Auto ? awq::w4_best_isa() : isa),
+      (long long)tokens, (long long)in, (long long)out, group, awq::w4_isa_name(isa == awq::W4Isa::Auto ? awq::w4_best_isa() : isa),
       awq::w4_nibble_name(nibble == awq::W4Nibble::Auto ? awq::w4_nibble_route() : nibble),
       pool.size(), copies.size(), bytes, median(pool_ms), pool_gbps, median(thread_ms), thread_gbps,
       median(cached_ms) * 1e3, cached_gbps, 1024.0 * 1024.0 / (median(cached_ms) * 1e6), memcpy_gbps, read_gbps,

@@ -102,11 +102,14 @@ int main() {
         for (float& v : x) v = ux(rng);
         w4a16_reference(w, x.data(), n, ref.data());
         for (const Kernel& k : kernels) {
-          if (n > 1 && k.nibble == W4Nibble::Denormal) continue;  // the nibble route is a GEMV choice
+          // The K-chunked GEMV takes n = 1 (AVX2) or n ≤ 8 (AVX-512); the tiled GEMM the rest, where the nibble
+          // route does not apply.
+          const bool gemv = n == 1 || (k.isa == W4Isa::Avx512 && n <= 8);
+          if (!gemv && k.nibble == W4Nibble::Denormal) continue;
           std::fill(y.begin(), y.end(), 1e30f);  // every output must be written
           w4a16_forward(w, x.data(), n, y.data(), pool, k.isa, k.nibble);
           const double err = rel_err(y.data(), ref.data(), y.size());
-          check(err <= tol, std::string(n == 1 ? "GEMV " : "GEMM ") + k.name + " in " + std::to_string(s.in) +
+          check(err <= tol, std::string(gemv ? "GEMV " : "GEMM ") + k.name + " in " + std::to_string(s.in) +
                                 " out " + std::to_string(s.out) + " g" + std::to_string(g) + " n" + std::to_string(n) +
                                 ": rel err " + fmt(err));
         }
@@ -169,10 +172,30 @@ int main() {
 #endif
   }
 
+  // Several tokens through the GEMV (AVX-512, n ≤ 8) give each token the same bits as that token alone: the
+  // tokens share the pass over W, not their sums (2 K-chunks, a column tail, both routes).
+  {
+    const Packed p = random_packed(2048, 264, 64, rng);
+    for (const Kernel& k : kernels) {
+      if (k.isa != W4Isa::Avx512) continue;
+      for (int64_t n : {int64_t(2), int64_t(3), int64_t(5), int64_t(8)}) {
+        std::vector<float> x(size_t(n * 2048)), y(size_t(n * 264)), y1(264);
+        for (size_t i = 0; i < x.size(); ++i) x[i] = ux(rng) * (i % 2048 == 9 ? 50.0f : 1.0f);
+        w4a16_forward(p.view(), x.data(), n, y.data(), pool, k.isa, k.nibble);
+        bool same = true;
+        for (int64_t t = 0; t < n; ++t) {
+          w4a16_forward(p.view(), x.data() + t * 2048, 1, y1.data(), pool, k.isa, k.nibble);
+          same &= std::memcmp(y1.data(), y.data() + t * 264, 264 * 4) == 0;
+        }
+        check(same, "GEMV " + k.name + " n" + std::to_string(n) + ": every token's output equals its n = 1 output bit for bit");
+      }
+    }
+  }
+
   // Determinism: the same call twice, and 1 vs 2 threads, give identical bits (no split-dependent reductions).
   {
     const Packed p = random_packed(4096, 1408, 128, rng);  // 4 K-chunks in the AVX-512 GEMV
-    for (int64_t n : {int64_t(1), int64_t(37)}) {
+    for (int64_t n : {int64_t(1), int64_t(5), int64_t(37)}) {
       std::vector<float> x(size_t(n * 4096)), a(size_t(n * 1408)), b(a.size()), c(a.size());
       for (float& v : x) v = ux(rng);
       for (const Kernel& k : kernels) {

@@ -220,70 +220,90 @@ struct DazOff {
   }
 };
 
-// Per-chunk scaling of x (see above): xs[i] = x[i] · 2^K for rows [r0, r1), unscale[k] = 2^(−K − shift_k [+ 149]).
-static void scale_chunk(const float* x, int64_t r0, int64_t r1, bool denormal, float* xs, float* unscale) {
+// Per-chunk scaling of x (see above), one 2^K for the chunk's n tokens (a power of two, so each token's results are
+// the same bits as alone): xs[t·in + i] = x[t·in + i] · 2^K for rows [r0, r1), unscale[k] = 2^(−K − shift_k [+ 149]).
+static void scale_chunk(const float* x, int64_t n, int64_t in, int64_t r0, int64_t r1, bool denormal, float* xs,
+                        float* unscale) {
   float max_abs = 0;
-  for (int64_t i = r0; i < r1; ++i) max_abs = std::max(max_abs, std::fabs(x[i]));
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t i = r0; i < r1; ++i) max_abs = std::max(max_abs, std::fabs(x[t * in + i]));
   int e = 0;
   std::frexp(max_abs, &e);  // max_abs < 2^e
   // Clamped so that unscale stays a normal f32 (2^-126 ≤ unscale): only very small x reach the clamp.
   const int K = !std::isfinite(max_abs) ? 0 : denormal ? std::min(126 - e, 255) : std::min(64 - e, 106);
   const double scale = std::ldexp(1.0, K);  // double: 2^K can pass the f32 range when x is tiny
-  for (int64_t i = r0; i < r1; ++i) xs[i] = float(double(x[i]) * scale);
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t i = r0; i < r1; ++i) xs[t * in + i] = float(double(x[t * in + i]) * scale);
   for (int k = 0; k < 8; ++k) unscale[k] = float(std::ldexp(1.0, (denormal ? 149 : 0) - K - kSlotShift[k]));
 }
 
-// One panel (rows [p0, p1) of group g) × NT tiles starting at `tile`, for one token: the NT×8 slot accumulators of
-// the group's partial sums live in registers (from `part` unless the panel is the group's first); after the
-// group's last panel the epilogue adds s · Σx·(q − z) into `acc`, else they go back to `part`.
-// xs: x · 2^K (indexed like x), unscale: see scale_chunk. pf: the prefetch cursor (advanced by the bytes read),
-// pf_end: where it stops.
-template <int NT, bool DENORMAL>
+// One panel (rows [p0, p1) of group g) × NT tiles starting at `tile`, for T tokens: the slot accumulators of the
+// group's partial sums (T tokens × NT tiles × S slots, slots k0..k0+S in turn, at most 16 registers) live in
+// registers within the panel (from `part` unless it is the group's first); after the group's last panel the
+// epilogue adds s · Σx·(q − z) into `acc`, else they go back to `part`. With S < 8 the panel's words are read once
+// from memory and again from L1 for the later slots.
+// xs: [T][in] x · 2^K; unscale: see scale_chunk; sx: [T] Σx over the group; acc, part: [T][full] (slot order within
+// each 128-column tile). pf: the prefetch cursor (advanced by the bytes read), pf_end: where it stops.
+template <int T, int NT, int S, bool DENORMAL>
 MIXQ_AVX512 static inline void gemv_panel_avx512(const W4A16Weights& w, const float* xs, const float* unscale,
                                                  int64_t g, int64_t p0, int64_t p1, int64_t tile, bool first,
-                                                 bool last, __m512 sx, float* acc, float* part, const char*& pf,
-                                                 const char* pf_end) {
+                                                 bool last, const float* sx, float* acc, float* part, int64_t full,
+                                                 const char*& pf, const char* pf_end) {
+  static_assert(T * NT * S <= 16 && 8 % S == 0, "accumulators must fit in registers");
   const int64_t words = w.out / 8;
-  float* pt = part + tile * kW4TileCols;
-  __m512 pa[NT][8];
-  for (int a = 0; a < NT; ++a)
-    for (int k = 0; k < 8; ++k) pa[a][k] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(pt + a * kW4TileCols + 16 * k);
   const int32_t* qw = w.qweight + tile * 16;
-  for (int64_t i = p0; i < p1; ++i) {
-    if (pf < pf_end)
-      for (int a = 0; a < NT; ++a) _mm_prefetch(pf + 64 * a, _MM_HINT_T1);
-    pf += 64 * NT;
-    const __m512 xb = _mm512_set1_ps(xs[i]);
-    for (int a = 0; a < NT; ++a) {
-      const __m512i v = _mm512_loadu_si512(qw + i * words + 16 * a);
-      const __m512i v8 = _mm512_srli_epi32(v, 8);
-      for (int k = 0; k < 8; ++k) {
-        const __m512i bits = _mm512_and_si512(k < 6 ? v : v8, _mm512_set1_epi32(int32_t(0xFu << kSlotShift[k])));
-        const __m512 q = DENORMAL ? _mm512_castsi512_ps(bits) : _mm512_cvtepi32_ps(bits);
-        pa[a][k] = _mm512_fmadd_ps(q, xb, pa[a][k]);
+  for (int k0 = 0; k0 < 8; k0 += S) {
+    __m512 pa[T][NT][S];
+    for (int t = 0; t < T; ++t)
+      for (int a = 0; a < NT; ++a)
+        for (int j = 0; j < S; ++j)
+          pa[t][a][j] = first ? _mm512_setzero_ps()
+                              : _mm512_loadu_ps(part + t * full + (tile + a) * kW4TileCols + 16 * (k0 + j));
+    for (int64_t i = p0; i < p1; ++i) {
+      if (k0 == 0) {
+        if (pf < pf_end)
+          for (int a = 0; a < NT; ++a) _mm_prefetch(pf + 64 * a, _MM_HINT_T1);
+        pf += 64 * NT;
+      }
+      __m512 xb[T];
+      for (int t = 0; t < T; ++t) xb[t] = _mm512_set1_ps(xs[t * w.in + i]);
+      for (int a = 0; a < NT; ++a) {
+        const __m512i v = _mm512_loadu_si512(qw + i * words + 16 * a);
+        const __m512i v8 = k0 + S > 6 ? _mm512_srli_epi32(v, 8) : v;
+        for (int j = 0; j < S; ++j) {
+          const int k = k0 + j;
+          const __m512i bits = _mm512_and_si512(k < 6 ? v : v8, _mm512_set1_epi32(int32_t(0xFu << kSlotShift[k])));
+          const __m512 q = DENORMAL ? _mm512_castsi512_ps(bits) : _mm512_cvtepi32_ps(bits);
+          for (int t = 0; t < T; ++t) pa[t][a][j] = _mm512_fmadd_ps(q, xb[t], pa[t][a][j]);
+        }
       }
     }
-  }
-  if (!last) {
-    for (int a = 0; a < NT; ++a)
-      for (int k = 0; k < 8; ++k) _mm512_storeu_ps(pt + a * kW4TileCols + 16 * k, pa[a][k]);
-    return;
-  }
-  // Group epilogue: acc += s · (unscale · part − z · Σx), z from the packed qzeros word (same slots).
-  for (int a = 0; a < NT; ++a) {
-    const __m512i zv = _mm512_loadu_si512(w.qzeros + g * words + (tile + a) * 16);
-    const float* s = w.scales_tiled + g * w.out + (tile + a) * kW4TileCols;
-    float* ac = acc + (tile + a) * kW4TileCols;
-    for (int k = 0; k < 8; ++k) {
-      const __m512 zk = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(zv, 4 * k), _mm512_set1_epi32(0xF)));
-      const __m512 pk = _mm512_mul_ps(pa[a][k], _mm512_set1_ps(unscale[k]));
-      _mm512_storeu_ps(ac + 16 * k, _mm512_fmadd_ps(_mm512_loadu_ps(s + 16 * k), _mm512_fnmadd_ps(zk, sx, pk),
-                                                    _mm512_loadu_ps(ac + 16 * k)));
+    if (!last) {
+      for (int t = 0; t < T; ++t)
+        for (int a = 0; a < NT; ++a)
+          for (int j = 0; j < S; ++j)
+            _mm512_storeu_ps(part + t * full + (tile + a) * kW4TileCols + 16 * (k0 + j), pa[t][a][j]);
+      continue;
+    }
+    // Group epilogue: acc += s · (unscale · part − z · Σx), z from the packed qzeros word (same slots).
+    for (int a = 0; a < NT; ++a) {
+      const __m512i zv = _mm512_loadu_si512(w.qzeros + g * words + (tile + a) * 16);
+      const float* s = w.scales_tiled + g * w.out + (tile + a) * kW4TileCols;
+      for (int j = 0; j < S; ++j) {
+        const int k = k0 + j;
+        const __m512 zk = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(zv, 4 * k), _mm512_set1_epi32(0xF)));
+        const __m512 sk = _mm512_loadu_ps(s + 16 * k), uk = _mm512_set1_ps(unscale[k]);
+        for (int t = 0; t < T; ++t) {
+          float* ac = acc + t * full + (tile + a) * kW4TileCols + 16 * k;
+          const __m512 pk = _mm512_mul_ps(pa[t][a][j], uk);
+          _mm512_storeu_ps(ac, _mm512_fmadd_ps(sk, _mm512_fnmadd_ps(zk, _mm512_set1_ps(sx[t]), pk), _mm512_loadu_ps(ac)));
+        }
+      }
     }
   }
 }
 
-// The same for AVX2 (16 ymm registers): one half tile (8 words, 64 columns) at a time, 8 slot accumulators.
+// The same for AVX2 (16 ymm registers), one token: one half tile (8 words, 64 columns) at a time, 8 slot accumulators.
 template <bool DENORMAL>
 MIXQ_AVX2 static inline void gemv_panel_avx2(const W4A16Weights& w, const float* xs, const float* unscale, int64_t g,
                                              int64_t p0, int64_t p1, int64_t tile, int half, bool first, bool last,
@@ -320,53 +340,76 @@ MIXQ_AVX2 static inline void gemv_panel_avx2(const W4A16Weights& w, const float*
   }
 }
 
-// GEMV over the groups [g0, g1) (a K-chunk: one contiguous run of whole rows) and every full tile, one token.
-// acc: [tiles][128] slot-order f32 accumulators (+=); part: [tiles][128] scratch for a group's partial sums;
-// xs: [in] scratch for the scaled x.
+// GEMV over the groups [g0, g1) (a K-chunk: one contiguous run of whole rows) and every full tile, for n tokens
+// (x: [n][in]). acc: [n][full] slot-order f32 accumulators (+=); part: [n][full] scratch for a group's partial
+// sums; xs: [n][in] scratch for the scaled x.
 // Walk: group → panel of kPanelRows rows → tile pair (AVX2: half tile) → row, so a panel's rows are read as a few
 // short streams and the panel is done before the next starts. A software prefetch cursor runs sequentially ahead
 // through the chunk into L2 (a panel plus 64 KiB ahead): on the 2-core Zen 4 VM, interleaved row streams read at
 // 10–20 GB/s with the hardware prefetchers alone and at ≈ 24 GB/s with this cursor (one thread; sequential
 // reading ≈ 26 GB/s).
-// Shared set-up of a K-chunk: clears DAZ, scales x (scale_chunk) and places the prefetch cursor.
-struct GemvChunk {
+struct GemvChunk {  // shared set-up of a K-chunk: DAZ cleared, x scaled, prefetch cursor placed
   DazOff daz_off;
   float unscale[8];
   const char* pf;      // prefetch cursor: a panel plus 64 KiB ahead of the first row
   const char* pf_end;  // the end of the matrix
-  GemvChunk(const W4A16Weights& w, const float* x, int64_t g0, int64_t g1, bool denormal, float* xs) {
+  GemvChunk(const W4A16Weights& w, const float* x, int64_t n, int64_t g0, int64_t g1, bool denormal, float* xs) {
     const int64_t words = w.out / 8;
-    scale_chunk(x, g0 * w.group, g1 * w.group, denormal, xs, unscale);
+    scale_chunk(x, n, w.in, g0 * w.group, g1 * w.group, denormal, xs, unscale);
     pf = reinterpret_cast<const char*>(w.qweight + g0 * w.group * words) + kPanelRows * words * 4 + (64 << 10);
     pf_end = reinterpret_cast<const char*>(w.qweight + w.in * words);
   }
 };
 
-template <bool DENORMAL>
-MIXQ_AVX512 static void gemv_groups_avx512(const W4A16Weights& w, const float* x, int64_t g0, int64_t g1, float* acc,
-                                           float* part, float* xs) {
-  GemvChunk c(w, x, g0, g1, DENORMAL, xs);
-  const int64_t tiles = w.out / kW4TileCols;
+template <int T, bool DENORMAL>
+MIXQ_AVX512 static void gemv_groups_avx512_t(const W4A16Weights& w, const float* x, int64_t g0, int64_t g1,
+                                             float* acc, float* part, float* xs) {
+  // One token: two tiles a strip, all 8 slots (16 accumulators); 2 tokens: one tile, 8 slots; 3–4: 4 slots at a
+  // time; 5–8: 2 slots at a time.
+  constexpr int NT = T == 1 ? 2 : 1, S = T <= 2 ? 8 : T <= 4 ? 4 : 2;
+  GemvChunk c(w, x, T, g0, g1, DENORMAL, xs);
+  const int64_t tiles = w.out / kW4TileCols, full = tiles * kW4TileCols;
   for (int64_t g = g0; g < g1; ++g) {
     const int64_t i0 = g * w.group, i1 = i0 + w.group;
-    float sum_x = 0;
-    for (int64_t i = i0; i < i1; ++i) sum_x += x[i];
-    const __m512 sx = _mm512_set1_ps(sum_x);
+    float sum_x[T];
+    for (int t = 0; t < T; ++t) {
+      sum_x[t] = 0;
+      for (int64_t i = i0; i < i1; ++i) sum_x[t] += x[t * w.in + i];
+    }
     for (int64_t p0 = i0; p0 < i1; p0 += kPanelRows) {
       const int64_t p1 = std::min(p0 + kPanelRows, i1);
       int64_t tile = 0;
-      for (; tile + 2 <= tiles; tile += 2)
-        gemv_panel_avx512<2, DENORMAL>(w, xs, c.unscale, g, p0, p1, tile, p0 == i0, p1 == i1, sx, acc, part, c.pf, c.pf_end);
+      for (; tile + NT <= tiles; tile += NT)
+        gemv_panel_avx512<T, NT, S, DENORMAL>(w, xs, c.unscale, g, p0, p1, tile, p0 == i0, p1 == i1, sum_x, acc, part,
+                                              full, c.pf, c.pf_end);
       if (tile < tiles)
-        gemv_panel_avx512<1, DENORMAL>(w, xs, c.unscale, g, p0, p1, tile, p0 == i0, p1 == i1, sx, acc, part, c.pf, c.pf_end);
+        gemv_panel_avx512<T, 1, S, DENORMAL>(w, xs, c.unscale, g, p0, p1, tile, p0 == i0, p1 == i1, sum_x, acc, part,
+                                             full, c.pf, c.pf_end);
     }
   }
 }
 
 template <bool DENORMAL>
-MIXQ_AVX2 static void gemv_groups_avx2(const W4A16Weights& w, const float* x, int64_t g0, int64_t g1, float* acc,
-                                       float* part, float* xs) {
-  GemvChunk c(w, x, g0, g1, DENORMAL, xs);
+MIXQ_AVX512 static void gemv_groups_avx512(const W4A16Weights& w, const float* x, int64_t n, int64_t g0, int64_t g1,
+                                           float* acc, float* part, float* xs) {
+  switch (n) {
+    case 1: return gemv_groups_avx512_t<1, DENORMAL>(w, x, g0, g1, acc, part, xs);
+    case 2: return gemv_groups_avx512_t<2, DENORMAL>(w, x, g0, g1, acc, part, xs);
+    case 3: return gemv_groups_avx512_t<3, DENORMAL>(w, x, g0, g1, acc, part, xs);
+    case 4: return gemv_groups_avx512_t<4, DENORMAL>(w, x, g0, g1, acc, part, xs);
+    case 5: return gemv_groups_avx512_t<5, DENORMAL>(w, x, g0, g1, acc, part, xs);
+    case 6: return gemv_groups_avx512_t<6, DENORMAL>(w, x, g0, g1, acc, part, xs);
+    case 7: return gemv_groups_avx512_t<7, DENORMAL>(w, x, g0, g1, acc, part, xs);
+    default: return gemv_groups_avx512_t<8, DENORMAL>(w, x, g0, g1, acc, part, xs);
+  }
+}
+
+// AVX2: one token only (n == 1).
+template <bool DENORMAL>
+MIXQ_AVX2 static void gemv_groups_avx2(const W4A16Weights& w, const float* x, int64_t n, int64_t g0, int64_t g1,
+                                       float* acc, float* part, float* xs) {
+  (void)n;
+  GemvChunk c(w, x, 1, g0, g1, DENORMAL, xs);
   const int64_t tiles = w.out / kW4TileCols;
   for (int64_t g = g0; g < g1; ++g) {
     const int64_t i0 = g * w.group, i1 = i0 + w.group;
@@ -383,9 +426,6 @@ MIXQ_AVX2 static void gemv_groups_avx2(const W4A16Weights& w, const float* x, in
   }
 }
 
-// Whether FMA takes denormal operands at full speed on this CPU: 8 chains of FMAs with a denormal operand timed
-// against the same with a normal one (best of 5 each, DAZ cleared so the operand really is denormal). The gap is
-// ~1× or ~100×, so a 2× threshold is far from both.
 // Best of 5 timings (ns) of 8 chains × 256 FMAs operand · 2^100 (a normal product either way).
 MIXQ_AVX2 static double fma_chain_best_ns(float operand) {
   volatile float in_a = operand, in_b = 0x1p100f;
@@ -553,38 +593,45 @@ static int64_t gemv_kchunks(const W4A16Weights& w) {
 }
 
 #if defined(__x86_64__)
-using GemvGroupsFn = void (*)(const W4A16Weights&, const float*, int64_t, int64_t, float*, float*, float*);
+using GemvGroupsFn = void (*)(const W4A16Weights&, const float*, int64_t, int64_t, int64_t, float*, float*, float*);
+constexpr int64_t kMaxGemvTokens = 8;  // n ≤ 8 tokens through the K-chunked GEMV (AVX-512), one pass over W
 
-// y = x · Wᵀ for one token: work items = the K-chunks over the full tiles (gemv_groups_*), plus one for the tail
-// columns (scalar); chunk outputs are summed in chunk order.
-static void gemv_kchunked(const W4A16Weights& w, const float* x, float* y, ThreadPool& pool, GemvGroupsFn groups_fn) {
+// y = x · Wᵀ for n ≤ kMaxGemvTokens tokens (x: [n][in], y: [n][out]): work items = the K-chunks over the full tiles
+// (gemv_groups_*), plus one for the tail columns (scalar); chunk outputs are summed in chunk order.
+static void gemv_kchunked(const W4A16Weights& w, const float* x, int64_t n, float* y, ThreadPool& pool,
+                          GemvGroupsFn groups_fn) {
   const int64_t tiles = w.out / kW4TileCols, full = tiles * kW4TileCols, groups = w.in / w.group;
   const int64_t chunks = tiles > 0 ? gemv_kchunks(w) : 0;
   const int64_t items = chunks + (full < w.out ? 1 : 0);
-  thread_local std::vector<float> partial;  // [chunks][full] chunk outputs, natural order (chunks > 1)
-  if (chunks > 1 && partial.size() < size_t(chunks * full)) partial.resize(size_t(chunks * full));
-  float* const chunk_out = chunks > 1 ? partial.data() : y;
+  thread_local std::vector<float> partial;  // [chunks][n][full] chunk outputs, natural order (chunks > 1)
+  if (chunks > 1 && partial.size() < size_t(chunks * n * full)) partial.resize(size_t(chunks * n * full));
+  float* const chunk_out = partial.data();  // this thread's buffer (a worker's `partial` would be its own)
   pool.parallel_for(items, [&](int64_t b, int64_t e) {
-    thread_local std::vector<float> scratch;  // acc [full] + part [full] + xs [in], reused across calls
-    if (scratch.size() < size_t(2 * full + w.in)) scratch.resize(size_t(2 * full + w.in));
+    thread_local std::vector<float> scratch;  // acc [n][full] + part [n][full] + xs [n][in], reused across calls
+    const size_t need = size_t(n * (2 * full + w.in));
+    if (scratch.size() < need) scratch.resize(need);
     for (int64_t item = b; item < e; ++item) {
       if (item == chunks) {
-        gemv_cols_scalar(w, x, y, full, w.out);
+        for (int64_t t = 0; t < n; ++t) gemv_cols_scalar(w, x + t * w.in, y + t * w.out, full, w.out);
         continue;
       }
       float* acc = scratch.data();
-      std::fill(acc, acc + full, 0.0f);
-      groups_fn(w, x, groups * item / chunks, groups * (item + 1) / chunks, acc, acc + full, acc + 2 * full);
-      float* out = chunk_out + (chunks > 1 ? item * full : 0);
-      for (int64_t t = 0; t < tiles; ++t) store_tile_natural(acc + t * kW4TileCols, out + t * kW4TileCols);
+      std::fill(acc, acc + n * full, 0.0f);
+      groups_fn(w, x, n, groups * item / chunks, groups * (item + 1) / chunks, acc, acc + n * full, acc + 2 * n * full);
+      for (int64_t t = 0; t < n; ++t) {
+        float* out = chunks > 1 ? chunk_out + (item * n + t) * full : y + t * w.out;
+        for (int64_t tile = 0; tile < tiles; ++tile)
+          store_tile_natural(acc + t * full + tile * kW4TileCols, out + tile * kW4TileCols);
+      }
     }
   });
   if (chunks > 1) {
-    for (int64_t o = 0; o < full; ++o) {
-      float sum = partial[size_t(o)];
-      for (int64_t c = 1; c < chunks; ++c) sum += partial[size_t(c * full + o)];
-      y[o] = sum;
-    }
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t o = 0; o < full; ++o) {
+        float sum = chunk_out[t * full + o];
+        for (int64_t c = 1; c < chunks; ++c) sum += chunk_out[(c * n + t) * full + o];
+        y[t * w.out + o] = sum;
+      }
   }
 }
 #endif
@@ -598,11 +645,13 @@ void w4a16_forward(const W4A16Weights& w, const float* x, int64_t n, float* y, T
   const int64_t col_items = full_tiles + (tail ? 1 : 0);
   auto cols_scalar = [&](const float* xt, float* yt, int64_t c0, int64_t c1) { gemv_cols_scalar(w, xt, yt, c0, c1); };
 #if defined(__x86_64__)
-  if (n == 1 && isa != W4Isa::Scalar) {
-    const bool dn = nibble == W4Nibble::Denormal;
-    gemv_kchunked(w, x, y, pool,
-                  isa == W4Isa::Avx512 ? (dn ? gemv_groups_avx512<true> : gemv_groups_avx512<false>)
-                                       : (dn ? gemv_groups_avx2<true> : gemv_groups_avx2<false>));
+  const bool dn = nibble == W4Nibble::Denormal;
+  if (isa == W4Isa::Avx512 && n <= kMaxGemvTokens) {
+    gemv_kchunked(w, x, n, y, pool, dn ? gemv_groups_avx512<true> : gemv_groups_avx512<false>);
+    return;
+  }
+  if (isa == W4Isa::Avx2 && n == 1) {
+    gemv_kchunked(w, x, 1, y, pool, dn ? gemv_groups_avx2<true> : gemv_groups_avx2<false>);
     return;
   }
 #endif
