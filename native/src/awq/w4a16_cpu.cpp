@@ -180,6 +180,13 @@ static void gemv_cols_scalar(const W4A16Weights& w, const float* x, float* y, in
 // ---- AVX-512 ------------------------------------------------------------------------------------------------
 
 #if defined(__x86_64__)
+#if defined(__GNUC__) && !defined(__clang__)
+// GCC 12 reports the _mm512_undefined_*() placeholder inside its own intrinsics (srli, srlv, cvtepi32) as "may be
+// used uninitialized" at every inlined call: a false positive of the headers. Silenced for the SIMD kernels only.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 #define MIXQ_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,fma")))
 #define MIXQ_AVX2 __attribute__((target("avx2,fma")))
 
@@ -554,6 +561,9 @@ MIXQ_AVX2 static void tile_matmul_avx2(const float* x, int64_t ldx, int64_t nt, 
       }
     }
 }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 #endif  // __x86_64__
 
 // ---- dispatch -----------------------------------------------------------------------------------------------
