@@ -102,9 +102,9 @@ int main() {
         for (float& v : x) v = ux(rng);
         w4a16_reference(w, x.data(), n, ref.data());
         for (const Kernel& k : kernels) {
-          // The K-chunked GEMV takes n = 1 (AVX2) or n ≤ 8 (AVX-512); the tiled GEMM the rest, where the nibble
-          // route does not apply.
-          const bool gemv = n == 1 || (k.isa == W4Isa::Avx512 && n <= 8);
+          // The SIMD kernels take n ≤ 8 through the K-chunked GEMV, more through the tiled GEMM (where the nibble
+          // route does not apply); the scalar kernel is a GEMV per token.
+          const bool gemv = n <= 8 || k.isa == W4Isa::Scalar;
           if (!gemv && k.nibble == W4Nibble::Denormal) continue;
           std::fill(y.begin(), y.end(), 1e30f);  // every output must be written
           w4a16_forward(w, x.data(), n, y.data(), pool, k.isa, k.nibble);
@@ -172,13 +172,13 @@ int main() {
 #endif
   }
 
-  // Several tokens through the GEMV (AVX-512, n ≤ 8) give each token the same bits as that token alone: the
-  // tokens share the pass over W, not their sums (2 K-chunks, a column tail, both routes).
+  // Several tokens through the GEMV (n ≤ 8) give each token the same bits as that token alone: the tokens share
+  // the pass over W, not their sums (2 K-chunks, a column tail, both routes).
   {
     const Packed p = random_packed(2048, 264, 64, rng);
     for (const Kernel& k : kernels) {
-      if (k.isa != W4Isa::Avx512) continue;
-      for (int64_t n : {int64_t(2), int64_t(3), int64_t(5), int64_t(8)}) {
+      if (k.isa == W4Isa::Scalar) continue;
+      for (int64_t n : {int64_t(2), int64_t(3), int64_t(4), int64_t(5), int64_t(8)}) {
         std::vector<float> x(size_t(n * 2048)), y(size_t(n * 264)), y1(264);
         for (size_t i = 0; i < x.size(); ++i) x[i] = ux(rng) * (i % 2048 == 9 ? 50.0f : 1.0f);
         w4a16_forward(p.view(), x.data(), n, y.data(), pool, k.isa, k.nibble);
