@@ -192,18 +192,26 @@ int main() {
     }
   }
 
-  // Determinism: the same call twice, and 1 vs 2 threads, give identical bits (no split-dependent reductions).
+  // Determinism: the same call twice, and 1 vs 2 vs 3 threads, give identical bits (no split-dependent reductions).
+  // in 4096: 4 K-chunks, one column block whatever the pool; in 512: one K-chunk, split into column blocks by the
+  // pool size.
   {
-    const Packed p = random_packed(4096, 1408, 128, rng);  // 4 K-chunks in the AVX-512 GEMV
-    for (int64_t n : {int64_t(1), int64_t(5), int64_t(37)}) {
-      std::vector<float> x(size_t(n * 4096)), a(size_t(n * 1408)), b(a.size()), c(a.size());
-      for (float& v : x) v = ux(rng);
-      for (const Kernel& k : kernels) {
-        w4a16_forward(p.view(), x.data(), n, a.data(), pool, k.isa, k.nibble);
-        w4a16_forward(p.view(), x.data(), n, b.data(), pool, k.isa, k.nibble);
-        w4a16_forward(p.view(), x.data(), n, c.data(), pool1, k.isa, k.nibble);
-        check(std::memcmp(a.data(), b.data(), a.size() * 4) == 0 && std::memcmp(a.data(), c.data(), a.size() * 4) == 0,
-              std::string("deterministic across runs and thread counts: ") + k.name + " n" + std::to_string(n));
+    ThreadPool pool3(3);
+    for (int64_t in : {int64_t(4096), int64_t(512)}) {
+      const Packed p = random_packed(in, 1408, 128, rng);
+      for (int64_t n : {int64_t(1), int64_t(5), int64_t(37)}) {
+        std::vector<float> x(size_t(n * in)), a(size_t(n * 1408)), b(a.size()), c(a.size()), d(a.size());
+        for (float& v : x) v = ux(rng);
+        for (const Kernel& k : kernels) {
+          w4a16_forward(p.view(), x.data(), n, a.data(), pool, k.isa, k.nibble);
+          w4a16_forward(p.view(), x.data(), n, b.data(), pool, k.isa, k.nibble);
+          w4a16_forward(p.view(), x.data(), n, c.data(), pool1, k.isa, k.nibble);
+          w4a16_forward(p.view(), x.data(), n, d.data(), pool3, k.isa, k.nibble);
+          check(std::memcmp(a.data(), b.data(), a.size() * 4) == 0 && std::memcmp(a.data(), c.data(), a.size() * 4) == 0 &&
+                    std::memcmp(a.data(), d.data(), a.size() * 4) == 0,
+                std::string("deterministic across runs and 1/2/3 threads: ") + k.name + " in " + std::to_string(in) +
+                    " n" + std::to_string(n));
+        }
       }
     }
   }

@@ -244,18 +244,46 @@ static void scale_chunk(const float* x, int64_t n, int64_t in, int64_t r0, int64
   for (int k = 0; k < 8; ++k) unscale[k] = float(std::ldexp(1.0, (denormal ? 149 : 0) - K - kSlotShift[k]));
 }
 
+// Software prefetch cursor over a work item's region of the matrix (rows from its first to the end, bytes
+// [b0, b0 + width) of each row), running sequentially ahead of the reads in the order they consume the region.
+struct PrefetchCursor {
+  const char* row;  // the cursor's row, at byte b0
+  const char* end;  // row pointer one past the last row
+  int64_t col;      // offset within the region's part of the row
+  int64_t width;    // region bytes per row
+  int64_t stride;   // bytes per row
+  // Starts a panel plus 64 KiB of the region ahead of row r0 (measured best, see gemv_groups_avx512_t).
+  PrefetchCursor(const W4A16Weights& w, int64_t r0, int64_t tile_b, int64_t tile_e) {
+    stride = w.out / 8 * 4;
+    width = (tile_e - tile_b) * 64;
+    const char* base = reinterpret_cast<const char*>(w.qweight) + tile_b * 64;
+    end = base + w.in * stride;
+    const int64_t ahead = kPanelRows * width + (64 << 10);
+    row = base + (r0 + ahead / width) * stride;
+    col = ahead % width;
+  }
+  const char* at() const { return row < end ? row + col : nullptr; }
+  void advance(int64_t bytes) {
+    col += bytes;
+    while (col >= width) {
+      col -= width;
+      row += stride;
+    }
+  }
+};
+
 // One panel (rows [p0, p1) of group g) × NT tiles starting at `tile`, for T tokens: the slot accumulators of the
 // group's partial sums (T tokens × NT tiles × S slots, slots k0..k0+S in turn, at most 16 registers) live in
 // registers within the panel (from `part` unless it is the group's first); after the group's last panel the
 // epilogue adds s · Σx·(q − z) into `acc`, else they go back to `part`. With S < 8 the panel's words are read once
 // from memory and again from L1 for the later slots.
 // xs: [T][in] x · 2^K; unscale: see scale_chunk; sx: [T] Σx over the group; acc, part: [T][full] (slot order within
-// each 128-column tile). pf: the prefetch cursor (advanced by the bytes read), pf_end: where it stops.
+// each 128-column tile). pf: the prefetch cursor (advanced by the bytes read).
 template <int T, int NT, int S, bool DENORMAL>
 MIXQ_AVX512 static inline void gemv_panel_avx512(const W4A16Weights& w, const float* xs, const float* unscale,
                                                  int64_t g, int64_t p0, int64_t p1, int64_t tile, bool first,
                                                  bool last, const float* sx, float* acc, float* part, int64_t full,
-                                                 const char*& pf, const char* pf_end) {
+                                                 PrefetchCursor& pf) {
   static_assert(T * NT * S <= 16 && 8 % S == 0, "accumulators must fit in registers");
   const int64_t words = w.out / 8;
   const int32_t* qw = w.qweight + tile * 16;
@@ -271,10 +299,9 @@ MIXQ_AVX512 static inline void gemv_panel_avx512(const W4A16Weights& w, const fl
                               : _mm512_loadu_ps(part + t * full + (tile + a) * kW4TileCols + 16 * (k0 + j));
     for (int64_t i = p0; i < p1; ++i) {
       if (k0 == 0) {
-        if (pf < pf_end)
-          #pragma GCC unroll 16
-          for (int a = 0; a < NT; ++a) _mm_prefetch(pf + 64 * a, _MM_HINT_T1);
-        pf += 64 * NT;
+        if (const char* ahead = pf.at())
+          for (int a = 0; a < NT; ++a) _mm_prefetch(ahead + 64 * a, _MM_HINT_T1);
+        pf.advance(64 * NT);
       }
       __m512 xb[T];
       #pragma GCC unroll 16
@@ -329,8 +356,8 @@ MIXQ_AVX512 static inline void gemv_panel_avx512(const W4A16Weights& w, const fl
 template <int T, int S, bool DENORMAL>
 MIXQ_AVX2 static inline void gemv_panel_avx2(const W4A16Weights& w, const float* xs, const float* unscale, int64_t g,
                                              int64_t p0, int64_t p1, int64_t tile, int half, bool first, bool last,
-                                             const float* sx, float* acc, float* part, int64_t full, const char*& pf,
-                                             const char* pf_end) {
+                                             const float* sx, float* acc, float* part, int64_t full,
+                                             PrefetchCursor& pf) {
   static_assert(T * S <= 8 && 8 % S == 0, "accumulators must fit in registers");
   const int64_t words = w.out / 8, col0 = tile * kW4TileCols + 8 * half;  // slot k of the half at col0 + 16k
   const int32_t* qw = w.qweight + tile * 16 + 8 * half;
@@ -343,8 +370,9 @@ MIXQ_AVX2 static inline void gemv_panel_avx2(const W4A16Weights& w, const float*
         pa[t][j] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(part + t * full + col0 + 16 * (k0 + j));
     for (int64_t i = p0; i < p1; ++i) {
       if (k0 == 0) {
-        if (pf < pf_end && (reinterpret_cast<uintptr_t>(pf) & 32) == 0) _mm_prefetch(pf, _MM_HINT_T1);
-        pf += 32;
+        if ((pf.col & 63) == 0)
+          if (const char* ahead = pf.at()) _mm_prefetch(ahead, _MM_HINT_T1);
+        pf.advance(32);
       }
       __m256 xb[T];
       #pragma GCC unroll 16
@@ -392,27 +420,25 @@ MIXQ_AVX2 static inline void gemv_panel_avx2(const W4A16Weights& w, const float*
 // through the chunk into L2 (a panel plus 64 KiB ahead): on the 2-core Zen 4 VM, interleaved row streams read at
 // 10–20 GB/s with the hardware prefetchers alone and at ≈ 24 GB/s with this cursor (one thread; sequential
 // reading ≈ 26 GB/s).
-struct GemvChunk {  // shared set-up of a K-chunk: DAZ cleared, x scaled, prefetch cursor placed
+struct GemvChunk {  // shared set-up of a work item: DAZ cleared, x scaled, prefetch cursor placed
   DazOff daz_off;
   float unscale[8];
-  const char* pf;      // prefetch cursor: a panel plus 64 KiB ahead of the first row
-  const char* pf_end;  // the end of the matrix
-  GemvChunk(const W4A16Weights& w, const float* x, int64_t n, int64_t g0, int64_t g1, bool denormal, float* xs) {
-    const int64_t words = w.out / 8;
+  PrefetchCursor pf;
+  GemvChunk(const W4A16Weights& w, const float* x, int64_t n, int64_t g0, int64_t g1, int64_t tile_b, int64_t tile_e,
+            bool denormal, float* xs)
+      : pf(w, g0 * w.group, tile_b, tile_e) {
     scale_chunk(x, n, w.in, g0 * w.group, g1 * w.group, denormal, xs, unscale);
-    pf = reinterpret_cast<const char*>(w.qweight + g0 * w.group * words) + kPanelRows * words * 4 + (64 << 10);
-    pf_end = reinterpret_cast<const char*>(w.qweight + w.in * words);
   }
 };
 
 template <int T, bool DENORMAL>
 MIXQ_AVX512 static void gemv_groups_avx512_t(const W4A16Weights& w, const float* x, int64_t g0, int64_t g1,
-                                             float* acc, float* part, float* xs) {
+                                             int64_t tile_b, int64_t tile_e, float* acc, float* part, float* xs) {
   // One token: two tiles a strip, all 8 slots (16 accumulators); 2 tokens: one tile, 8 slots; 3–4: 4 slots at a
   // time; 5–8: 2 slots at a time.
   constexpr int NT = T == 1 ? 2 : 1, S = T <= 2 ? 8 : T <= 4 ? 4 : 2;
-  GemvChunk c(w, x, T, g0, g1, DENORMAL, xs);
-  const int64_t tiles = w.out / kW4TileCols, full = tiles * kW4TileCols;
+  GemvChunk c(w, x, T, g0, g1, tile_b, tile_e, DENORMAL, xs);
+  const int64_t full = w.out / kW4TileCols * kW4TileCols;
   for (int64_t g = g0; g < g1; ++g) {
     const int64_t i0 = g * w.group, i1 = i0 + w.group;
     float sum_x[T];
@@ -422,39 +448,39 @@ MIXQ_AVX512 static void gemv_groups_avx512_t(const W4A16Weights& w, const float*
     }
     for (int64_t p0 = i0; p0 < i1; p0 += kPanelRows) {
       const int64_t p1 = std::min(p0 + kPanelRows, i1);
-      int64_t tile = 0;
-      for (; tile + NT <= tiles; tile += NT)
+      int64_t tile = tile_b;
+      for (; tile + NT <= tile_e; tile += NT)
         gemv_panel_avx512<T, NT, S, DENORMAL>(w, xs, c.unscale, g, p0, p1, tile, p0 == i0, p1 == i1, sum_x, acc, part,
-                                              full, c.pf, c.pf_end);
-      if (tile < tiles)
+                                              full, c.pf);
+      if (tile < tile_e)
         gemv_panel_avx512<T, 1, S, DENORMAL>(w, xs, c.unscale, g, p0, p1, tile, p0 == i0, p1 == i1, sum_x, acc, part,
-                                             full, c.pf, c.pf_end);
+                                             full, c.pf);
     }
   }
 }
 
 template <bool DENORMAL>
 MIXQ_AVX512 static void gemv_groups_avx512(const W4A16Weights& w, const float* x, int64_t n, int64_t g0, int64_t g1,
-                                           float* acc, float* part, float* xs) {
+                                           int64_t tile_b, int64_t tile_e, float* acc, float* part, float* xs) {
   switch (n) {
-    case 1: return gemv_groups_avx512_t<1, DENORMAL>(w, x, g0, g1, acc, part, xs);
-    case 2: return gemv_groups_avx512_t<2, DENORMAL>(w, x, g0, g1, acc, part, xs);
-    case 3: return gemv_groups_avx512_t<3, DENORMAL>(w, x, g0, g1, acc, part, xs);
-    case 4: return gemv_groups_avx512_t<4, DENORMAL>(w, x, g0, g1, acc, part, xs);
-    case 5: return gemv_groups_avx512_t<5, DENORMAL>(w, x, g0, g1, acc, part, xs);
-    case 6: return gemv_groups_avx512_t<6, DENORMAL>(w, x, g0, g1, acc, part, xs);
-    case 7: return gemv_groups_avx512_t<7, DENORMAL>(w, x, g0, g1, acc, part, xs);
-    default: return gemv_groups_avx512_t<8, DENORMAL>(w, x, g0, g1, acc, part, xs);
+    case 1: return gemv_groups_avx512_t<1, DENORMAL>(w, x, g0, g1, tile_b, tile_e, acc, part, xs);
+    case 2: return gemv_groups_avx512_t<2, DENORMAL>(w, x, g0, g1, tile_b, tile_e, acc, part, xs);
+    case 3: return gemv_groups_avx512_t<3, DENORMAL>(w, x, g0, g1, tile_b, tile_e, acc, part, xs);
+    case 4: return gemv_groups_avx512_t<4, DENORMAL>(w, x, g0, g1, tile_b, tile_e, acc, part, xs);
+    case 5: return gemv_groups_avx512_t<5, DENORMAL>(w, x, g0, g1, tile_b, tile_e, acc, part, xs);
+    case 6: return gemv_groups_avx512_t<6, DENORMAL>(w, x, g0, g1, tile_b, tile_e, acc, part, xs);
+    case 7: return gemv_groups_avx512_t<7, DENORMAL>(w, x, g0, g1, tile_b, tile_e, acc, part, xs);
+    default: return gemv_groups_avx512_t<8, DENORMAL>(w, x, g0, g1, tile_b, tile_e, acc, part, xs);
   }
 }
 
 template <int T, bool DENORMAL>
-MIXQ_AVX2 static void gemv_groups_avx2_t(const W4A16Weights& w, const float* x, int64_t g0, int64_t g1, float* acc,
-                                         float* part, float* xs) {
+MIXQ_AVX2 static void gemv_groups_avx2_t(const W4A16Weights& w, const float* x, int64_t g0, int64_t g1, int64_t tile_b,
+                                         int64_t tile_e, float* acc, float* part, float* xs) {
   // 1 token: all 8 slots at once; 2: 4 slots; 3–4: 2 slots.
   constexpr int S = T == 1 ? 8 : T == 2 ? 4 : 2;
-  GemvChunk c(w, x, T, g0, g1, DENORMAL, xs);
-  const int64_t tiles = w.out / kW4TileCols, full = tiles * kW4TileCols;
+  GemvChunk c(w, x, T, g0, g1, tile_b, tile_e, DENORMAL, xs);
+  const int64_t full = w.out / kW4TileCols * kW4TileCols;
   for (int64_t g = g0; g < g1; ++g) {
     const int64_t i0 = g * w.group, i1 = i0 + w.group;
     float sum_x[T];
@@ -464,10 +490,10 @@ MIXQ_AVX2 static void gemv_groups_avx2_t(const W4A16Weights& w, const float* x, 
     }
     for (int64_t p0 = i0; p0 < i1; p0 += kPanelRows) {
       const int64_t p1 = std::min(p0 + kPanelRows, i1);
-      for (int64_t tile = 0; tile < tiles; ++tile)
+      for (int64_t tile = tile_b; tile < tile_e; ++tile)
         for (int half = 0; half < 2; ++half)
           gemv_panel_avx2<T, S, DENORMAL>(w, xs, c.unscale, g, p0, p1, tile, half, p0 == i0, p1 == i1, sum_x, acc,
-                                          part, full, c.pf, c.pf_end);
+                                          part, full, c.pf);
     }
   }
 }
@@ -475,12 +501,12 @@ MIXQ_AVX2 static void gemv_groups_avx2_t(const W4A16Weights& w, const float* x, 
 // n ≤ 4 (w4a16_forward splits 5–8 tokens into two passes: with 16 ymm registers, more tokens at once would spill).
 template <bool DENORMAL>
 MIXQ_AVX2 static void gemv_groups_avx2(const W4A16Weights& w, const float* x, int64_t n, int64_t g0, int64_t g1,
-                                       float* acc, float* part, float* xs) {
+                                       int64_t tile_b, int64_t tile_e, float* acc, float* part, float* xs) {
   switch (n) {
-    case 1: return gemv_groups_avx2_t<1, DENORMAL>(w, x, g0, g1, acc, part, xs);
-    case 2: return gemv_groups_avx2_t<2, DENORMAL>(w, x, g0, g1, acc, part, xs);
-    case 3: return gemv_groups_avx2_t<3, DENORMAL>(w, x, g0, g1, acc, part, xs);
-    default: return gemv_groups_avx2_t<4, DENORMAL>(w, x, g0, g1, acc, part, xs);
+    case 1: return gemv_groups_avx2_t<1, DENORMAL>(w, x, g0, g1, tile_b, tile_e, acc, part, xs);
+    case 2: return gemv_groups_avx2_t<2, DENORMAL>(w, x, g0, g1, tile_b, tile_e, acc, part, xs);
+    case 3: return gemv_groups_avx2_t<3, DENORMAL>(w, x, g0, g1, tile_b, tile_e, acc, part, xs);
+    default: return gemv_groups_avx2_t<4, DENORMAL>(w, x, g0, g1, tile_b, tile_e, acc, part, xs);
   }
 }
 
@@ -654,16 +680,21 @@ static int64_t gemv_kchunks(const W4A16Weights& w) {
 }
 
 #if defined(__x86_64__)
-using GemvGroupsFn = void (*)(const W4A16Weights&, const float*, int64_t, int64_t, int64_t, float*, float*, float*);
+using GemvGroupsFn = void (*)(const W4A16Weights&, const float*, int64_t n, int64_t g0, int64_t g1, int64_t tile_b,
+                              int64_t tile_e, float*, float*, float*);
 constexpr int64_t kMaxGemvTokens = 8;  // n ≤ 8 tokens through the K-chunked GEMV, one pass over W
 
-// y = x · Wᵀ for n ≤ kMaxGemvTokens tokens (x: [n][in], y: [n][out]): work items = the K-chunks over the full tiles
-// (gemv_groups_*), plus one for the tail columns (scalar); chunk outputs are summed in chunk order.
+// y = x · Wᵀ for n ≤ kMaxGemvTokens tokens (x: [n][in], y: [n][out]). Work items = K-chunks (fixed by the shape:
+// the sums and their order) × column blocks of whole tiles (only when there are fewer chunks than threads, i.e.
+// small matrices; a column's sum never spans items, so this split cannot change results), plus one item for the
+// tail columns (scalar). Chunk outputs are summed in chunk order.
 static void gemv_kchunked(const W4A16Weights& w, const float* x, int64_t n, float* y, ThreadPool& pool,
                           GemvGroupsFn groups_fn) {
   const int64_t tiles = w.out / kW4TileCols, full = tiles * kW4TileCols, groups = w.in / w.group;
   const int64_t chunks = tiles > 0 ? gemv_kchunks(w) : 0;
-  const int64_t items = chunks + (full < w.out ? 1 : 0);
+  const int64_t threads = pool.size();
+  const int64_t cblocks = chunks == 0 || chunks >= threads ? 1 : std::min(tiles, (threads + chunks - 1) / chunks);
+  const int64_t items = chunks * cblocks + (full < w.out ? 1 : 0);
   thread_local std::vector<float> partial;  // [chunks][n][full] chunk outputs, natural order (chunks > 1)
   if (chunks > 1 && partial.size() < size_t(chunks * n * full)) partial.resize(size_t(chunks * n * full));
   float* const chunk_out = partial.data();  // this thread's buffer (a worker's `partial` would be its own)
@@ -672,16 +703,20 @@ static void gemv_kchunked(const W4A16Weights& w, const float* x, int64_t n, floa
     const size_t need = size_t(n * (2 * full + w.in));
     if (scratch.size() < need) scratch.resize(need);
     for (int64_t item = b; item < e; ++item) {
-      if (item == chunks) {
+      if (item == chunks * cblocks) {
         for (int64_t t = 0; t < n; ++t) gemv_cols_scalar(w, x + t * w.in, y + t * w.out, full, w.out);
         continue;
       }
+      const int64_t chunk = item / cblocks, cb = item % cblocks;
+      const int64_t tile_b = tiles * cb / cblocks, tile_e = tiles * (cb + 1) / cblocks;
       float* acc = scratch.data();
-      std::fill(acc, acc + n * full, 0.0f);
-      groups_fn(w, x, n, groups * item / chunks, groups * (item + 1) / chunks, acc, acc + n * full, acc + 2 * n * full);
+      for (int64_t t = 0; t < n; ++t)
+        std::fill(acc + t * full + tile_b * kW4TileCols, acc + t * full + tile_e * kW4TileCols, 0.0f);
+      groups_fn(w, x, n, groups * chunk / chunks, groups * (chunk + 1) / chunks, tile_b, tile_e, acc, acc + n * full,
+                acc + 2 * n * full);
       for (int64_t t = 0; t < n; ++t) {
-        float* out = chunks > 1 ? chunk_out + (item * n + t) * full : y + t * w.out;
-        for (int64_t tile = 0; tile < tiles; ++tile)
+        float* out = chunks > 1 ? chunk_out + (chunk * n + t) * full : y + t * w.out;
+        for (int64_t tile = tile_b; tile < tile_e; ++tile)
           store_tile_natural(acc + t * full + tile * kW4TileCols, out + tile * kW4TileCols);
       }
     }
