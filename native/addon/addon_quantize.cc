@@ -16,6 +16,7 @@ namespace {
 using mixq::quant::QuantizeOptions;
 using mixq::quant::QuantizeProgress;
 using mixq::quant::QuantizeResult;
+using mixq::quant::Rounding;
 
 void DeliverProgress(Napi::Env env, Napi::Function onProgress, std::nullptr_t*, QuantizeProgress* p) {
   std::unique_ptr<QuantizeProgress> owned(p);
@@ -144,6 +145,18 @@ Napi::Value Quantize(const Napi::CallbackInfo& info) {
   opts.seq_len = optInt(o, "seqLen", 0, 0);
   opts.threads = optInt(o, "threads", 0, 0);
   opts.clip_tokens = optInt(o, "clipTokens", 512, 1);
+  Napi::Value rounding = o.Get("rounding");
+  if (!rounding.IsUndefined()) {
+    const std::string r = reqString(o, "rounding");
+    if (r != "gptq" && r != "nearest") throw Napi::TypeError::New(env, "quantize: opts.rounding must be 'gptq' or 'nearest', got '" + r + "'");
+    opts.rounding = r == "gptq" ? Rounding::Gptq : Rounding::Nearest;
+  }
+  Napi::Value propagate = o.Get("propagate");
+  if (!propagate.IsUndefined()) {
+    const std::string p = reqString(o, "propagate");
+    if (p != "quantized" && p != "float") throw Napi::TypeError::New(env, "quantize: opts.propagate must be 'quantized' or 'float', got '" + p + "'");
+    opts.propagate_quantized = p == "quantized";
+  }
   Napi::Value ids = o.Get("calibIds");
   if (!ids.IsUndefined() && !ids.IsNull()) {
     if (!ids.IsTypedArray() || ids.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {

@@ -120,13 +120,19 @@ export interface NativeQuantizeOptions {
   samples?: number;
   seqLen?: number;
   clipTokens?: number;      // clip search token budget (default 512)
+  // AWQ only. 'gptq' (default): codes by rounding with error feedback on the calibration inputs (same format,
+  // same scales and zeros); 'nearest': round to nearest, as AutoAWQ.
+  rounding?: 'gptq' | 'nearest';
+  // AWQ only. 'quantized' (default): layer l+1 calibrates on layer l's quantized output; 'float': on the float
+  // layer's output, as AutoAWQ.
+  propagate?: 'quantized' | 'float';
   threads?: number;         // 0 = all hardware threads
 }
 
 export interface NativeQuantizeProgress {
   layer: number;            // 0-based layer in progress (layers when done)
   layers: number;
-  phase: string;            // 'load' | 'forward' | 'search-attn' | 'search-moe' | 'search-experts' | 'clip' | 'pack' | 'write' | 'done'
+  phase: string;            // 'load' | 'forward' | 'search-attn' | 'search-moe' | 'search-experts' | 'clip' | 'pack' | 'propagate' | 'write' | 'done'
   fraction: number;         // of the whole run, 0..1
   elapsedS: number;
   etaS: number;             // -1 until the first layer is done

@@ -12,6 +12,20 @@
 namespace mixq::quant {
 namespace {
 
+// Σ a[k]·b[k], k < n, with 4 independent partial sums (the loop is latency-bound otherwise).
+inline double dot(const double* a, const double* b, int64_t n) {
+  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int64_t k = 0;
+  for (; k + 4 <= n; k += 4) {
+    s0 += a[k] * b[k];
+    s1 += a[k + 1] * b[k + 1];
+    s2 += a[k + 2] * b[k + 2];
+    s3 += a[k + 3] * b[k + 3];
+  }
+  for (; k < n; ++k) s0 += a[k] * b[k];
+  return (s0 + s1) + (s2 + s3);
+}
+
 constexpr int64_t kGramChunk = 256;  // tokens per Gram update
 constexpr int64_t kBlock = 128;      // rows rounded before one lazy GEMM update of the rest
 constexpr int64_t kColChunk = 256;   // columns per thread task inside a block
@@ -20,17 +34,14 @@ constexpr int64_t kColChunk = 256;   // columns per thread task inside a block
 bool cholesky_lower(std::vector<double>& a, int64_t n, ThreadPool& pool) {
   for (int64_t j = 0; j < n; ++j) {
     double* rj = a.data() + j * n;
-    double d = rj[j];
-    for (int64_t k = 0; k < j; ++k) d -= rj[k] * rj[k];
+    const double d = rj[j] - dot(rj, rj, j);
     if (!(d > 0.0) || !std::isfinite(d)) return false;
     const double ljj = std::sqrt(d);
     rj[j] = ljj;
     auto rows = [&](int64_t b, int64_t e) {
       for (int64_t i = j + 1 + b; i < j + 1 + e; ++i) {
         double* ri = a.data() + i * n;
-        double s = ri[j];
-        for (int64_t k = 0; k < j; ++k) s -= ri[k] * rj[k];
-        ri[j] = s / ljj;
+        ri[j] = (ri[j] - dot(ri, rj, j)) / ljj;
       }
     };
     const int64_t below = n - j - 1;
@@ -118,19 +129,32 @@ std::vector<int64_t> act_order_permutation(const std::vector<float>& gram, int64
   return perm;
 }
 
-QuantizedLinear gptq_quantize_linear(const float* w_t, int64_t in, int64_t out, const std::vector<float>& gram,
-                                     const QuantSpec& spec, ThreadPool& pool, double damp, bool act_order) {
+GptqFactor gptq_factor(const std::vector<float>& gram, int64_t in, ThreadPool& pool, double damp, bool act_order) {
   if (int64_t(gram.size()) != in * in) throw Error("gptq: Hessian is not [in, in]");
-  // Scales and zeros exactly as round-to-nearest would store them; only the codes change.
-  QuantizedLinear ql = quantize_linear(w_t, in, out, spec, pool);
-  // Processing order: position a handles source row perm[a]; H and w are permuted alike.
-  std::vector<int64_t> perm(static_cast<size_t>(in));
-  for (int64_t i = 0; i < in; ++i) perm[size_t(i)] = i;
-  if (act_order) perm = act_order_permutation(gram, in);
+  GptqFactor f;
+  f.in = in;
+  f.perm.resize(static_cast<size_t>(in));
+  for (int64_t i = 0; i < in; ++i) f.perm[size_t(i)] = i;
+  if (act_order) f.perm = act_order_permutation(gram, in);
   std::vector<float> hp(gram.size());
   for (int64_t a = 0; a < in; ++a)
-    for (int64_t b = 0; b < in; ++b) hp[size_t(a * in + b)] = gram[size_t(perm[size_t(a)] * in + perm[size_t(b)])];
-  const std::vector<double> u = inverse_hessian_factor(hp, in, damp, pool);
+    for (int64_t b = 0; b < in; ++b) hp[size_t(a * in + b)] = gram[size_t(f.perm[size_t(a)] * in + f.perm[size_t(b)])];
+  f.u = inverse_hessian_factor(hp, in, damp, pool);
+  return f;
+}
+
+QuantizedLinear gptq_quantize_linear(const float* w_t, int64_t in, int64_t out, const std::vector<float>& gram,
+                                     const QuantSpec& spec, ThreadPool& pool, double damp, bool act_order) {
+  return gptq_quantize_linear(w_t, in, out, gptq_factor(gram, in, pool, damp, act_order), spec, pool);
+}
+
+QuantizedLinear gptq_quantize_linear(const float* w_t, int64_t in, int64_t out, const GptqFactor& factor,
+                                     const QuantSpec& spec, ThreadPool& pool) {
+  if (factor.in != in) throw Error("gptq: factor is for in_features " + std::to_string(factor.in) + ", not " + std::to_string(in));
+  // Scales and zeros exactly as round-to-nearest would store them; only the codes change.
+  QuantizedLinear ql = quantize_linear(w_t, in, out, spec, pool);
+  const std::vector<int64_t>& perm = factor.perm;
+  const std::vector<double>& u = factor.u;
   std::vector<float> w(static_cast<size_t>(in * out));  // working copy (permuted rows), updated as errors arrive
   for (int64_t a = 0; a < in; ++a)
     std::copy(w_t + perm[size_t(a)] * out, w_t + (perm[size_t(a)] + 1) * out, w.begin() + a * out);

@@ -31,11 +31,24 @@ std::vector<float> gram_matrix(const float* x, int64_t n, int64_t in, const floa
 // definite; throws mixq::Error after that.
 std::vector<double> inverse_hessian_factor(const std::vector<float>& gram, int64_t in, double damp, ThreadPool& pool);
 
+// The part of the work that depends on H only (shared by Linears that read the same input, e.g. q/k/v, w1/w3):
+// the processing order and U for that order.
+struct GptqFactor {
+  int64_t in = 0;
+  std::vector<int64_t> perm;  // position a rounds source row perm[a]
+  std::vector<double> u;      // [in, in] upper factor of the permuted (H + λI)⁻¹
+};
+GptqFactor gptq_factor(const std::vector<float>& gram, int64_t in, ThreadPool& pool, double damp = 0.01,
+                       bool act_order = true);
+
 // Codes for w_t [in, out] with error feedback under H (gram, [in, in]). spec.group divides in; same scale and
 // zero as quantize_linear(w_t) would store.
 QuantizedLinear gptq_quantize_linear(const float* w_t, int64_t in, int64_t out, const std::vector<float>& gram,
                                      const QuantSpec& spec, ThreadPool& pool, double damp = 0.01,
                                      bool act_order = true);
+
+QuantizedLinear gptq_quantize_linear(const float* w_t, int64_t in, int64_t out, const GptqFactor& factor,
+                                     const QuantSpec& spec, ThreadPool& pool);
 
 // The row order act_order uses: indices of diag(gram) sorted by decreasing value (stable).
 std::vector<int64_t> act_order_permutation(const std::vector<float>& gram, int64_t in);

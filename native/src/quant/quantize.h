@@ -105,7 +105,7 @@ struct LayerQuantOptions {
   int clip_tokens = 512;
   Rounding rounding = Rounding::Gptq;  // only when awq
   bool propagate_quantized = true;     // only when awq: h ← the quantized layer's output
-  double gptq_damp = 0.01;             // λ = damp · mean(diag H)
+  double gptq_damp = 0.1;              // λ = damp · mean(diag H) (0.1: lower ppl than 0.01 on the fixture, 3 seeds)
   // Rounds a folded norm weight to the dtype it is stored in (identity for f32 storage).
   std::function<float(float)> round_norm = [](float x) { return x; };
   const std::atomic<bool>* cancel = nullptr;

@@ -187,9 +187,12 @@ void quantize_layer(const ModelConfig& cfg, LayerF32& w, float* h, int64_t sampl
   (void)top_k;
   const bool gptq = opts.awq && opts.rounding == Rounding::Gptq;
   // Final codes of one Linear: round-to-nearest, or error feedback on its calibration inputs x [n, in] / div.
-  auto finish = [&](const std::vector<float>& w_t, int64_t in, int64_t outf, const std::vector<float>* gram) {
-    if (gptq && gram) return gptq_quantize_linear(w_t.data(), in, outf, *gram, spec, pool, opts.gptq_damp);
+  auto finish = [&](const std::vector<float>& w_t, int64_t in, int64_t outf, const GptqFactor* factor) {
+    if (gptq && factor) return gptq_quantize_linear(w_t.data(), in, outf, *factor, spec, pool);
     return quantize_linear(w_t.data(), in, outf, spec, pool);
+  };
+  auto factor_of = [&](const float* x, int64_t n, int64_t in, const float* div) {
+    return gptq_factor(gram_matrix(x, n, in, div, pool), in, pool, opts.gptq_damp, /*act_order=*/true);
   };
   std::vector<QuantizedLinear> w2q(static_cast<size_t>(E));  // filled in phase (4) when awq
 
@@ -327,8 +330,8 @@ void quantize_layer(const ModelConfig& cfg, LayerF32& w, float* h, int64_t sampl
       divide_channels(clip_x.data(), int64_t(rows.size()), inter, se.scales.data());
       clip_search_apply(ex.w2_t.data(), inter, d, clip_x.data(), int64_t(rows.size()), spec, pool);
       if (gptq) {
-        const std::vector<float> g2 = gram_matrix(act.data(), ne, inter, se.scales.data(), pool);
-        w2q[size_t(e)] = finish(ex.w2_t, inter, d, &g2);
+        const GptqFactor f2 = factor_of(act.data(), ne, inter, se.scales.data());
+        w2q[size_t(e)] = finish(ex.w2_t, inter, d, &f2);
       } else {
         w2q[size_t(e)] = finish(ex.w2_t, inter, d, nullptr);
       }
@@ -380,10 +383,10 @@ void quantize_layer(const ModelConfig& cfg, LayerF32& w, float* h, int64_t sampl
   phase("pack", 0.85);
   auto add = [&](const std::string& name, QuantizedLinear ql) { out->linears.emplace_back(name, std::move(ql)); };
   {
-    std::vector<float> g_qkv, g_o;
+    GptqFactor g_qkv, g_o;  // q, k, v read the same input: one factor
     if (gptq) {
-      g_qkv = gram_matrix(f.x1.data(), N, d, s1_eff.data(), pool);
-      g_o = gram_matrix(f.ctx.data(), N, qd, s_o.data(), pool);
+      g_qkv = factor_of(f.x1.data(), N, d, s1_eff.data());
+      g_o = factor_of(f.ctx.data(), N, qd, s_o.data());
     }
     add("self_attn.q_proj", finish(w.q_t, d, qd, gptq ? &g_qkv : nullptr));
     add("self_attn.k_proj", finish(w.k_t, d, kvd, gptq ? &g_qkv : nullptr));
@@ -394,11 +397,11 @@ void quantize_layer(const ModelConfig& cfg, LayerF32& w, float* h, int64_t sampl
     check_cancel(opts.cancel);
     const std::string p = "block_sparse_moe.experts." + std::to_string(e) + ".";
     auto& ex = w.experts[size_t(e)];
-    std::vector<float> g13;
+    GptqFactor g13;  // w1 and w3 read the same input
     if (gptq) {
       const bool routed = !f.routing.tokens[size_t(e)].empty();
-      g13 = gram_matrix(routed ? f.a[size_t(e)].data() : f.x2.data(),
-                        routed ? int64_t(f.routing.tokens[size_t(e)].size()) : N, d, s3_eff.data(), pool);
+      g13 = factor_of(routed ? f.a[size_t(e)].data() : f.x2.data(),
+                      routed ? int64_t(f.routing.tokens[size_t(e)].size()) : N, d, s3_eff.data());
     }
     add(p + "w1", finish(ex.w1_t, d, inter, gptq ? &g13 : nullptr));
     add(p + "w2", opts.awq ? std::move(w2q[size_t(e)]) : finish(ex.w2_t, inter, d, nullptr));

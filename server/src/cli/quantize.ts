@@ -19,6 +19,8 @@ const flags = {
   seqLen: { type: 'int', help: 'tokens per sample (default 512)', min: 2 },
   groupSize: { type: 'int', help: 'input rows per scale: 32, 64 or 128 (default 128)', min: 1 },
   method: { type: 'string', help: 'awq | rtn (default awq)', valueName: 'name' },
+  rounding: { type: 'string', help: 'AWQ codes: gptq (rounding with error feedback, the default) | nearest (as AutoAWQ)', valueName: 'mode' },
+  propagate: { type: 'string', help: 'AWQ: next layer calibrates on this layer\'s quantized (default) | float output (as AutoAWQ)', valueName: 'mode' },
   zeroPoint: { type: 'boolean', help: 'asymmetric int4 with a zero point per group (the default)' },
   symmetric: { type: 'boolean', help: 'symmetric int4 (zero point fixed at 8)' },
   threads: { type: 'int', help: 'CPU worker threads (default: all)', min: 0 },
@@ -34,7 +36,7 @@ function fmtSeconds(s: number): string {
 export const quantizeCommand: Command = {
   name: 'quantize',
   summary: 'quantize a 16-bit model folder to AWQ int4 (AutoAWQ GEMM format)',
-  usage: 'SRC OUT [--calib PATH] [--samples 128] [--seq-len 512] [--group-size 128] [--method awq|rtn] [--zero-point|--symmetric] [--threads N] [--seed S] [--json]',
+  usage: 'SRC OUT [--calib PATH] [--samples 128] [--seq-len 512] [--group-size 128] [--method awq|rtn] [--rounding gptq|nearest] [--propagate quantized|float] [--zero-point|--symmetric] [--threads N] [--seed S] [--json]',
   flags,
   async run(argv: readonly string[], io: CliIo): Promise<number> {
     const { positional, rest } = splitPositional(argv);
@@ -47,6 +49,13 @@ export const quantizeCommand: Command = {
     if (groupSize !== 32 && groupSize !== 64 && groupSize !== 128) throw new UsageError(`--group-size: ${groupSize} is not 32, 64 or 128`);
     if (f.zeroPoint && f.symmetric) throw new UsageError('give at most one of --zero-point, --symmetric');
     if (method === 'rtn' && f.calib !== undefined) throw new UsageError('--calib applies to --method awq only');
+    const rounding = f.rounding ?? 'gptq';
+    if (rounding !== 'gptq' && rounding !== 'nearest') throw new UsageError(`--rounding: "${rounding}" is not gptq or nearest`);
+    const propagate = f.propagate ?? 'quantized';
+    if (propagate !== 'quantized' && propagate !== 'float') throw new UsageError(`--propagate: "${propagate}" is not quantized or float`);
+    if (method === 'rtn' && (f.rounding !== undefined || f.propagate !== undefined)) {
+      throw new UsageError('--rounding and --propagate apply to --method awq only');
+    }
 
     let calibIds: Int32Array | undefined;
     let samples = 0;
@@ -77,7 +86,10 @@ export const quantizeCommand: Command = {
       lastLine = line;
     };
     const job = loadAddon().quantize(
-      { source, output, method, groupSize: groupSize as 32 | 64 | 128, zeroPoint: !f.symmetric, calibIds, samples, seqLen, threads: f.threads },
+      {
+        source, output, method, groupSize: groupSize as 32 | 64 | 128, zeroPoint: !f.symmetric, calibIds, samples, seqLen, threads: f.threads,
+        ...(method === 'awq' ? { rounding, propagate } : {}),
+      },
       onProgress,
     );
     const onSigint = (): void => {
@@ -89,7 +101,7 @@ export const quantizeCommand: Command = {
       const r = await job.promise;
       warnings.push(...r.warnings);
       if (f.json) {
-        io.stdout.write(jsonLine({ ...r, method, groupSize, zeroPoint: !f.symmetric, samples, seqLen, warnings }));
+        io.stdout.write(jsonLine({ ...r, method, groupSize, zeroPoint: !f.symmetric, samples, seqLen, warnings, ...(method === 'awq' ? { rounding, propagate } : {}) }));
       } else {
         for (const w of r.warnings) io.stderr.write(`warning: ${w}\n`);
         io.stdout.write(
