@@ -1,11 +1,15 @@
-// CPU W4A16 kernels. Steps of the GEMV over one 128-column tile (16 packed words per input row):
-//   1. for every input row i of a group: load the tile's 16 words; for nibble slot k, (word & (0xF << 4k))
-//      converted to f32 is q·16^k, accumulated as part[k] += x[i]·q·16^k (exact power-of-two scaling, so the
-//      shift is folded into the group epilogue); sum_x += x[i].
-//   2. group epilogue: acc[k] += s·(part[k]·16^-k − z·sum_x), z from the packed qzeros words (same slots).
-//   3. the accumulators are in slot order; the store puts lane w of acc[k] at column 8w + kAwqOrder[k].
-// GEMM (n > 1): per [rows × 128] chunk of a group, dequantize once into a tile buffer in slot order, then a
+// CPU W4A16 kernels. The SIMD GEMV (1–8 tokens, decode), per work item = K-chunk of whole rows × column block:
+//   1. scale x by an exact 2^K chosen from max|x| (scale_chunk), sum_x per group;
+//   2. walk group → 64-row panel → strip of 1–2 tiles (16 packed words = 128 columns each) → row, with a software
+//      prefetch cursor running sequentially ahead; per row and slot k, the nibble is isolated in place by one AND
+//      (k < 6 from the word, 6 and 7 from word >> 8) and read as f32 either converted (q·2^shift) or as it is
+//      (a denormal-range float q·2^shift·2^-149), then part[k] += x·2^K · that (FMA);
+//   3. group epilogue: acc[k] += s · (part[k] · 2^(−K − shift [+ 149]) − z · sum_x), z from the packed qzeros;
+//   4. the accumulators are in slot order; the store puts lane w of acc[k] at column 8w + kAwqOrder[k]; K-chunk
+//      outputs are summed in chunk order.
+// GEMM (more tokens): per [rows × 128] chunk of a group, dequantize once into a tile buffer in slot order, then a
 // 4-token register-blocked f32 micro-kernel; columns are restored to natural order when the tile is stored.
+// Scalar: per column block, plain loops (the portable fallback; the tests' oracle is w4a16_reference).
 #include "awq/w4a16_cpu.h"
 
 #include <immintrin.h>
@@ -177,7 +181,7 @@ static void gemv_cols_scalar(const W4A16Weights& w, const float* x, float* y, in
   std::copy(acc, acc + ncols, y + c0);
 }
 
-// ---- AVX-512 ------------------------------------------------------------------------------------------------
+// ---- AVX-512 and AVX2 ----------------------------------------------------------------------------------------
 
 #if defined(__x86_64__)
 #if defined(__GNUC__) && !defined(__clang__)
@@ -200,7 +204,7 @@ static inline void store_tile_natural(const float* slot_order, float* y_tile) {
     for (int w = 0; w < 16; ++w) y_tile[8 * w + kAwqOrder[k]] = slot_order[16 * k + w];
 }
 
-// ---- GEMV (one token) -----------------------------------------------------------------------------------------
+// ---- GEMV (1–8 tokens) ----------------------------------------------------------------------------------------
 //
 // Nibble → f32. Slot k of word v is isolated in place as bits = (k < 6 ? v : v >> 8) & (0xF << kSlotShift[k]),
 // an integer q · 2^shift below 2^24; then either
@@ -208,7 +212,7 @@ static inline void store_tile_natural(const float* slot_order, float* y_tile) {
 //   Denormal: the bits read as a float as they are. An f32 whose top byte is zero is (bits 0..23 as an integer)
 //             · 2^-149 exactly, across the denormal/normal boundary, so this *is* q · 2^shift · 2^-149 with no
 //             instruction at all. It needs FMA at full speed on denormal operands (AMD Zen 4: 53 weights/ns/core
-//             against 36 converting; the Intel Xeons of the GPU hosts: ~100× slower, microcode assists), so it is
+//             against 36 converting; the Intel Xeon of the GPU hosts: 50–100× slower, microcode assists), so it is
 //             chosen by measuring (w4_nibble_route), and MXCSR.DAZ is cleared while it runs (DazOff).
 // Either way x is pre-scaled by an exact 2^K chosen from max|x| so that every product of a relevant x is a normal
 // f32 far from overflow (Denormal: max|x|·2^K ≈ 2^126; Convert: ≈ 2^64), and the group epilogue multiplies by the
@@ -252,7 +256,7 @@ struct PrefetchCursor {
   int64_t col;      // offset within the region's part of the row
   int64_t width;    // region bytes per row
   int64_t stride;   // bytes per row
-  // Starts a panel plus 64 KiB of the region ahead of row r0 (measured best, see gemv_groups_avx512_t).
+  // Starts a panel plus 64 KiB of the region ahead of row r0 (measured best; see the walk below, kPanelRows).
   PrefetchCursor(const W4A16Weights& w, int64_t r0, int64_t tile_b, int64_t tile_e) {
     stride = w.out / 8 * 4;
     width = (tile_e - tile_b) * 64;
@@ -535,6 +539,8 @@ static bool measure_denormal_fma_fast() {
   return fma_chain_best_ns(0x1p-140f) < 2.0 * fma_chain_best_ns(0x1p-100f) + 200.0;  // +200 ns: timer granularity
 }
 
+// ---- GEMM (more than 8 tokens): AVX-512 ------------------------------------------------------------------------
+
 // Dequantizes rows [r0, r0+R) of a tile into wd [R][128] (slot order).
 MIXQ_AVX512 static void dequant_tile_avx512(const W4A16Weights& w, int64_t tile, int64_t r0, int64_t R, float* wd) {
   const int64_t words = w.out / 8, g = r0 / w.group;
@@ -590,7 +596,7 @@ MIXQ_AVX512 static void tile_matmul_avx512(const float* x, int64_t ldx, int64_t 
   }
 }
 
-// ---- AVX2 ---------------------------------------------------------------------------------------------------
+// ---- GEMM (more than 8 tokens): AVX2 -----------------------------------------------------------------------------
 
 MIXQ_AVX2 static void dequant_tile_avx2(const W4A16Weights& w, int64_t tile, int64_t r0, int64_t R, float* wd) {
   const int64_t words = w.out / 8, g = r0 / w.group;

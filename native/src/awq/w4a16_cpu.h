@@ -1,10 +1,11 @@
 // W4A16 on the CPU: y[n, out] = x[n, in] · Wᵀ where W is AutoAWQ GEMM-packed int4 (awq_pack.h), x and y f32.
 // The packed words are read in place (from the checkpoint mapping); dequantization happens inside the dot
-// product (GEMV) or per [group × 128-column] tile in a cache-resident buffer (GEMM), never for a whole matrix.
+// product (GEMV, up to 8 tokens) or per [group × 128-column] tile in a cache-resident buffer (GEMM), never for a
+// whole matrix. Load-time extra: only the kernel-order f32 scale table (make_tiled_scales).
 //
 // Kernels, chosen at run time (MIXQ_CPU_ISA=scalar|avx2 caps the level): AVX-512 (avx512f/bw), AVX2+FMA, and a
-// portable scalar one; w4a16_reference
-// (dequantize everything, then a plain f32 matmul) is the oracle the tests compare them with.
+// portable scalar one; w4a16_reference (dequantize everything, then a plain f32 matmul) is the oracle the tests
+// compare them with.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -58,9 +59,10 @@ void w4a16_weight_row(const W4A16Weights& w, int64_t o, float* dst);
 // Oracle: dequantize all of W, then y = x · w_t in plain loops (f32 accumulation in input order).
 void w4a16_reference(const W4A16Weights& w, const float* x, int64_t n, float* y);
 
-// The fast path. n == 1 (decode): GEMV over K-chunks of whole rows (a fixed split by shape; each thread streams
-// contiguous rows, outputs summed in chunk order, so results do not depend on the pool size); n > 1: tiled GEMM,
-// multithreaded over column tiles and token blocks. `nibble` applies to the SIMD GEMV.
+// The fast path. n ≤ 8 (decode, short prompt remainders): SIMD GEMV over K-chunks of whole rows (a fixed split by
+// shape; each thread streams contiguous rows; outputs summed in chunk order, so results do not depend on the pool
+// size; each token's output is the same bits as with n = 1); n > 8: tiled GEMM, multithreaded over column tiles
+// and token blocks. `nibble` applies to the SIMD GEMV.
 void w4a16_forward(const W4A16Weights& w, const float* x, int64_t n, float* y, ThreadPool& pool,
                    W4Isa isa = W4Isa::Auto, W4Nibble nibble = W4Nibble::Auto);
 
