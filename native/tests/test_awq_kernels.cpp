@@ -172,6 +172,16 @@ int main() {
 #endif
   }
 
+  // n = 0 writes nothing (and reads nothing).
+  {
+    const Packed p = random_packed(256, 256, 64, rng);
+    for (const Kernel& k : kernels) {
+      float y = 7.0f;
+      w4a16_forward(p.view(), nullptr, 0, &y, pool, k.isa, k.nibble);
+      check(y == 7.0f, "n = 0 is a no-op: " + k.name);
+    }
+  }
+
   // Several tokens through the GEMV (n ≤ 8) give each token the same bits as that token alone: the tokens share
   // the pass over W, not their sums (2 K-chunks, a column tail, both routes).
   {

@@ -740,6 +740,7 @@ static void gemv_kchunked(const W4A16Weights& w, const float* x, int64_t n, floa
 
 void w4a16_forward(const W4A16Weights& w, const float* x, int64_t n, float* y, ThreadPool& pool, W4Isa isa,
                    W4Nibble nibble) {
+  if (n <= 0) return;
   if (isa == W4Isa::Auto) isa = w4_best_isa();
   if (nibble == W4Nibble::Auto) nibble = w4_nibble_route();
   const int64_t full_tiles = w.out / kW4TileCols;
