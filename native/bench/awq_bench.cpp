@@ -6,8 +6,9 @@
 //       same run, with the per-layer bytes and bandwidth ratio.
 //   awq_bench gemv [--in 4096] [--out 14336] [--group 128] [--threads N] [--isa auto|avx512|avx2|scalar]
 //                  [--nibble auto|convert|denormal] [--tokens 1] [--reps 64] [--mib 512]
-//       the int4 GEMV kernel alone at one shape (x of --tokens rows; > 8 goes through the tiled GEMM): split over the pool, one matrix per thread, and L2-resident
-//       (arithmetic ceiling), against memcpy and a read-only sweep measured in the same run.
+//       the int4 GEMV kernel alone at one shape (x of --tokens rows; more than 8 go through the tiled GEMM): split
+//       over the pool, one matrix per thread, and L2-resident (arithmetic ceiling), against memcpy and a read-only
+//       sweep measured in the same run.
 //   awq_bench model DIR [--threads N]
 //       the engine's run_bench on a model folder (e.g. the fixture's AWQ version).
 //   awq_bench quant-layer [--samples 1,2] [--experts 8] [--threads N]
