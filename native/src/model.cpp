@@ -59,6 +59,8 @@ struct Builder {
       throw Error("tensor " + prefix + ".qweight found in " + source +
                   " but config.json has no quantization_config");
     }
+    // Method, version and bits first (for callers other than Model::load): the shapes below assume 4-bit GEMM.
+    validate_awq_quant_config(cfg.quant, source);
     const int64_t pack = 32 / cfg.quant.bits;  // values per int32
     const int64_t group = cfg.quant.group_size == -1 ? in : cfg.quant.group_size;  // -1: one group over `in`
     if (group <= 0 || in % group != 0) {
@@ -182,6 +184,8 @@ std::shared_ptr<Model> make_model(const ModelConfig& cfg, ModelWeights weights, 
 
 std::shared_ptr<Model> Model::load(const std::string& model_dir, const EngineOptions& opts) {
   const ModelConfig cfg = load_model_config(model_dir);
+  // Method, version and bits before any tensor: the shapes checked later only mean something for 4-bit GEMM.
+  if (cfg.quant.enabled) validate_awq_quant_config(cfg.quant, model_dir + "/config.json");
   std::shared_ptr<WeightStore> store = WeightStore::open(model_dir);
   const std::string source = store->source();
   TensorLookup lookup = [&](const std::string& name) { return store->find(name); };

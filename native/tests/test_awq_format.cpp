@@ -229,10 +229,9 @@ int main() {
                  {"quant_method", "gptq"}, "Model::load: quant_method gptq is rejected");
     check_throws([&] { Model::load(variant("gemv", "\"version\": \"gemm\"", "\"version\": \"gemv\""), e1); },
                  {"version", "gemv"}, "Model::load: version gemv is rejected");
-    // (model.cpp checks tensor shapes implied by bits before calling the AWQ factory, so 8 bits surfaces as
-    // the qweight shape a 4-bit packing cannot have; make_awq_linear itself names "bits 8" above.)
+    // (model.cpp validates method, version and bits before it checks the tensor shapes they imply.)
     check_throws([&] { Model::load(variant("bits8", "\"bits\": 4", "\"bits\": 8"), e1); },
-                 {"model.layers.0.self_attn.q_proj.qweight", "[256, 32]", "[256, 64]"}, "Model::load: bits 8 is rejected");
+                 {"bits 8", "not supported", "config.json"}, "Model::load: bits 8 is rejected as bits 8");
     check_throws([&] { Model::load(variant("g64", "\"group_size\": 128", "\"group_size\": 64"), e1); },
                  {"model.layers.0.self_attn.q_proj", "shape"}, "Model::load: group size disagreeing with the scales");
     // A checkpoint without one qzeros tensor.
