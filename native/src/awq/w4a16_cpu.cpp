@@ -423,7 +423,8 @@ MIXQ_AVX2 static inline void gemv_panel_avx2(const W4A16Weights& w, const float*
 // short streams and the panel is done before the next starts. A software prefetch cursor runs sequentially ahead
 // through the chunk into L2 (a panel plus 64 KiB ahead): on the 2-core Zen 4 VM, interleaved row streams read at
 // 10–20 GB/s with the hardware prefetchers alone and at ≈ 24 GB/s with this cursor (one thread; sequential
-// reading ≈ 26 GB/s).
+// reading ≈ 26 GB/s). Every 64-byte line gets its own prefetch: one per 128-byte strip row measured 8 GB/s against
+// 13–16 (awq_bench gemv, 2 threads, load ≈ 4).
 struct GemvChunk {  // shared set-up of a work item: DAZ cleared, x scaled, prefetch cursor placed
   DazOff daz_off;
   float unscale[8];
