@@ -4,6 +4,9 @@
 #include <cmath>
 #include <string>
 
+#include <immintrin.h>
+
+#include "cpu_features.h"
 #include "error.h"
 #include "quant/sgemm.h"
 #include "tensor.h"
@@ -13,7 +16,7 @@ namespace mixq::quant {
 namespace {
 
 // Σ a[k]·b[k], k < n, with 4 independent partial sums (the loop is latency-bound otherwise).
-inline double dot(const double* a, const double* b, int64_t n) {
+inline double dot_plain(const double* a, const double* b, int64_t n) {
   double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
   int64_t k = 0;
   for (; k + 4 <= n; k += 4) {
@@ -24,6 +27,30 @@ inline double dot(const double* a, const double* b, int64_t n) {
   }
   for (; k < n; ++k) s0 += a[k] * b[k];
   return (s0 + s1) + (s2 + s3);
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) double dot_avx2(const double* a, const double* b, int64_t n) {
+  __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+  int64_t k = 0;
+  for (; k + 8 <= n; k += 8) {
+    s0 = _mm256_fmadd_pd(_mm256_loadu_pd(a + k), _mm256_loadu_pd(b + k), s0);
+    s1 = _mm256_fmadd_pd(_mm256_loadu_pd(a + k + 4), _mm256_loadu_pd(b + k + 4), s1);
+  }
+  alignas(32) double t[4];
+  _mm256_store_pd(t, _mm256_add_pd(s0, s1));
+  double s = (t[0] + t[1]) + (t[2] + t[3]);
+  for (; k < n; ++k) s += a[k] * b[k];
+  return s;
+}
+#endif
+
+inline double dot(const double* a, const double* b, int64_t n) {
+#if defined(__x86_64__)
+  static const bool avx2 = cpu_caps().avx2 && cpu_caps().fma;
+  if (avx2) return dot_avx2(a, b, n);
+#endif
+  return dot_plain(a, b, n);
 }
 
 constexpr int64_t kGramChunk = 256;  // tokens per Gram update
@@ -50,23 +77,23 @@ bool cholesky_lower(std::vector<double>& a, int64_t n, ThreadPool& pool) {
   return true;
 }
 
-// m = l⁻¹ for lower-triangular l [n, n] (row by row: m_i = (e_i − Σ_{k<i} l_ik m_k) / l_ii).
-std::vector<double> invert_lower(const std::vector<double>& l, int64_t n) {
-  std::vector<double> m(static_cast<size_t>(n * n), 0.0);
-  for (int64_t i = 0; i < n; ++i) {
-    double* mi = m.data() + i * n;
-    const double* li = l.data() + i * n;
-    for (int64_t k = 0; k < i; ++k) {
-      const double c = li[k];
-      if (c == 0.0) continue;
-      const double* mk = m.data() + k * n;
-      for (int64_t j = 0; j <= k; ++j) mi[j] -= c * mk[j];
+// mt = (l⁻¹)ᵀ for lower-triangular l [n, n]: column j of l⁻¹ solves l·m = e_j by forward substitution,
+// m_i = (δ_ij − Σ_{j≤k<i} l_ik m_k) / l_ii for i ≥ j; columns are independent (threads) and each is stored as a
+// contiguous row of mt, so every step is a contiguous dot product.
+std::vector<double> invert_lower_transposed(const std::vector<double>& l, int64_t n, ThreadPool& pool) {
+  std::vector<double> mt(static_cast<size_t>(n * n), 0.0);
+  auto cols = [&](int64_t b, int64_t e) {
+    for (int64_t j = b; j < e; ++j) {
+      double* m = mt.data() + j * n;  // m[i], i ≥ j
+      for (int64_t i = j; i < n; ++i) {
+        const double* li = l.data() + i * n;
+        const double acc = (i == j ? 1.0 : 0.0) - dot(li + j, m + j, i - j);
+        m[i] = acc / li[i];
+      }
     }
-    mi[i] += 1.0;
-    const double inv = 1.0 / li[i];
-    for (int64_t j = 0; j <= i; ++j) mi[j] *= inv;
-  }
-  return m;
+  };
+  if (n >= 256) pool.parallel_for(n, cols); else cols(0, n);
+  return mt;
 }
 
 }  // namespace
@@ -111,10 +138,10 @@ std::vector<double> inverse_hessian_factor(const std::vector<float>& gram, int64
     if (!cholesky_lower(a, in, pool)) continue;
     for (int64_t i = 0; i < in; ++i)
       for (int64_t j = i + 1; j < in; ++j) a[size_t(i * in + j)] = 0.0;
-    const std::vector<double> m = invert_lower(a, in);
+    const std::vector<double> mt = invert_lower_transposed(a, in, pool);  // mt[c][r] = (Lr⁻¹)[r][c]
     std::vector<double> u(static_cast<size_t>(in * in), 0.0);
     for (int64_t i = 0; i < in; ++i)
-      for (int64_t j = i; j < in; ++j) u[size_t(i * in + j)] = m[size_t((in - 1 - i) * in + (in - 1 - j))];
+      for (int64_t j = i; j < in; ++j) u[size_t(i * in + j)] = mt[size_t((in - 1 - j) * in + (in - 1 - i))];
     return u;
   }
   throw Error("gptq: the calibration Hessian [" + std::to_string(in) + ", " + std::to_string(in) +
