@@ -5,10 +5,10 @@
 //       packed weights built in memory; router, embeddings, lm_head bf16), against a large memcpy measured in the
 //       same run, with the per-layer bytes and bandwidth ratio.
 //   awq_bench gemv [--in 4096] [--out 14336] [--group 128] [--threads N] [--isa auto|avx512|avx2|scalar]
-//                  [--nibble auto|convert|denormal] [--tokens 1] [--reps 64] [--mib 512]
+//                  [--nibble auto|convert|denormal] [--tokens 1] [--reps 64] [--mib 512] [--pages huge|4k]
 //       the int4 GEMV kernel alone at one shape (x of --tokens rows; more than 8 go through the tiled GEMM): split
 //       over the pool, one matrix per thread, and L2-resident (arithmetic ceiling), against memcpy and a read-only
-//       sweep measured in the same run.
+//       sweep measured in the same run. --pages 4k: the weights on 4 KiB pages, as a mmapped checkpoint's are.
 //   awq_bench model DIR [--threads N]
 //       the engine's run_bench on a model folder (e.g. the fixture's AWQ version).
 //   awq_bench quant-layer [--samples 1,2] [--experts 8] [--threads N]
@@ -156,6 +156,9 @@ int gemv_mode(int argc, char** argv) {
   };
   SyntheticStore store;
   store.pool = &pool;
+  const std::string pages = arg(argc, argv, "pages", "huge");
+  if (pages != "huge" && pages != "4k") throw Error("gemv: --pages is huge or 4k, not " + pages);
+  store.huge_pages = pages == "huge";
   auto make = [&](const std::string& name, int64_t mi, int64_t mo) {
     store.add_linear(name, mo, mi, 1.0f / std::sqrt(float(mi)), group);
     const TensorView *qw = store.find(name + ".qweight"), *qz = store.find(name + ".qzeros"),
@@ -213,11 +216,11 @@ int gemv_mode(int argc, char** argv) {
   const double memcpy_gbps = measure_memcpy_gbps(size_t(1) << 30, pool.size());
   const double read_gbps = measure_read_gbps(size_t(1) << 30, pool);
   std::printf(
-      "{\"mode\":\"gemv\",\"tokens\":%lld,\"in\":%lld,\"out\":%lld,\"group\":%d,\"kernel\":\"%s/%s\",\"threads\":%d,\"copies\":%zu,"
+      "{\"mode\":\"gemv\",\"pages\":\"%s\",\"tokens\":%lld,\"in\":%lld,\"out\":%lld,\"group\":%d,\"kernel\":\"%s/%s\",\"threads\":%d,\"copies\":%zu,"
       "\"bytesPerCall\":%.0f,\"poolMsMedian\":%.3f,\"poolGBps\":%.2f,\"perThreadMsMedian\":%.3f,\"perThreadGBps\":%.2f,"
       "\"cachedUsMedian\":%.2f,\"cachedGBps1Thread\":%.2f,\"cachedWeightsPerNs1Thread\":%.2f,"
       "\"memcpyGBps\":%.2f,\"readGBps\":%.2f,\"poolRatio\":%.3f,\"perThreadRatio\":%.3f}\n",
-      (long long)tokens, (long long)in, (long long)out, group, awq::w4_isa_name(isa == awq::W4Isa::Auto ? awq::w4_best_isa() : isa),
+      pages.c_str(), (long long)tokens, (long long)in, (long long)out, group, awq::w4_isa_name(isa == awq::W4Isa::Auto ? awq::w4_best_isa() : isa),
       awq::w4_nibble_name(nibble == awq::W4Nibble::Auto ? awq::w4_nibble_route() : nibble),
       pool.size(), copies.size(), bytes, median(pool_ms), pool_gbps, median(thread_ms), thread_gbps,
       median(cached_ms) * 1e3, cached_gbps, 1024.0 * 1024.0 / (median(cached_ms) * 1e6), memcpy_gbps, read_gbps,

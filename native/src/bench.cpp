@@ -32,14 +32,15 @@ double ms_since(Clock::time_point t0) {
 
 // 2 MiB-aligned allocation advised to use transparent huge pages: far fewer page faults while the
 // synthetic weights are written, and the streaming reads of decode cross fewer TLB/page boundaries.
-HugeBuffer alloc_huge(size_t bytes) {
+// huge = false: 4 KiB pages asked for instead (as a file mapping of a checkpoint gets).
+HugeBuffer alloc_huge(size_t bytes, bool huge) {
   // Small tensors (norms, routers, the tiny model) get cache-line alignment, not a 2 MiB page each.
   const size_t align = bytes >= (size_t(4) << 20) ? size_t(2) << 20 : 64;
   const size_t rounded = std::max(align, (bytes + align - 1) / align * align);
   void* p = std::aligned_alloc(align, rounded);
   if (!p) throw Error("bench: out of memory allocating " + std::to_string(bytes) + " bytes of synthetic weights");
-#ifdef MADV_HUGEPAGE
-  if (align > 64) madvise(p, rounded, MADV_HUGEPAGE);
+#if defined(MADV_HUGEPAGE) && defined(MADV_NOHUGEPAGE)
+  if (align > 64) madvise(p, rounded, huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
 #endif
   return HugeBuffer(p);
 }
@@ -94,7 +95,7 @@ TensorView& SyntheticStore::alloc(const std::string& name, DType dt, std::vector
   t.dtype = dt;
   t.shape = std::move(shape);
   t.nbytes = size_t(t.numel()) * dtype_size(dt);
-  buffers.push_back(alloc_huge(t.nbytes));
+  buffers.push_back(alloc_huge(t.nbytes, huge_pages));
   t.data = buffers.back().get();
   return tensors[name] = t;
 }

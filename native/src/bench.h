@@ -67,14 +67,15 @@ struct HugeFree {
 };
 using HugeBuffer = std::unique_ptr<void, HugeFree>;
 
-// Owns synthetic tensors built in memory; the TensorViews in `tensors` point into `buffers` (2 MiB-aligned and
-// advised for transparent huge pages when ≥ 4 MiB). Random fills run in parallel on `pool` (set it while adding)
+// Owns synthetic tensors built in memory; the TensorViews in `tensors` point into `buffers` (2 MiB-aligned and,
+// unless huge_pages is false, advised for transparent huge pages when ≥ 4 MiB). Random fills run in parallel on `pool` (set it while adding)
 // from xorshift streams seeded by `seed`, which every random tensor advances: same seed, same tensors.
 struct SyntheticStore {
   std::vector<HugeBuffer> buffers;
   std::map<std::string, TensorView> tensors;
   ThreadPool* pool = nullptr;
   uint64_t seed = 0;
+  bool huge_pages = true;  // false: 4 KiB pages (MADV_NOHUGEPAGE), as an mmapped checkpoint file gets
 
   TensorView& alloc(const std::string& name, DType dt, std::vector<int64_t> shape);  // uninitialised bytes
   // bf16 values uniform in ±scale.
