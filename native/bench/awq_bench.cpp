@@ -12,7 +12,8 @@
 //   awq_bench model DIR [--threads N]
 //       the engine's run_bench on a model folder (e.g. the fixture's AWQ version).
 //   awq_bench quant-layer [--samples 1,2] [--experts 8] [--threads N]
-//       quantize_layer (AWQ, g128) on one synthetic Mixtral-8x7B layer with S × 512 calibration tokens for each S
+//       quantize_layer (AWQ, g128, the default pipeline: error-feedback rounding, quantized propagation; searchExperts
+//       includes w2's clip and rounding, pack the rounding of the rest) on one synthetic Mixtral-8x7B layer with S × 512 calibration tokens for each S
 //       given; each phase's time is fitted as a + b·S with a, b ≥ 0 (the GEMMs of the forward and of the
 //       scale searches grow with the tokens; fake quantization, clipping on ≤ 512 tokens and packing do not)
 //       and the sum is extrapolated to 128 × 512 tokens and 32 layers.
@@ -310,9 +311,10 @@ int quant_layer_mode(int argc, char** argv) {
     char buf[512];
     std::snprintf(buf, sizeof buf,
                   "%s{\"samples\":%d,\"tokens\":%lld,\"seconds\":%.2f,\"phases\":{\"forward\":%.2f,\"searchAttn\":%.2f,"
-                  "\"searchMoe\":%.2f,\"searchExperts\":%.2f,\"clip\":%.2f,\"pack\":%.2f}}",
+                  "\"searchMoe\":%.2f,\"searchExperts\":%.2f,\"clip\":%.2f,\"pack\":%.2f,\"propagate\":%.2f}}",
                   runs.empty() ? "" : ",", S, (long long)(S * L), s, lq.phase_seconds[0], lq.phase_seconds[1],
-                  lq.phase_seconds[2], lq.phase_seconds[3], lq.phase_seconds[4], lq.phase_seconds[5]);
+                  lq.phase_seconds[2], lq.phase_seconds[3], lq.phase_seconds[4], lq.phase_seconds[5],
+                  lq.phase_seconds[6]);
     runs += buf;
     std::fprintf(stderr, "samples %d: %.1f s\n", S, s);
   }

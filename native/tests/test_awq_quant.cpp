@@ -346,6 +346,40 @@ int main() {
     check(gi.q == rtn.q, "GPTQ with H = I gives the round-to-nearest codes");
   }
 
+  // ---- the factor itself: Uᵀ U (H + λI) = I for a size that is not a multiple of the 128-block ----
+  {
+    const int64_t in = 300, n = 500;
+    std::vector<float> x(static_cast<size_t>(n * in));
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t i = 0; i < in; ++i) x[size_t(t * in + i)] = nd(rng) * (i % 7 == 0 ? 5.0f : 1.0f) + (i % 3 == 0 ? x[size_t(t * in)] : 0.0f);
+    const std::vector<float> gram = gram_matrix(x.data(), n, in, nullptr, pool);
+    const double damp = 0.1;
+    const std::vector<float> u = inverse_hessian_factor(gram, in, damp, pool);
+    double md = 0;
+    for (int64_t i = 0; i < in; ++i) md += gram[size_t(i * in + i)];
+    md /= double(in);
+    bool upper = true;
+    for (int64_t i = 0; i < in; ++i)
+      for (int64_t j = 0; j < i; ++j) upper = upper && u[size_t(i * in + j)] == 0.0f;
+    // P = U (H + λI), then Q = Uᵀ P
+    std::vector<double> P(static_cast<size_t>(in * in), 0.0);
+    for (int64_t i = 0; i < in; ++i)
+      for (int64_t k = i; k < in; ++k) {
+        const double uik = u[size_t(i * in + k)];
+        for (int64_t j = 0; j < in; ++j)
+          P[size_t(i * in + j)] += uik * (double(gram[size_t(k * in + j)]) + (k == j ? damp * md : 0.0));
+      }
+    double worst = 0;
+    for (int64_t i = 0; i < in; ++i)
+      for (int64_t j = 0; j < in; ++j) {
+        double q = 0;
+        for (int64_t k = 0; k <= i; ++k) q += double(u[size_t(k * in + i)]) * P[size_t(k * in + j)];
+        worst = std::max(worst, std::fabs(q - (i == j ? 1.0 : 0.0)));
+      }
+    check(upper && worst < 2e-3, "inverse_hessian_factor: U upper, Uᵀ U (H + λI) = I within " + fmt(worst) +
+                                     " (in = 300: two full 128-blocks and a partial one, f32)");
+  }
+
   // ---- RTN g128 perplexity vs the published figure ----
   {
     const std::string tmp = make_temp_dir("awq_quant");

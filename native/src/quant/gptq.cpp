@@ -4,9 +4,6 @@
 #include <cmath>
 #include <string>
 
-#include <immintrin.h>
-
-#include "cpu_features.h"
 #include "error.h"
 #include "quant/sgemm.h"
 #include "tensor.h"
@@ -15,85 +12,99 @@
 namespace mixq::quant {
 namespace {
 
-// Σ a[k]·b[k], k < n, with 4 independent partial sums (the loop is latency-bound otherwise).
-inline double dot_plain(const double* a, const double* b, int64_t n) {
-  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-  int64_t k = 0;
-  for (; k + 4 <= n; k += 4) {
-    s0 += a[k] * b[k];
-    s1 += a[k + 1] * b[k + 1];
-    s2 += a[k + 2] * b[k + 2];
-    s3 += a[k + 3] * b[k + 3];
-  }
-  for (; k < n; ++k) s0 += a[k] * b[k];
-  return (s0 + s1) + (s2 + s3);
-}
-
-#if defined(__x86_64__)
-__attribute__((target("avx2,fma"))) double dot_avx2(const double* a, const double* b, int64_t n) {
-  __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
-  int64_t k = 0;
-  for (; k + 8 <= n; k += 8) {
-    s0 = _mm256_fmadd_pd(_mm256_loadu_pd(a + k), _mm256_loadu_pd(b + k), s0);
-    s1 = _mm256_fmadd_pd(_mm256_loadu_pd(a + k + 4), _mm256_loadu_pd(b + k + 4), s1);
-  }
-  alignas(32) double t[4];
-  _mm256_store_pd(t, _mm256_add_pd(s0, s1));
-  double s = (t[0] + t[1]) + (t[2] + t[3]);
-  for (; k < n; ++k) s += a[k] * b[k];
-  return s;
-}
-#endif
-
-inline double dot(const double* a, const double* b, int64_t n) {
-#if defined(__x86_64__)
-  static const bool avx2 = cpu_caps().avx2 && cpu_caps().fma;
-  if (avx2) return dot_avx2(a, b, n);
-#endif
-  return dot_plain(a, b, n);
-}
-
 constexpr int64_t kGramChunk = 256;  // tokens per Gram update
 constexpr int64_t kBlock = 128;      // rows rounded before one lazy GEMM update of the rest
 constexpr int64_t kColChunk = 256;   // columns per thread task inside a block
+constexpr int64_t kNb = 128;  // block size of the factorisation and of the inverse (GEMM-shaped updates)
 
-// In place: the lower triangle of a [n, n] becomes L with a = L Lᵀ. Returns false if a pivot is not positive.
-bool cholesky_lower(std::vector<double>& a, int64_t n, ThreadPool& pool) {
-  for (int64_t j = 0; j < n; ++j) {
-    double* rj = a.data() + j * n;
-    const double d = rj[j] - dot(rj, rj, j);
-    if (!(d > 0.0) || !std::isfinite(d)) return false;
-    const double ljj = std::sqrt(d);
-    rj[j] = ljj;
-    auto rows = [&](int64_t b, int64_t e) {
-      for (int64_t i = j + 1 + b; i < j + 1 + e; ++i) {
-        double* ri = a.data() + i * n;
-        ri[j] = (ri[j] - dot(ri, rj, j)) / ljj;
+// Σ a[k]·b[k] (f32 data, f64 sum), k < n: the short dot products inside a kNb block.
+inline double dotf(const float* a, const float* b, int64_t n) {
+  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int64_t k = 0;
+  for (; k + 4 <= n; k += 4) {
+    s0 += double(a[k]) * b[k];
+    s1 += double(a[k + 1]) * b[k + 1];
+    s2 += double(a[k + 2]) * b[k + 2];
+    s3 += double(a[k + 3]) * b[k + 3];
+  }
+  for (; k < n; ++k) s0 += double(a[k]) * b[k];
+  return (s0 + s1) + (s2 + s3);
+}
+
+// In place, blocked right-looking Cholesky: the lower triangle of a [n, n] becomes L with a = L Lᵀ (the upper
+// triangle is left as garbage). Per block column of kNb: factor the diagonal block, solve the panel below it
+// (rows in parallel), then A22 −= L21·L21ᵀ as one GEMM. O(n³/3) in the GEMM, O(n²·kNb) in the rest.
+// Returns false if a pivot is not positive.
+bool cholesky_lower(std::vector<float>& a, int64_t n, ThreadPool& pool) {
+  std::vector<float> xneg, bt;
+  for (int64_t k0 = 0; k0 < n; k0 += kNb) {
+    const int64_t kb = std::min(kNb, n - k0), k1 = k0 + kb;
+    for (int64_t j = k0; j < k1; ++j) {  // diagonal block
+      float* rj = a.data() + j * n;
+      const double d = double(rj[j]) - dotf(rj + k0, rj + k0, j - k0);
+      if (!(d > 0.0) || !std::isfinite(d)) return false;
+      rj[j] = float(std::sqrt(d));
+      for (int64_t i = j + 1; i < k1; ++i) {
+        float* ri = a.data() + i * n;
+        ri[j] = float((double(ri[j]) - dotf(ri + k0, rj + k0, j - k0)) / rj[j]);
+      }
+    }
+    const int64_t m = n - k1;
+    if (m == 0) break;
+    auto panel = [&](int64_t b, int64_t e) {  // L21 = A21 · L11⁻ᵀ, row by row
+      for (int64_t i = k1 + b; i < k1 + e; ++i) {
+        float* ri = a.data() + i * n;
+        for (int64_t j = k0; j < k1; ++j) {
+          const float* rj = a.data() + j * n;
+          ri[j] = float((double(ri[j]) - dotf(ri + k0, rj + k0, j - k0)) / rj[j]);
+        }
       }
     };
-    const int64_t below = n - j - 1;
-    if (below * j > 1 << 16) pool.parallel_for(below, rows); else rows(0, below);
+    if (m * kb * kb > 1 << 18) pool.parallel_for(m, panel); else panel(0, m);
+    // A22 [m, m] += (−L21) [m, kb] · L21ᵀ [kb, m]
+    xneg.resize(size_t(m * kb));
+    bt.resize(size_t(kb * m));
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < kb; ++j) {
+        const float v = a[size_t((k1 + i) * n + k0 + j)];
+        xneg[size_t(i * kb + j)] = -v;
+        bt[size_t(j * m + i)] = v;
+      }
+    sgemm(xneg.data(), kb, bt.data(), m, a.data() + k1 * n + k1, n, m, kb, m, /*accumulate=*/true, pool);
   }
   return true;
 }
 
-// mt = (l⁻¹)ᵀ for lower-triangular l [n, n]: column j of l⁻¹ solves l·m = e_j by forward substitution,
-// m_i = (δ_ij − Σ_{j≤k<i} l_ik m_k) / l_ii for i ≥ j; columns are independent (threads) and each is stored as a
-// contiguous row of mt, so every step is a contiguous dot product.
-std::vector<double> invert_lower_transposed(const std::vector<double>& l, int64_t n, ThreadPool& pool) {
-  std::vector<double> mt(static_cast<size_t>(n * n), 0.0);
-  auto cols = [&](int64_t b, int64_t e) {
-    for (int64_t j = b; j < e; ++j) {
-      double* m = mt.data() + j * n;  // m[i], i ≥ j
-      for (int64_t i = j; i < n; ++i) {
-        const double* li = l.data() + i * n;
-        const double acc = (i == j ? 1.0 : 0.0) - dot(li + j, m + j, i - j);
-        m[i] = acc / li[i];
-      }
+// m = l⁻¹ for lower-triangular l [n, n] by block rows: M_i = L_ii⁻¹ (E_i − L_i,<i · M_<i), the product one GEMM
+// (only columns < i0 of the earlier block rows are non-zero), the small triangular solve row by row.
+std::vector<float> invert_lower(const std::vector<float>& l, int64_t n, ThreadPool& pool) {
+  std::vector<float> m(static_cast<size_t>(n * n), 0.0f), xneg;
+  for (int64_t i0 = 0; i0 < n; i0 += kNb) {
+    const int64_t ib = std::min(kNb, n - i0);
+    float* mi = m.data() + i0 * n;  // block row [ib, n]
+    for (int64_t r = 0; r < ib; ++r) mi[r * n + i0 + r] = 1.0f;
+    if (i0 > 0) {  // M_i[:, 0:i0] = −L[i0:i0+ib, 0:i0] · M[0:i0, 0:i0]
+      xneg.resize(size_t(ib * i0));
+      for (int64_t r = 0; r < ib; ++r)
+        for (int64_t c = 0; c < i0; ++c) xneg[size_t(r * i0 + c)] = -l[size_t((i0 + r) * n + c)];
+      sgemm(xneg.data(), i0, m.data(), n, mi, n, ib, i0, i0, /*accumulate=*/false, pool);
     }
-  };
-  if (n >= 256) pool.parallel_for(n, cols); else cols(0, n);
-  return mt;
+    // L_ii · M_i = R (rows of M_i hold R now): forward substitution over the block's rows, columns 0..i0+r
+    for (int64_t r = 0; r < ib; ++r) {
+      float* row = mi + r * n;
+      const float* lr = l.data() + (i0 + r) * n + i0;
+      const int64_t cols = i0 + r + 1;
+      for (int64_t k = 0; k < r; ++k) {
+        const float c = lr[k];
+        if (c == 0.0f) continue;
+        const float* rk = mi + k * n;
+        for (int64_t j = 0; j < cols; ++j) row[j] -= c * rk[j];
+      }
+      const float inv = 1.0f / lr[r];
+      for (int64_t j = 0; j < cols; ++j) row[j] *= inv;
+    }
+  }
+  return m;
 }
 
 }  // namespace
@@ -118,7 +129,7 @@ std::vector<float> gram_matrix(const float* x, int64_t n, int64_t in, const floa
   return g;
 }
 
-std::vector<double> inverse_hessian_factor(const std::vector<float>& gram, int64_t in, double damp, ThreadPool& pool) {
+std::vector<float> inverse_hessian_factor(const std::vector<float>& gram, int64_t in, double damp, ThreadPool& pool) {
   if (int64_t(gram.size()) != in * in) throw Error("gptq: Hessian is not [in, in]");
   double mean_diag = 0;
   for (int64_t i = 0; i < in; ++i) mean_diag += gram[size_t(i * in + i)] > 0 ? gram[size_t(i * in + i)] : 1.0;
@@ -126,22 +137,21 @@ std::vector<double> inverse_hessian_factor(const std::vector<float>& gram, int64
   for (int attempt = 0; attempt < 4; ++attempt, damp *= 10) {
     // a = J (H + λI) J (J reverses the channel order): its lower factor Lr gives H + λI = V Vᵀ with
     // V = J Lr J upper, so (H + λI)⁻¹ = V⁻ᵀ V⁻¹ and U = V⁻¹ = J Lr⁻¹ J.
-    std::vector<double> a(static_cast<size_t>(in * in));
+    std::vector<float> a(static_cast<size_t>(in * in));
     const double lambda = damp * mean_diag;
     for (int64_t i = 0; i < in; ++i)
-      for (int64_t j = 0; j <= i; ++j) {  // lower triangle of a only
-        const int64_t si = in - 1 - i, sj = in - 1 - j;
-        double v = double(gram[size_t(si * in + sj)]);
+      for (int64_t j = 0; j < in; ++j) {
+        double v = double(gram[size_t((in - 1 - i) * in + (in - 1 - j))]);
         if (i == j) v = (v > 0 ? v : 1.0) + lambda;
-        a[size_t(i * in + j)] = v;
+        a[size_t(i * in + j)] = float(v);
       }
     if (!cholesky_lower(a, in, pool)) continue;
     for (int64_t i = 0; i < in; ++i)
-      for (int64_t j = i + 1; j < in; ++j) a[size_t(i * in + j)] = 0.0;
-    const std::vector<double> mt = invert_lower_transposed(a, in, pool);  // mt[c][r] = (Lr⁻¹)[r][c]
-    std::vector<double> u(static_cast<size_t>(in * in), 0.0);
+      for (int64_t j = i + 1; j < in; ++j) a[size_t(i * in + j)] = 0.0f;
+    const std::vector<float> m = invert_lower(a, in, pool);
+    std::vector<float> u(static_cast<size_t>(in * in), 0.0f);
     for (int64_t i = 0; i < in; ++i)
-      for (int64_t j = i; j < in; ++j) u[size_t(i * in + j)] = mt[size_t((in - 1 - j) * in + (in - 1 - i))];
+      for (int64_t j = i; j < in; ++j) u[size_t(i * in + j)] = m[size_t((in - 1 - i) * in + (in - 1 - j))];
     return u;
   }
   throw Error("gptq: the calibration Hessian [" + std::to_string(in) + ", " + std::to_string(in) +
@@ -181,7 +191,7 @@ QuantizedLinear gptq_quantize_linear(const float* w_t, int64_t in, int64_t out, 
   // Scales and zeros exactly as round-to-nearest would store them; only the codes change.
   QuantizedLinear ql = quantize_linear(w_t, in, out, spec, pool);
   const std::vector<int64_t>& perm = factor.perm;
-  const std::vector<double>& u = factor.u;
+  const std::vector<float>& u = factor.u;
   std::vector<float> w(static_cast<size_t>(in * out));  // working copy (permuted rows), updated as errors arrive
   for (int64_t a = 0; a < in; ++a)
     std::copy(w_t + perm[size_t(a)] * out, w_t + (perm[size_t(a)] + 1) * out, w.begin() + a * out);
