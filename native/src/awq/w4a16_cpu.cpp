@@ -436,6 +436,15 @@ struct GemvChunk {  // shared set-up of a work item: DAZ cleared, x scaled, pref
   }
 };
 
+// sum_x[t] = Σ x[t][i] over one group's rows i0..i1 (the zero-point term of every kernel).
+template <int T>
+static inline void group_sums(const float* x, int64_t in, int64_t i0, int64_t i1, float* sum_x) {
+  for (int t = 0; t < T; ++t) {
+    sum_x[t] = 0;
+    for (int64_t i = i0; i < i1; ++i) sum_x[t] += x[t * in + i];
+  }
+}
+
 template <int T, bool DENORMAL>
 MIXQ_AVX512 static void gemv_groups_avx512_t(const W4A16Weights& w, const float* x, int64_t g0, int64_t g1,
                                              int64_t tile_b, int64_t tile_e, float* acc, float* part, float* xs) {
@@ -447,10 +456,7 @@ MIXQ_AVX512 static void gemv_groups_avx512_t(const W4A16Weights& w, const float*
   for (int64_t g = g0; g < g1; ++g) {
     const int64_t i0 = g * w.group, i1 = i0 + w.group;
     float sum_x[T];
-    for (int t = 0; t < T; ++t) {
-      sum_x[t] = 0;
-      for (int64_t i = i0; i < i1; ++i) sum_x[t] += x[t * w.in + i];
-    }
+    group_sums<T>(x, w.in, i0, i1, sum_x);
     for (int64_t p0 = i0; p0 < i1; p0 += kPanelRows) {
       const int64_t p1 = std::min(p0 + kPanelRows, i1);
       int64_t tile = tile_b;
@@ -489,10 +495,7 @@ MIXQ_AVX2 static void gemv_groups_avx2_t(const W4A16Weights& w, const float* x, 
   for (int64_t g = g0; g < g1; ++g) {
     const int64_t i0 = g * w.group, i1 = i0 + w.group;
     float sum_x[T];
-    for (int t = 0; t < T; ++t) {
-      sum_x[t] = 0;
-      for (int64_t i = i0; i < i1; ++i) sum_x[t] += x[t * w.in + i];
-    }
+    group_sums<T>(x, w.in, i0, i1, sum_x);
     for (int64_t p0 = i0; p0 < i1; p0 += kPanelRows) {
       const int64_t p1 = std::min(p0 + kPanelRows, i1);
       for (int64_t tile = tile_b; tile < tile_e; ++tile)
