@@ -21,7 +21,8 @@
 //   6. the next layer's calibration input: the output of this layer as quantized (propagate_quantized, the
 //      default: later layers calibrate on what they will really see) or of the float layer (AutoAWQ's choice).
 // Rounding::Nearest + propagate_quantized = false is AutoAWQ's algorithm for Mixtral (plus group (2) under GQA).
-// Measured on the fixture (docs/BENCHMARKS.md, AWQ): ppl 9.607 that way; 9.53 with both defaults.
+// Measured on the fixture (docs/BENCHMARKS.md, AWQ quality): ppl 9.597 that way (9.607 without group (2)); 9.53 with
+// the defaults.
 // An expert that receives no calibration tokens cannot be calibrated on its own inputs: it falls back to
 // using ALL the layer's calibration tokens as its inputs for its w2 scale, its clip search and its rounding
 // (a warning says which expert). Output goes to OUT.tmp-XXXXXX, renamed to OUT only when complete; a cancelled
