@@ -1,4 +1,4 @@
-// quantize_layer: steps 2–5 of quantize.h for one decoder layer, on f32 weights in memory.
+// quantize_layer: steps 2–6 of quantize.h for one decoder layer, on f32 weights in memory.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -157,7 +157,7 @@ void layer_forward(const ModelConfig& cfg, const LayerF32& w, const float* h, co
 void quantize_layer(const ModelConfig& cfg, LayerF32& w, float* h, int64_t samples, int64_t seq_len,
                     const LayerQuantOptions& opts, LayerQuantized* out, ThreadPool& pool) {
   const int64_t d = cfg.hidden_size, inter = cfg.intermediate_size;
-  const int E = cfg.num_local_experts, top_k = cfg.num_experts_per_tok;
+  const int E = cfg.num_local_experts;
   const int64_t qd = int64_t(cfg.num_attention_heads) * cfg.head_dim;
   const int64_t kvd = int64_t(cfg.num_key_value_heads) * cfg.head_dim;
   const int64_t N = samples * seq_len;
@@ -169,7 +169,6 @@ void quantize_layer(const ModelConfig& cfg, LayerF32& w, float* h, int64_t sampl
   shape.kv_heads = cfg.num_key_value_heads;
   shape.head_dim = cfg.head_dim;
   shape.rope_theta = cfg.rope_theta;
-  const float eps = float(cfg.rms_norm_eps);
 
   out->best_alpha.assign(static_cast<size_t>(3 + E), -1.0f);
   out->phase_seconds.assign(7, 0.0);
@@ -183,8 +182,6 @@ void quantize_layer(const ModelConfig& cfg, LayerF32& w, float* h, int64_t sampl
     out->phase_seconds[size_t(idx)] += std::chrono::duration<double>(now - t_phase).count();
     t_phase = now;
   };
-  (void)eps;
-  (void)top_k;
   const bool gptq = opts.awq && opts.rounding == Rounding::Gptq;
   // Final codes of one Linear: round-to-nearest, or error feedback on its calibration inputs x [n, in] / div.
   auto finish = [&](const std::vector<float>& w_t, int64_t in, int64_t outf, const GptqFactor* factor) {
