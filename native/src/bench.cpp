@@ -54,6 +54,16 @@ inline uint64_t xorshift(uint64_t& s) {
   return s;
 }
 
+// Calls gen(stream, i) for every i < n, in 4096-element blocks spread over the pool; each parallel chunk starts a
+// stream from block_seed(seed, its first block).
+template <class Gen>
+void fill_blocks(ThreadPool& pool, int64_t n, uint64_t seed, Gen gen) {
+  pool.parallel_for(n / 4096 + 1, [&](int64_t b, int64_t e) {
+    uint64_t st = block_seed(seed, b);
+    for (int64_t i = b * 4096; i < std::min(n, e * 4096); ++i) gen(st, i);
+  });
+}
+
 }  // namespace
 
 void HugeFree::operator()(void* p) const { std::free(p); }
@@ -104,15 +114,11 @@ void SyntheticStore::add_bf16(const std::string& name, std::vector<int64_t> shap
   TensorView& t = alloc(name, DType::BF16, std::move(shape));
   uint16_t* p = static_cast<uint16_t*>(const_cast<void*>(t.data));
   const int64_t n = t.numel();
-  const uint64_t sd = ++seed;
-  pool->parallel_for(n / 4096 + 1, [&](int64_t b, int64_t e) {
-    uint64_t st = block_seed(sd, b);
-    for (int64_t i = b * 4096; i < std::min(n, e * 4096); ++i) {
-      const float u = (float(xorshift(st) >> 40) * (1.0f / 16777216.0f) * 2.0f - 1.0f) * scale;
-      uint32_t bits;
-      std::memcpy(&bits, &u, 4);
-      p[i] = uint16_t(bits >> 16);  // truncation is fine for random weights
-    }
+  fill_blocks(*pool, n, ++seed, [&](uint64_t& st, int64_t i) {
+    const float u = (float(xorshift(st) >> 40) * (1.0f / 16777216.0f) * 2.0f - 1.0f) * scale;
+    uint32_t bits;
+    std::memcpy(&bits, &u, 4);
+    p[i] = uint16_t(bits >> 16);  // truncation is fine for random weights
   });
 }
 
@@ -126,11 +132,7 @@ void SyntheticStore::add_words(const std::string& name, std::vector<int64_t> sha
   TensorView& t = alloc(name, DType::I32, std::move(shape));
   uint32_t* p = static_cast<uint32_t*>(const_cast<void*>(t.data));
   const int64_t n = t.numel();
-  const uint64_t sd = ++seed;
-  pool->parallel_for(n / 4096 + 1, [&](int64_t b, int64_t e) {
-    uint64_t st = block_seed(sd, b);
-    for (int64_t i = b * 4096; i < std::min(n, e * 4096); ++i) p[i] = random ? uint32_t(xorshift(st) >> 32) : value;
-  });
+  fill_blocks(*pool, n, ++seed, [&](uint64_t& st, int64_t i) { p[i] = random ? uint32_t(xorshift(st) >> 32) : value; });
 }
 
 void SyntheticStore::add_const_f16(const std::string& name, std::vector<int64_t> shape, float value) {
