@@ -18,12 +18,10 @@
 
 #include "addon_quantize.h"  // quantize(): the AWQ quantizer (addon_quantize.cc)
 #include "cancel_function.h"
-#include "backend.h"
 #include "bench.h"
-#include "cpu_features.h"
+#include "core/backend.h"
 #include "engine.h"
 #include "perplexity.h"
-#include "thread_pool.h"
 
 namespace {
 
@@ -173,6 +171,39 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   std::shared_ptr<EngineState> state_;
 };
 
+
+// {mode, devices: [{name, weightBytes, arenaBytes}], embed, lmHead, layers: [device], experts: [[device]]}
+Napi::Object PlacementObject(Napi::Env env, const mixq::Model& model) {
+  const mixq::Plan& plan = model.placement();
+  auto name = [&](int d) { return plan.devices[static_cast<size_t>(d)].str(); };
+  Napi::Object p = Napi::Object::New(env);
+  p.Set("mode", mixq::placement_mode_name(plan.mode));
+  const std::vector<mixq::DeviceUsage> usage = model.device_usage();
+  Napi::Array devs = Napi::Array::New(env, usage.size());
+  for (size_t i = 0; i < usage.size(); i++) {
+    Napi::Object d = Napi::Object::New(env);
+    d.Set("name", usage[i].device);
+    d.Set("backend", usage[i].name);
+    d.Set("weightBytes", static_cast<double>(usage[i].planned_bytes));
+    d.Set("arenaBytes", static_cast<double>(usage[i].arena_bytes));
+    devs.Set(static_cast<uint32_t>(i), d);
+  }
+  p.Set("devices", devs);
+  p.Set("embed", name(plan.embed));
+  p.Set("lmHead", name(plan.head));
+  Napi::Array layers = Napi::Array::New(env, plan.layer.size());
+  Napi::Array experts = Napi::Array::New(env, plan.expert.size());
+  for (size_t l = 0; l < plan.layer.size(); l++) {
+    layers.Set(static_cast<uint32_t>(l), name(plan.layer[l]));
+    Napi::Array row = Napi::Array::New(env, plan.expert[l].size());
+    for (size_t e = 0; e < plan.expert[l].size(); e++) row.Set(static_cast<uint32_t>(e), name(plan.expert[l][e]));
+    experts.Set(static_cast<uint32_t>(l), row);
+  }
+  p.Set("layers", layers);
+  p.Set("experts", experts);
+  return p;
+}
+
 Napi::Value EngineWrap::Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   EngineState& s = live(env);
@@ -200,8 +231,13 @@ Napi::Value EngineWrap::Info(const Napi::CallbackInfo& info) {
   }
   o.Set("quantization", quant);
   o.Set("device", s.model->options().device);
-  o.Set("threads", s.model->pool().size());
+  o.Set("threads", s.model->threads());
   o.Set("description", s.model->description());
+  const mixq::Plan& plan = s.model->placement();
+  Napi::Array devices = Napi::Array::New(env, plan.devices.size());
+  for (size_t i = 0; i < plan.devices.size(); i++) devices.Set(static_cast<uint32_t>(i), plan.devices[i].str());
+  o.Set("devices", devices);
+  o.Set("placement", PlacementObject(env, *s.model));
   return o;
 }
 
@@ -240,6 +276,39 @@ class LoadWorker : public Napi::AsyncWorker {
   std::shared_ptr<EngineState> state_;
 };
 
+std::vector<std::string> stringArray(const Napi::Env& env, Napi::Value v, const char* what) {
+  if (!v.IsArray()) throw Napi::TypeError::New(env, std::string(what) + " must be an array of strings");
+  Napi::Array arr = v.As<Napi::Array>();
+  std::vector<std::string> out;
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    Napi::Value e = arr.Get(i);
+    if (!e.IsString()) throw Napi::TypeError::New(env, std::string(what) + " must be an array of strings");
+    out.push_back(e.As<Napi::String>().Utf8Value());
+  }
+  return out;
+}
+
+// devices: string[], placement: 'layer' | 'expert', split: number[] (each > 0).
+void ParsePlacement(const Napi::Env& env, const Napi::Object& o, std::vector<std::string>* devices,
+                    std::string* placement, std::vector<double>* split) {
+  Napi::Value d = o.Get("devices");
+  if (!d.IsUndefined() && !d.IsNull()) *devices = stringArray(env, d, "devices");
+  *placement = optString(o, "placement", *placement);
+  if (*placement != "layer" && *placement != "expert") {
+    throw Napi::TypeError::New(env, "placement must be 'layer' or 'expert', not '" + *placement + "'");
+  }
+  Napi::Value sp = o.Get("split");
+  if (sp.IsUndefined() || sp.IsNull()) return;
+  if (!sp.IsArray()) throw Napi::TypeError::New(env, "split must be an array of numbers > 0");
+  Napi::Array arr = sp.As<Napi::Array>();
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    Napi::Value e = arr.Get(i);
+    const double v = e.IsNumber() ? e.As<Napi::Number>().DoubleValue() : -1.0;
+    if (!(v > 0) || v > 1e12) throw Napi::TypeError::New(env, "split must be an array of numbers > 0");
+    split->push_back(v);
+  }
+}
+
 Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "loadModel(dir, opts?): dir must be a string");
@@ -254,6 +323,7 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
     if (!gpus.IsUndefined() && !gpus.IsNull()) {
       for (int32_t g : intArray(env, gpus, "gpus", 0)) opts.gpus.push_back(g);
     }
+    ParsePlacement(env, o, &opts.devices, &opts.placement, &opts.split);
   }
   auto* worker = new LoadWorker(env, info[0].As<Napi::String>().Utf8Value(), opts);
   Napi::Promise promise = worker->Promise();
@@ -568,6 +638,7 @@ Napi::Value Bench(const Napi::CallbackInfo& info) {
   opts.decode_tokens = optInt(o, "decodeTokens", opts.decode_tokens, 1);
   opts.threads = optInt(o, "threads", opts.threads, 0);
   opts.device = optString(o, "device", opts.device);
+  ParsePlacement(env, o, &opts.devices, &opts.placement, &opts.split);
   auto* worker = new BenchWorker(env, opts);
   Napi::Promise promise = worker->Promise();
   worker->Queue();
@@ -586,7 +657,7 @@ Napi::Value Devices(const Napi::CallbackInfo& info) {
 Napi::Value CpuFeatures(const Napi::CallbackInfo& info) {
   Napi::Array arr = Napi::Array::New(info.Env());
   uint32_t i = 0;
-  for (const std::string& f : mixq::cpu_features()) arr.Set(i++, f);
+  for (const std::string& f : mixq::make_backend(mixq::Device{})->features()) arr.Set(i++, f);
   return arr;
 }
 
@@ -595,7 +666,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   data->engineConstructor = Napi::Persistent(EngineWrap::Define(env));
   env.SetInstanceData(data);
   exports.Set("version", "0.1.0");
-  exports.Set("cudaCompiled", Napi::Boolean::New(env, mixq::cuda_compiled()));
+  exports.Set("cudaCompiled", Napi::Boolean::New(env, mixq::backend_registered(mixq::DeviceKind::Cuda)));
   exports.Set("devices", Napi::Function::New(env, Devices, "devices"));
   exports.Set("cpuFeatures", Napi::Function::New(env, CpuFeatures, "cpuFeatures"));
   exports.Set("loadModel", Napi::Function::New(env, LoadModel, "loadModel"));

@@ -156,7 +156,7 @@ int gemv_mode(int argc, char** argv) {
     size_t bytes = 0;
   };
   SyntheticStore store;
-  store.pool = &pool;
+  store.threads = pool.size();
   const std::string pages = arg(argc, argv, "pages", "huge");
   if (pages != "huge" && pages != "4k") throw Error("gemv: --pages is huge or 4k, not " + pages);
   store.huge_pages = pages == "huge";

@@ -1,13 +1,42 @@
 // mixq_bench: the engine benchmark as a plain C++ program (no Node), printing one JSON object.
 //   mixq_bench --model DIR | --synthetic mixtral-8x7b|tiny [--layers N] [--weights bf16|awq]
 //              [--prefill N] [--decode N] [--threads N] [--memcpy-mib N]
+//              [--device D | --devices cpu:0,cpu:1,...] [--placement layer|expert] [--split 1,1]
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "bench.h"
-#include "error.h"
+#include "core/device.h"
+#include "core/error.h"
+
+namespace {
+
+// "1,2.5" → {1, 2.5}; exits 2 naming the flag on anything but positive numbers.
+std::vector<double> parse_split(const char* s) {
+  std::vector<double> out;
+  std::string item;
+  const std::string str = s;
+  for (size_t i = 0; i <= str.size(); ++i) {
+    if (i < str.size() && str[i] != ',') {
+      item += str[i];
+      continue;
+    }
+    char* end = nullptr;
+    const double v = std::strtod(item.c_str(), &end);
+    if (item.empty() || *end != '\0' || !(v > 0)) {
+      std::fprintf(stderr, "mixq_bench: --split takes positive numbers separated by commas, not \"%s\"\n", s);
+      std::exit(2);
+    }
+    out.push_back(v);
+    item.clear();
+  }
+  return out;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   mixq::BenchOptions o;
@@ -28,9 +57,21 @@ int main(int argc, char** argv) {
     else if (a == "--decode") o.decode_tokens = std::atoi(need(i));
     else if (a == "--threads") o.threads = std::atoi(need(i));
     else if (a == "--memcpy-mib") o.memcpy_bytes = size_t(std::atol(need(i))) << 20;
+    else if (a == "--device") o.device = need(i);
+    else if (a == "--devices") {
+      const char* list = need(i);
+      try {
+        for (const mixq::Device& d : mixq::parse_device_list(list)) o.devices.push_back(d.str());
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "mixq_bench: --devices: %s\n", e.what());
+        return 2;
+      }
+    } else if (a == "--placement") o.placement = need(i);
+    else if (a == "--split") o.split = parse_split(need(i));
     else if (a == "--help" || a == "-h") {
       std::printf("usage: mixq_bench (--model DIR | --synthetic mixtral-8x7b|tiny [--layers N] [--weights bf16|awq]) [--prefill N] "
-                  "[--decode N] [--threads N] [--memcpy-mib N]\n");
+                  "[--decode N] [--threads N] [--memcpy-mib N] [--device D | --devices cpu:0,cpu:1] [--placement layer|expert] "
+                  "[--split 1,1]\n");
       return 0;
     } else {
       std::fprintf(stderr, "mixq_bench: unknown argument %s\n", a.c_str());

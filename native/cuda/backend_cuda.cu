@@ -109,7 +109,7 @@ std::vector<int> cuda_device_ids() {
   return ids;
 }
 
-std::unique_ptr<Backend> make_cuda_backend(int ordinal) {
+std::unique_ptr<CudaBackend> make_cuda_backend(int ordinal) {
   const int n = cuda::visible_device_count();
   if (ordinal < 0 || ordinal >= n)
     throw Error("no CUDA device " + cuda::device_name(ordinal) + " (" + std::to_string(n) +

@@ -60,8 +60,8 @@ void brute_quantize(const std::vector<float>& w_t, int64_t in, int64_t out, int 
     }
 }
 
-LayerF32 layer_from_engine(const ModelWeights& mw, int l) {
-  const LayerWeights& L = mw.layers[size_t(l)];
+LayerF32 layer_from_engine(const Model& model, int l) {
+  const LayerWeights& L = model.weights().layers[size_t(l)];
   auto t = [](const Linear& lin) {
     std::vector<float> w_t(static_cast<size_t>(lin.in_features * lin.out_features)), row(static_cast<size_t>(lin.in_features));
     for (int64_t o = 0; o < lin.out_features; ++o) {
@@ -71,8 +71,8 @@ LayerF32 layer_from_engine(const ModelWeights& mw, int l) {
     return w_t;
   };
   LayerF32 w;
-  w.attn_norm = L.attn_norm;
-  w.post_norm = L.post_attn_norm;
+  w.attn_norm = host_floats(model, L.attn_norm);
+  w.post_norm = host_floats(model, L.post_attn_norm);
   w.q_t = t(*L.q);
   w.k_t = t(*L.k);
   w.v_t = t(*L.v);
@@ -185,7 +185,7 @@ int main() {
     const JsonValue ref = parse_json_file(ref_dir + "/reference.json");
     const SafetensorsFile tensors(ref_dir + "/reference.safetensors");
     std::vector<LayerF32> layers;
-    for (int l = 0; l < 3; ++l) layers.push_back(layer_from_engine(model->weights(), l));
+    for (int l = 0; l < 3; ++l) layers.push_back(layer_from_engine(*model, l));
     double worst = 0;
     int compared = 0;
     for (const JsonValue& p : ref.find("prompts")->as_array()) {

@@ -65,9 +65,8 @@ int main() {
     ModelConfig cfg = load_model_config(tiny_model_dir());
     cfg.eos_token_id = base.tokens[4];
     auto store = std::shared_ptr<WeightStore>(WeightStore::open(tiny_model_dir()));
-    ModelWeights w = build_model_weights(cfg, [&](const std::string& n) { return store->find(n); }, "fixture");
-    w.storage = store;
-    auto eos_model = make_model(cfg, std::move(w), eo, tiny_model_dir());
+    auto eos_model = make_model(cfg, [&](const std::string& n) { return store->find(n); }, store, eo, tiny_model_dir(),
+                                "fixture");
     size_t first = 0;
     while (base.tokens[first] != base.tokens[4]) ++first;
     Context ce(eos_model);

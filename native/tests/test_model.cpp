@@ -19,9 +19,7 @@ std::shared_ptr<Model> variant(const ModelConfig& cfg, bool hide_lm_head) {
     if (hide_lm_head && n.rfind("lm_head.", 0) == 0) return nullptr;
     return store->find(n);
   };
-  ModelWeights w = build_model_weights(cfg, lookup, "fixture");
-  w.storage = store;
-  return make_model(cfg, std::move(w), EngineOptions{}, tiny_model_dir());
+  return make_model(cfg, lookup, store, EngineOptions{}, tiny_model_dir(), "fixture");
 }
 
 std::vector<int32_t> ids_of_length(int n) {

@@ -14,8 +14,10 @@
 #include "cpu_features.h"
 #include "json.h"
 #include "linear_dense.h"
+#include "attention_cpu.h"
 #include "ops/attention.h"
 #include "ops/moe.h"
+#include "ops/router.h"
 #include "ops/rms_norm.h"
 #include "ops/rope.h"
 #include "sampling.h"
@@ -181,7 +183,7 @@ void test_router() {
     const std::vector<float> logits = randn(E, 2.f);
     int32_t ids[2];
     float w[2];
-    router_topk(logits.data(), E, k, ids, w);
+    router_topk(logits.data(), E, k, true, ids, w);
     std::vector<int> order(E);
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return logits[size_t(a)] > logits[size_t(b)]; });
@@ -196,7 +198,7 @@ void test_router() {
   const float tie[4] = {0.5f, 2.0f, 2.0f, 1.0f};
   int32_t ids[2];
   float w[2];
-  router_topk(tie, 4, 2, ids, w);
+  router_topk(tie, 4, 2, true, ids, w);
   check(ids[0] == 1 && ids[1] == 2 && w[0] == 0.5f && w[1] == 0.5f, "router ties keep the lower expert first");
   std::vector<float> a = {-2.f, 0.f, 3.f}, b = {1.f, 2.f, 0.5f};
   swiglu(a.data(), b.data(), 3);
@@ -363,20 +365,23 @@ void test_pool() {
 
 void test_backend() {
   const std::vector<Device> devs = available_devices();
-  check(!devs.empty() && devs[0].str() == "cpu", "available_devices() starts with cpu (" + std::to_string(devs.size()) + " devices)");
+  check(!devs.empty() && devs[0].str() == "cpu:0", "available_devices() starts with cpu (" + std::to_string(devs.size()) + " devices)");
   auto cpu = make_backend(Device{DeviceKind::Cpu, 0});
-  auto buf = cpu->alloc(1000);
+  Tensor t = cpu->empty(DType::U8, {1000}, "bytes");
   const std::vector<uint8_t> src(1000, 7);
   std::vector<uint8_t> dst(10, 0);
-  cpu->copy_from_host(*buf, 0, src.data(), src.size());
-  cpu->copy_to_host(dst.data(), *buf, 990, 10);
-  check(dst == std::vector<uint8_t>(10, 7) && buf->size() == 1000 && reinterpret_cast<uintptr_t>(buf->data()) % 64 == 0,
+  cpu->from_host(src.data(), src.size(), t);
+  cpu->to_host(t.slice_rows(990, 10), dst.data(), 10);
+  check(dst == std::vector<uint8_t>(10, 7) && t.buffer->size() == 1000 &&
+            reinterpret_cast<uintptr_t>(t.buffer->data()) % 64 == 0,
         "cpu backend: 64-byte aligned buffer, copies in and out");
   check(cpu->total_memory() > 0 && cpu->free_memory() <= cpu->total_memory(), "cpu backend reports memory");
-  check_throws([&] { cpu->copy_to_host(dst.data(), *buf, 995, 10); }, {"exceeds the buffer"}, "out-of-range copy is an error");
-  if (!cuda_compiled()) {
+  check(cpu->arena_bytes() >= 1000, "cpu backend: the arena counts the allocation");
+  check_throws([&] { cpu->to_host(t.slice_rows(995, 5), dst.data(), 10); }, {"exceeds tensor"}, "out-of-range copy is an error");
+  check_throws([&] { (void)t.slice_rows(995, 10); }, {"out of range"}, "out-of-range view is an error");
+  if (!backend_registered(DeviceKind::Cuda)) {
     check_throws([] { make_backend(Device{DeviceKind::Cuda, 0}); }, {"cuda:0", "no CUDA backend"},
-                 "cuda:0 in a CPU-only build is a clear error");
+                 "cuda:0 without a CUDA backend is a clear error");
   }
 }
 

@@ -3,10 +3,11 @@
 get_filename_component(MIXQ_REPO_ROOT ${CMAKE_CURRENT_LIST_DIR}/../.. ABSOLUTE)
 function(mixq_test name)
   add_executable(${name} ${CMAKE_CURRENT_LIST_DIR}/${name}.cpp ${CMAKE_CURRENT_LIST_DIR}/test_util.cpp)
-  target_link_libraries(${name} PRIVATE mixq_core)
+  target_link_libraries(${name} PRIVATE mixq_engine)
   target_compile_definitions(${name} PRIVATE MIXQ_REPO_ROOT="${MIXQ_REPO_ROOT}")
   add_test(NAME ${name} COMMAND ${name})
-  set_tests_properties(${name} PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 1800)
+  # The device checker is always on in tests.
+  set_tests_properties(${name} PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 1800 ENVIRONMENT "MIXQ_CHECK_DEVICES=1")
 endfunction()
 
 set(MIXQ_TESTS
@@ -21,6 +22,8 @@ set(MIXQ_TESTS
   test_ops
   test_model
   test_bench
+  test_placement
+  test_backend_ops
 )
 foreach(t ${MIXQ_TESTS})
   mixq_test(${t})
@@ -28,11 +31,11 @@ endforeach()
 # The golden test again on the AVX2 and the plain scalar kernels (machines without AVX-512 run these).
 foreach(isa avx2 scalar)
   add_test(NAME test_reference_${isa} COMMAND test_reference)
-  set_tests_properties(test_reference_${isa} PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 1800 ENVIRONMENT "MIXQ_CPU_ISA=${isa}")
+  set_tests_properties(test_reference_${isa} PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 1800 ENVIRONMENT "MIXQ_CPU_ISA=${isa};MIXQ_CHECK_DEVICES=1")
 endforeach()
 
 add_executable(mixq_bench ${CMAKE_CURRENT_LIST_DIR}/../bench/mixq_bench.cpp)
-target_link_libraries(mixq_bench PRIVATE mixq_core)
+target_link_libraries(mixq_bench PRIVATE mixq_engine)
 # The benchmark CLI end to end on the bundled model (short run; the JSON fields are checked by test_bench).
 add_test(NAME mixq_bench_fixture COMMAND mixq_bench --model ${MIXQ_REPO_ROOT}/models/mixq-tiny-code
          --prefill 16 --decode 8 --memcpy-mib 16)
@@ -40,7 +43,7 @@ set_tests_properties(mixq_bench_fixture PROPERTIES PASS_REGULAR_EXPRESSION "\"de
 
 # Dense kernel microbenchmark (GEMV bandwidth, single-thread GEMM GMAC/s).
 add_executable(dense_bench ${CMAKE_CURRENT_LIST_DIR}/../bench/dense_bench.cpp)
-target_link_libraries(dense_bench PRIVATE mixq_core)
+target_link_libraries(dense_bench PRIVATE mixq_engine)
 
 add_executable(awq_bench ${CMAKE_CURRENT_LIST_DIR}/../bench/awq_bench.cpp)
-target_link_libraries(awq_bench PRIVATE mixq_core)
+target_link_libraries(awq_bench PRIVATE mixq_engine)

@@ -2,11 +2,7 @@
 #pragma once
 #include <cstdint>
 
-#include "linear_dense.h"  // DenseIsa: the SIMD level
-
 namespace mixq {
-
-class ThreadPool;
 
 struct AttentionShape {
   int heads = 0;     // query heads
@@ -15,17 +11,13 @@ struct AttentionShape {
   int window = 0;    // 0 = full causal; else a query at position p sees keys in (p - window, p]
 };
 
+// Limits: heads % kv_heads == 0; head_dim even. KV cache rows are positions: k_cache, v_cache
+// [capacity, kv_heads*head_dim] f32 (keys after RoPE).
+//
+// The oracle (plain, single-threaded, double accumulation):
 // q: [n, heads*head_dim] (rotated) for positions [n_past, n_past + n);
-// k_cache, v_cache: [≥ n_past + n, kv_heads*head_dim] (rotated keys), already holding these positions;
-// out: [n, heads*head_dim]. Softmax in f32 with max subtraction; scores scaled by 1/sqrt(head_dim).
-void attention(const float* q, int64_t n, int64_t n_past, const float* k_cache, const float* v_cache,
-               const AttentionShape& s, float* out, ThreadPool& pool);
-
-// Same, forcing a SIMD level (tests compare every level this CPU supports against the reference).
-void attention_isa(DenseIsa isa, const float* q, int64_t n, int64_t n_past, const float* k_cache,
-                   const float* v_cache, const AttentionShape& s, float* out, ThreadPool& pool);
-
-// The plain single-threaded loop the fast path is tested against.
+// k_cache, v_cache: [≥ n_past + n, kv_heads*head_dim], already holding these positions;
+// out: [n, heads*head_dim]. Softmax with max subtraction; scores scaled by 1/sqrt(head_dim).
 void attention_reference(const float* q, int64_t n, int64_t n_past, const float* k_cache, const float* v_cache,
                          const AttentionShape& s, float* out);
 

@@ -38,4 +38,13 @@ void rope_apply(float* x, int heads, int head_dim, const float* cos, const float
   }
 }
 
+void rope_rows(float* x, int64_t n, int heads, int head_dim, const int32_t* positions, const float* inv_freq) {
+  const std::vector<float> inv(inv_freq, inv_freq + head_dim / 2);
+  std::vector<float> cos_v(inv.size()), sin_v(inv.size());
+  for (int64_t t = 0; t < n; ++t) {
+    rope_cos_sin(inv, positions[t], cos_v.data(), sin_v.data());
+    rope_apply(x + t * int64_t(heads) * head_dim, heads, head_dim, cos_v.data(), sin_v.data());
+  }
+}
+
 }  // namespace mixq

@@ -18,4 +18,8 @@ void rope_cos_sin(const std::vector<float>& inv_freq, int64_t pos, float* cos_ou
 // x: [heads, head_dim] f32 for one token, rotated in place with that token's cos/sin [head_dim/2].
 void rope_apply(float* x, int heads, int head_dim, const float* cos, const float* sin);
 
+// x: [n, heads*head_dim] f32 rotated in place, token t at positions[t], with inv_freq [head_dim/2].
+// The plain reference, also the CPU implementation (same cos/sin and products as rope_apply).
+void rope_rows(float* x, int64_t n, int heads, int head_dim, const int32_t* positions, const float* inv_freq);
+
 }  // namespace mixq

@@ -14,12 +14,13 @@
 #include <random>
 #include <sstream>
 
-#include "cpu_features.h"
+#include <functional>
+#include <thread>
+
+#include "core/error.h"
+#include "core/json.h"
 #include "engine.h"
-#include "error.h"
-#include "json.h"
 #include "model.h"
-#include "thread_pool.h"
 
 namespace mixq {
 
@@ -54,13 +55,28 @@ inline uint64_t xorshift(uint64_t& s) {
   return s;
 }
 
-// Calls gen(stream, i) for every i < n, in 4096-element blocks spread over the pool; each parallel chunk starts a
-// stream from block_seed(seed, its first block).
+// fn(begin, end) over [0, n) in `parts` contiguous chunks, one std::thread each (the caller runs the first).
+void parallel_chunks(int parts, int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
+  parts = int(std::max<int64_t>(1, std::min<int64_t>(parts, n)));
+  std::vector<std::thread> workers;
+  for (int p = 1; p < parts; ++p) workers.emplace_back([&, p] { fn(n * p / parts, n * (p + 1) / parts); });
+  fn(0, n / parts);
+  for (std::thread& w : workers) w.join();
+}
+
+int hardware_threads(int threads) {
+  return threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+// Calls gen(stream, i) for every i < n in 4096-element blocks spread over `threads`; every block starts its own
+// stream from block_seed(seed, block), so the tensors do not depend on the thread count.
 template <class Gen>
-void fill_blocks(ThreadPool& pool, int64_t n, uint64_t seed, Gen gen) {
-  pool.parallel_for(n / 4096 + 1, [&](int64_t b, int64_t e) {
-    uint64_t st = block_seed(seed, b);
-    for (int64_t i = b * 4096; i < std::min(n, e * 4096); ++i) gen(st, i);
+void fill_blocks(int threads, int64_t n, uint64_t seed, Gen gen) {
+  parallel_chunks(threads, n / 4096 + 1, [&](int64_t b, int64_t e) {
+    for (int64_t blk = b; blk < e; ++blk) {
+      uint64_t st = block_seed(seed, blk);
+      for (int64_t i = blk * 4096; i < std::min(n, (blk + 1) * 4096); ++i) gen(st, i);
+    }
   });
 }
 
@@ -114,7 +130,7 @@ void SyntheticStore::add_bf16(const std::string& name, std::vector<int64_t> shap
   TensorView& t = alloc(name, DType::BF16, std::move(shape));
   uint16_t* p = static_cast<uint16_t*>(const_cast<void*>(t.data));
   const int64_t n = t.numel();
-  fill_blocks(*pool, n, ++seed, [&](uint64_t& st, int64_t i) {
+  fill_blocks(threads, n, ++seed, [&](uint64_t& st, int64_t i) {
     const float u = (float(xorshift(st) >> 40) * (1.0f / 16777216.0f) * 2.0f - 1.0f) * scale;
     uint32_t bits;
     std::memcpy(&bits, &u, 4);
@@ -132,7 +148,7 @@ void SyntheticStore::add_words(const std::string& name, std::vector<int64_t> sha
   TensorView& t = alloc(name, DType::I32, std::move(shape));
   uint32_t* p = static_cast<uint32_t*>(const_cast<void*>(t.data));
   const int64_t n = t.numel();
-  fill_blocks(*pool, n, ++seed, [&](uint64_t& st, int64_t i) { p[i] = random ? uint32_t(xorshift(st) >> 32) : value; });
+  fill_blocks(threads, n, ++seed, [&](uint64_t& st, int64_t i) { p[i] = random ? uint32_t(xorshift(st) >> 32) : value; });
 }
 
 void SyntheticStore::add_const_f16(const std::string& name, std::vector<int64_t> shape, float value) {
@@ -174,8 +190,7 @@ std::shared_ptr<Model> synthetic_model(const std::string& name, int layers, cons
     throw Error("bench: unknown synthetic weight format \"" + weights + "\" (bf16 or awq)");
   }
   auto store = std::make_shared<SyntheticStore>();
-  ThreadPool pool(eo.threads);
-  store->pool = &pool;
+  store->threads = hardware_threads(eo.threads);
   store->seed = seed;
   const int64_t h = c.hidden_size, it = c.intermediate_size, hd = c.head_dim;
   const float sh = 1.0f / std::sqrt(float(h)), si = 1.0f / std::sqrt(float(it));
@@ -199,11 +214,8 @@ std::shared_ptr<Model> synthetic_model(const std::string& name, int layers, cons
   }
   store->add_const_bf16("model.norm.weight", {h}, 1.0f);
   store->add_bf16("lm_head.weight", {c.vocab_size, h}, sh);
-  store->pool = nullptr;
   TensorLookup lookup = [&](const std::string& n) { return store->find(n); };
-  ModelWeights w = build_model_weights(c, lookup, "synthetic " + name);
-  w.storage = store;
-  return make_model(c, std::move(w), eo, "synthetic:" + name);
+  return make_model(c, lookup, store, eo, "synthetic:" + name, "synthetic " + name);
 }
 
 }  // namespace
@@ -225,17 +237,16 @@ size_t peak_rss_bytes() {
 }
 
 double measure_memcpy_gbps(size_t bytes, int threads, int repeats) {
-  ThreadPool pool(threads);
   std::unique_ptr<char[]> src(new char[bytes]), dst(new char[bytes]);
-  const int64_t chunks = pool.size();
-  pool.parallel_for(chunks, [&](int64_t b, int64_t e) {  // fault the pages in first
+  const int64_t chunks = hardware_threads(threads);
+  parallel_chunks(int(chunks), chunks, [&](int64_t b, int64_t e) {  // fault the pages in first
     std::memset(src.get() + bytes * b / chunks, 1, bytes * e / chunks - bytes * b / chunks);
     std::memset(dst.get() + bytes * b / chunks, 0, bytes * e / chunks - bytes * b / chunks);
   });
   double best = 1e30;
   for (int r = 0; r < repeats; ++r) {
     const auto t0 = Clock::now();
-    pool.parallel_for(chunks, [&](int64_t b, int64_t e) {
+    parallel_chunks(int(chunks), chunks, [&](int64_t b, int64_t e) {
       const size_t lo = bytes * size_t(b) / size_t(chunks), hi = bytes * size_t(e) / size_t(chunks);
       std::memcpy(dst.get() + lo, src.get() + lo, hi - lo);
     });
@@ -249,6 +260,9 @@ BenchResult run_bench(const BenchOptions& o) {
   EngineOptions eo;
   eo.threads = o.threads;
   eo.device = o.device.empty() ? "cpu" : o.device;
+  eo.devices = o.devices;
+  eo.placement = o.placement;
+  eo.split = o.split;
   const bool big = o.synthetic == "mixtral-8x7b";
   r.prefill_tokens = o.prefill_tokens > 0 ? o.prefill_tokens : big ? 32 : 128;
   r.decode_tokens = o.decode_tokens > 0 ? o.decode_tokens : big ? 8 : 64;
@@ -264,9 +278,9 @@ BenchResult run_bench(const BenchOptions& o) {
   }
   r.load_ms = ms_since(t_load);
   const ModelConfig& c = model->config();
-  r.threads = model->pool().size();
+  r.threads = model->threads();
   r.description = model->description();
-  r.cpu_features = cpu_features();
+  r.cpu_features = make_backend(Device{})->features();
   Context ctx(model, r.prefill_tokens + r.decode_tokens + 8);
 
   std::mt19937_64 rng(o.seed);

@@ -5,16 +5,14 @@
 #include <memory>
 #include <string>
 
-#include "linear.h"
+#include "cpu_linear.h"
 #include "model_config.h"
 #include "tensor.h"
 
 namespace mixq {
 
-std::unique_ptr<Linear> make_awq_linear(const TensorView& qweight, const TensorView& qzeros, const TensorView& scales,
+std::unique_ptr<CpuLinear> make_awq_linear(const TensorView& qweight, const TensorView& qzeros, const TensorView& scales,
                                         const QuantConfig& quant);
 
-// Throws mixq::Error naming `source` unless quant is AWQ, version "gemm" (any case), 4 bits, a valid group size.
-void validate_awq_quant_config(const QuantConfig& quant, const std::string& source);
 
 }  // namespace mixq

@@ -3,7 +3,7 @@
 #pragma once
 #include <memory>
 
-#include "linear.h"
+#include "cpu_linear.h"
 
 namespace mixq {
 
@@ -13,7 +13,7 @@ bool dense_isa_supported(DenseIsa isa);  // whether this CPU can run it
 DenseIsa best_dense_isa();               // widest supported on this CPU
 
 // Same as make_dense_linear(w) but forcing a kernel (tests compare SIMD against scalar).
-std::unique_ptr<Linear> make_dense_linear(const TensorView& w, DenseIsa isa);
+std::unique_ptr<CpuLinear> make_dense_linear(const TensorView& w, DenseIsa isa);
 
 // Low-level entry: y[t, o] = sum_i x[t, i] * W[o, i] for o in [o_begin, o_end), t in [0, n).
 // W: [out, in] of dtype `dt` (F32/F16/BF16) at `w`; x: [n, in] f32; y: [n, out] f32 (row stride `out`).

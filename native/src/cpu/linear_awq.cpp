@@ -13,11 +13,6 @@
 namespace mixq {
 namespace {
 
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return char(std::tolower(c)); });
-  return s;
-}
-
 // "model.layers.0.self_attn.q_proj.qweight" → "model.layers.0.self_attn.q_proj"
 std::string prefix_of(const std::string& name) {
   const size_t dot = name.rfind('.');
@@ -26,7 +21,7 @@ std::string prefix_of(const std::string& name) {
 
 std::string where(const TensorView& t) { return t.file.empty() ? t.name : t.file + ": " + t.name; }
 
-class AwqLinear final : public Linear {
+class AwqLinear final : public CpuLinear {
  public:
   AwqLinear(const TensorView& qweight, const TensorView& qzeros, const TensorView& scales, int64_t group)
       : qweight_(qweight), qzeros_(qzeros), scales_(scales) {
@@ -60,24 +55,7 @@ class AwqLinear final : public Linear {
 
 }  // namespace
 
-void validate_awq_quant_config(const QuantConfig& quant, const std::string& source) {
-  if (lower(quant.quant_method) != "awq") {
-    throw Error(source + ": quantization_config.quant_method \"" + quant.quant_method +
-                "\" is not supported (only \"awq\")");
-  }
-  if (lower(quant.version) != "gemm") {
-    throw Error(source + ": quantization_config.version \"" + quant.version +
-                "\" is not supported (only the AutoAWQ \"gemm\" layout)");
-  }
-  if (quant.bits != 4) {
-    throw Error(source + ": quantization_config.bits " + std::to_string(quant.bits) + " is not supported (only 4)");
-  }
-  if (quant.group_size == 0 || quant.group_size < -1) {
-    throw Error(source + ": quantization_config.group_size " + std::to_string(quant.group_size) + " is invalid");
-  }
-}
-
-std::unique_ptr<Linear> make_awq_linear(const TensorView& qweight, const TensorView& qzeros, const TensorView& scales,
+std::unique_ptr<CpuLinear> make_awq_linear(const TensorView& qweight, const TensorView& qzeros, const TensorView& scales,
                                         const QuantConfig& quant) {
   const std::string prefix = prefix_of(qweight.name);
   validate_awq_quant_config(quant, qweight.file.empty() ? prefix : qweight.file);

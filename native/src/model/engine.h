@@ -12,20 +12,33 @@
 #include <string>
 #include <vector>
 
-#include "error.h"
-#include "model_config.h"
+#include "core/error.h"
+#include "core/model_config.h"
+#include "core/tensor.h"
+#include "placement.h"
 
 namespace mixq {
 
-class ThreadPool;
 struct ModelWeights;  // defined in model.h
-struct KvCache;       // defined in kv_cache.h
 
 struct EngineOptions {
-  std::string device = "cpu";  // "cpu" | "cuda" | "cuda:N" | "auto" (CUDA backends slot in here)
-  std::vector<int> gpus;       // GPU ids for placement over several devices (future: layer split / expert parallel)
-  int threads = 0;             // CPU worker threads; 0 = all hardware threads
-  int context_length = 0;      // KV cache capacity in tokens; 0 = min(max_position_embeddings, 4096)
+  std::string device = "cpu";        // "cpu" | "cpu:N" | "cuda" | "cuda:N" | "auto" (a GPU when one can run the model)
+  std::vector<std::string> devices;  // several devices ("cpu:0", "cpu:1", "cuda:0", ...); overrides `device`
+  std::vector<int> gpus;             // GPU ordinals: the same as devices cuda:N (when `devices` is empty)
+  std::string placement = "layer";   // "layer" (contiguous layers per device) | "expert" (experts spread)
+  std::vector<double> split;         // proportions per device; empty: from the devices' free memory
+  std::vector<size_t> device_memory; // bytes usable per device (caps; empty: each device's free memory)
+  int threads = 0;                   // CPU worker threads; 0 = all hardware threads
+  int context_length = 0;            // KV cache capacity in tokens; 0 = min(max_position_embeddings, 4096)
+};
+
+// What one device of a loaded model holds.
+struct DeviceUsage {
+  std::string device;        // "cpu:1"
+  std::string name;          // the backend's description
+  size_t planned_bytes = 0;  // the planner's figure: weights + KV cache
+  size_t arena_bytes = 0;    // what the device's arena holds now (weights; the KV caches of live contexts)
+  size_t peak_arena_bytes = 0;
 };
 
 class Model {
@@ -36,14 +49,21 @@ class Model {
   ~Model();
   const ModelConfig& config() const;
   const EngineOptions& options() const;
-  ThreadPool& pool() const;
   const ModelWeights& weights() const;
-  size_t weight_bytes() const;      // resident weight bytes (mapped)
-  std::string description() const;  // e.g. "mixtral 4 layers, 8 experts top-2, bf16, cpu (2 threads)"
+  const Plan& placement() const;
+  std::vector<DeviceUsage> device_usage() const;
+  int threads() const;               // CPU worker threads
+  size_t weight_bytes() const;       // resident weight bytes (mapped)
+  std::string description() const;   // e.g. "mixtral 4 layers, 8 experts top-2, bf16, cpu:0 (AVX-512, 2 threads)"
   std::string model_dir;
 
   struct Impl;
+
+ private:
   std::unique_ptr<Impl> impl;
+  friend class Context;
+  friend std::shared_ptr<Model> make_model_from(std::unique_ptr<Impl> impl, const std::string& model_dir);
+  friend std::vector<float> host_floats(const Model& m, const Tensor& t);
 };
 
 // What eval() should capture besides logits (tests and perplexity use these).
@@ -75,6 +95,8 @@ class Context {
   Model& model() const;
 
   struct Impl;
+
+ private:
   std::unique_ptr<Impl> impl;
 };
 

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "error.h"
+
 namespace mixq {
 
 const char* dtype_name(DType t) {
@@ -37,13 +39,45 @@ int64_t TensorView::numel() const {
   return n;
 }
 
-std::string TensorView::shape_str() const {
+
+namespace {
+std::string shape_string(const std::vector<int64_t>& shape) {
   std::string s = "[";
   for (size_t i = 0; i < shape.size(); ++i) {
     if (i) s += ", ";
     s += std::to_string(shape[i]);
   }
   return s + "]";
+}
+}  // namespace
+
+int64_t Tensor::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+size_t Tensor::nbytes() const { return size_t(numel()) * dtype_size(dtype); }
+
+std::string Tensor::shape_str() const { return shape_string(shape); }
+std::string TensorView::shape_str() const { return shape_string(shape); }
+
+Tensor Tensor::slice_rows(int64_t begin, int64_t count) const {
+  if (shape.empty() || begin < 0 || count < 0 || begin + count > shape[0]) {
+    throw Error("tensor " + name + " " + shape_str() + ": rows [" + std::to_string(begin) + ", " +
+                std::to_string(begin + count) + ") out of range");
+  }
+  Tensor t = *this;
+  t.shape[0] = count;
+  t.offset += size_t(begin) * size_t(row_size()) * dtype_size(dtype);
+  return t;
+}
+
+Tensor Tensor::reshaped(std::vector<int64_t> new_shape) const {
+  Tensor t = *this;
+  t.shape = std::move(new_shape);
+  if (t.numel() != numel()) throw Error("tensor " + name + ": cannot view " + shape_str() + " as " + t.shape_str());
+  return t;
 }
 
 float bf16_to_f32(uint16_t h) {

@@ -301,7 +301,7 @@ void dense_rows(DenseIsa isa, const void* w, DType dt, int64_t in, int64_t out, 
 
 namespace {
 
-class DenseLinear final : public Linear {
+class DenseLinear final : public CpuLinear {
  public:
   DenseLinear(const TensorView& w, DenseIsa isa) : w_(w), isa_(isa) {
     if (w.shape.size() != 2) throw Error(w.file + ": tensor " + w.name + ": a Linear weight must be 2-D, got " + w.shape_str());
@@ -350,10 +350,10 @@ class DenseLinear final : public Linear {
 
 }  // namespace
 
-std::unique_ptr<Linear> make_dense_linear(const TensorView& w, DenseIsa isa) {
+std::unique_ptr<CpuLinear> make_dense_linear(const TensorView& w, DenseIsa isa) {
   return std::make_unique<DenseLinear>(w, isa);
 }
 
-std::unique_ptr<Linear> make_dense_linear(const TensorView& w) { return make_dense_linear(w, best_dense_isa()); }
+std::unique_ptr<CpuLinear> make_dense_linear(const TensorView& w) { return make_dense_linear(w, best_dense_isa()); }
 
 }  // namespace mixq

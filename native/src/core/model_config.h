@@ -35,6 +35,9 @@ struct ModelConfig {
   QuantConfig quant;
 };
 
+// Throws mixq::Error naming `source` unless quant is AWQ, version "gemm" (any case), 4 bits, a valid group size.
+void validate_awq_quant_config(const QuantConfig& quant, const std::string& source);
+
 // Parses and validates DIR/config.json. Throws mixq::Error naming the file and the field.
 ModelConfig load_model_config(const std::string& model_dir);
 

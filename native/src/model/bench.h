@@ -8,12 +8,10 @@
 #include <string>
 #include <vector>
 
-#include "model_config.h"
-#include "tensor.h"
+#include "core/model_config.h"
+#include "core/tensor.h"
 
 namespace mixq {
-
-class ThreadPool;
 
 struct BenchOptions {
   std::string model_dir;     // a model folder, or empty with `synthetic`
@@ -24,6 +22,9 @@ struct BenchOptions {
   int decode_tokens = 0;     // 0 = 64 for a folder / tiny, 8 for mixtral-8x7b
   int threads = 0;           // 0 = all hardware threads
   std::string device = "cpu";
+  std::vector<std::string> devices;  // several devices (EngineOptions::devices)
+  std::string placement = "layer";
+  std::vector<double> split;
   size_t memcpy_bytes = size_t(1) << 30;  // buffer size of the bandwidth probe
   uint64_t seed = 1234;
 };
@@ -68,12 +69,12 @@ struct HugeFree {
 using HugeBuffer = std::unique_ptr<void, HugeFree>;
 
 // Owns synthetic tensors built in memory; the TensorViews in `tensors` point into `buffers` (2 MiB-aligned and,
-// unless huge_pages is false, advised for transparent huge pages when ≥ 4 MiB). Random fills run in parallel on `pool` (set it while adding)
+// unless huge_pages is false, advised for transparent huge pages when ≥ 4 MiB). Random fills run on `threads` threads
 // from xorshift streams seeded by `seed`, which every random tensor advances: same seed, same tensors.
 struct SyntheticStore {
   std::vector<HugeBuffer> buffers;
   std::map<std::string, TensorView> tensors;
-  ThreadPool* pool = nullptr;
+  int threads = 1;
   uint64_t seed = 0;
   bool huge_pages = true;  // false: 4 KiB pages (MADV_NOHUGEPAGE), as an mmapped checkpoint file gets
 

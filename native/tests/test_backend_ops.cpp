@@ -1,0 +1,324 @@
+// Every op of the backend interface on every backend present (today: the CPU, as cpu:0 and a virtual cpu:1),
+// against its plain reference over a table of shapes: 1, 3, 17 and 513 tokens; 8 experts top-2 and 128 experts
+// top-8 (and 256 for the router); dense bf16/fp16/f32 and AWQ int4 at group sizes 32, 64 and 128. Outputs are
+// poisoned (NaN) before each run so an element an op forgets to write shows up. The device checker is on.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <random>
+
+#include "bench.h"  // SyntheticStore: tensors built in memory
+#include "core/backend.h"
+#include "ops/attention.h"
+#include "ops/embed.h"
+#include "ops/linear.h"
+#include "ops/moe.h"
+#include "ops/rms_norm.h"
+#include "ops/rope.h"
+#include "test_util.h"
+
+using namespace mixq;
+using namespace mixq_test;
+
+namespace {
+
+std::mt19937 rng(7);
+const int kTokens[] = {1, 3, 17, 513};
+
+std::vector<float> randv(size_t n, float scale = 1.f) {
+  std::normal_distribution<float> nd(0.f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = nd(rng);
+  return v;
+}
+
+template <class T>
+Tensor put(Backend& b, const std::vector<T>& v, std::vector<int64_t> shape, DType dt, const std::string& name) {
+  Tensor t = b.empty(dt, std::move(shape), name);
+  b.from_host(v.data(), v.size() * sizeof(T), t);
+  return t;
+}
+Tensor putf(Backend& b, const std::vector<float>& v, std::vector<int64_t> shape, const std::string& name) {
+  return put(b, v, std::move(shape), DType::F32, name);
+}
+Tensor poisoned(Backend& b, std::vector<int64_t> shape, const std::string& name) {
+  Tensor t = b.empty(DType::F32, std::move(shape), name);
+  const std::vector<float> nan(size_t(t.numel()), std::numeric_limits<float>::quiet_NaN());
+  b.from_host(nan.data(), nan.size() * 4, t);
+  return t;
+}
+template <class T = float>
+std::vector<T> get(Backend& b, const Tensor& t) {
+  std::vector<T> v(size_t(t.numel()));
+  b.to_host(t, v.data(), v.size() * sizeof(T));
+  return v;
+}
+bool finite(const std::vector<float>& v) {
+  return std::all_of(v.begin(), v.end(), [](float x) { return std::isfinite(x); });
+}
+
+// A linear layer [out, in] in `kind`: "bf16", "f16", "f32" or "awq-g32|64|128" (random codes, zeros and scales).
+LinearSource make_source(SyntheticStore& store, const std::string& name, int64_t out, int64_t in, const std::string& kind) {
+  LinearSource s;
+  s.name = name;
+  if (kind.rfind("awq", 0) == 0) {
+    const int group = std::stoi(kind.substr(5));
+    store.add_words(name + ".qweight", {in, out / 8}, true, 0);
+    store.add_words(name + ".qzeros", {in / group, out / 8}, true, 0);
+    TensorView& sc = store.alloc(name + ".scales", DType::F16, {in / group, out});
+    auto* p = static_cast<uint16_t*>(const_cast<void*>(sc.data));
+    std::uniform_real_distribution<float> u(0.002f, 0.02f);
+    for (int64_t i = 0; i < sc.numel(); ++i) p[i] = f32_to_f16(u(rng));
+    s.qweight = store.find(name + ".qweight");
+    s.qzeros = store.find(name + ".qzeros");
+    s.scales = store.find(name + ".scales");
+    s.quant.enabled = true;
+    s.quant.quant_method = "awq";
+    s.quant.version = "gemm";
+    s.quant.bits = 4;
+    s.quant.group_size = group;
+    return s;
+  }
+  const DType dt = kind == "bf16" ? DType::BF16 : kind == "f16" ? DType::F16 : DType::F32;
+  TensorView& w = store.alloc(name + ".weight", dt, {out, in});
+  const std::vector<float> v = randv(size_t(out * in), 0.1f);
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (dt == DType::F32) static_cast<float*>(const_cast<void*>(w.data))[i] = v[i];
+    else static_cast<uint16_t*>(const_cast<void*>(w.data))[i] = dt == DType::BF16 ? f32_to_bf16(v[i]) : f32_to_f16(v[i]);
+  }
+  s.weight = store.find(name + ".weight");
+  return s;
+}
+
+void test_embed_norm_rope_add(Backend& b) {
+  const std::string dev = b.device().str() + ": ";
+  SyntheticStore store;
+  store.add_bf16("table", {100, 32}, 1.f);
+  const TensorView& tv = *store.find("table");
+  Tensor table = b.upload(tv, nullptr);
+  for (int n : kTokens) {
+    std::vector<int32_t> ids(static_cast<size_t>(n));
+    for (auto& i : ids) i = int32_t(rng() % 100);
+    Tensor x = poisoned(b, {n, 32}, "x");
+    b.embed(table, put(b, ids, {n}, DType::I32, "ids"), x);
+    std::vector<float> want(size_t(n * 32));
+    embed_rows(tv.data, tv.dtype, 100, 32, ids.data(), n, want.data());
+    check(get(b, x) == want, dev + "embed " + std::to_string(n) + " tokens == reference");
+
+    for (int d : {32, 64}) {  // d = head_dim: the per-head q/k norm shape [n·heads, head_dim] too
+      const std::vector<float> xv = randv(size_t(n * 4 * d)), wv = randv(size_t(d));
+      Tensor y = poisoned(b, {n * 4, d}, "y");
+      b.rms_norm(putf(b, xv, {n * 4, d}, "x"), putf(b, wv, {d}, "w"), 1e-5f, y);
+      std::vector<float> ref(xv.size());
+      rms_norm(xv.data(), wv.data(), n * 4, d, 1e-5f, ref.data());
+      check(rel_err(get(b, y).data(), ref.data(), ref.size()) < 1e-6,
+            dev + "rms_norm [" + std::to_string(n * 4) + ", " + std::to_string(d) + "]");
+    }
+    const int heads = 4, hd = 64;
+    const std::vector<float> q = randv(size_t(n * heads * hd));
+    std::vector<int32_t> pos(static_cast<size_t>(n));
+    for (int t = 0; t < n; ++t) pos[size_t(t)] = 1000 + 3 * t;
+    const std::vector<float> inv = rope_inv_freq(1e6, hd);
+    Tensor qt = putf(b, q, {n, heads * hd}, "q");
+    b.rope(qt, put(b, pos, {n}, DType::I32, "positions"), putf(b, inv, {hd / 2}, "inv_freq"), heads, hd);
+    std::vector<float> ref = q;
+    rope_rows(ref.data(), n, heads, hd, pos.data(), inv.data());
+    check(rel_err(get(b, qt).data(), ref.data(), ref.size()) < 1e-6, dev + "rope " + std::to_string(n) + " tokens");
+
+    const std::vector<float> a = randv(size_t(n * 32)), c = randv(size_t(n * 32));
+    Tensor y = poisoned(b, {n, 32}, "sum");
+    b.add(putf(b, a, {n, 32}, "a"), putf(b, c, {n, 32}, "b"), y);
+    std::vector<float> s(a.size());
+    for (size_t i = 0; i < s.size(); ++i) s[i] = a[i] + c[i];
+    check(get(b, y) == s, dev + "add " + std::to_string(n) + " × 32");
+  }
+  check_throws([&] {
+    Tensor x = b.empty(DType::F32, {1, 32}, "x");
+    b.embed(table, put(b, std::vector<int32_t>{100}, {1}, DType::I32, "ids"), x);
+  }, {"token id 100", "vocab size 100"}, dev + "embed: an id out of range is an error naming it");
+}
+
+void test_attention(Backend& b) {
+  const std::string dev = b.device().str() + ": ";
+  for (int n : kTokens) {
+    for (int window : {0, 8}) {
+      const AttentionShape s{4, 2, 64, window};
+      const int64_t n_past = 5, cap = n_past + n + 3, kv = 2 * 64;
+      std::vector<float> kc = randv(size_t(cap * kv)), vc = randv(size_t(cap * kv));
+      const std::vector<float> q = randv(size_t(n * 4 * 64)), k = randv(size_t(n * kv)), v = randv(size_t(n * kv));
+      Tensor kct = putf(b, kc, {cap, kv}, "k_cache"), vct = putf(b, vc, {cap, kv}, "v_cache");
+      Tensor out = poisoned(b, {n, 4 * 64}, "out");
+      b.attention(putf(b, q, {n, 4 * 64}, "q"), putf(b, k, {n, kv}, "k"), putf(b, v, {n, kv}, "v"), kct, vct, n_past, s,
+                  out);
+      std::copy(k.begin(), k.end(), kc.begin() + n_past * kv);
+      std::copy(v.begin(), v.end(), vc.begin() + n_past * kv);
+      std::vector<float> ref(q.size());
+      attention_reference(q.data(), n, n_past, kc.data(), vc.data(), s, ref.data());
+      const std::vector<float> got = get(b, out);
+      const double err = rel_err(got.data(), ref.data(), ref.size());
+      check(finite(got) && err < 1e-5 && get(b, kct) == kc,
+            dev + "attention GQA 4/2 hd 64, " + std::to_string(n) + " tokens after 5, window " +
+                std::to_string(window) + ": rel err " + fmt(err) + ", cache rows written");
+    }
+  }
+}
+
+void test_linear(Backend& b) {
+  const std::string dev = b.device().str() + ": ";
+  SyntheticStore store;
+  for (const std::string kind : {"bf16", "f16", "f32", "awq-g32", "awq-g64", "awq-g128"}) {
+    const int64_t in = 256, out = 192;
+    auto w = b.prepare_linear(make_source(store, "lin." + kind, out, in, kind));
+    for (int n : kTokens) {
+      const std::vector<float> x = randv(size_t(n * in));
+      Tensor y = poisoned(b, {n, out}, "y");
+      b.linear(*w, putf(b, x, {n, in}, "x"), y);
+      std::vector<float> ref(size_t(n * out));
+      linear_reference(*w, x.data(), n, ref.data());
+      const std::vector<float> got = get(b, y);
+      const double err = rel_err(got.data(), ref.data(), ref.size());
+      check(finite(got) && err < 2e-5, dev + "linear " + kind + " [192, 256], " + std::to_string(n) +
+                                           " tokens: rel err " + fmt(err));
+    }
+  }
+}
+
+// Independent oracle of the router: a stable sort of the logits and a double softmax.
+void router_oracle(const float* logits, int E, int k, bool renorm, int32_t* ids, float* w) {
+  std::vector<int> order(static_cast<size_t>(E));
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int c) { return logits[a] > logits[c]; });
+  const double mx = *std::max_element(logits, logits + E);
+  double sum = 0, chosen = 0;
+  for (int e = 0; e < E; ++e) sum += std::exp(double(logits[e]) - mx);
+  for (int j = 0; j < k; ++j) chosen += std::exp(double(logits[order[size_t(j)]]) - mx) / sum;
+  for (int j = 0; j < k; ++j) {
+    ids[j] = order[size_t(j)];
+    const double p = std::exp(double(logits[order[size_t(j)]]) - mx) / sum;
+    w[j] = float(renorm ? p / chosen : p);
+  }
+}
+
+void test_router(Backend& b) {
+  const std::string dev = b.device().str() + ": ";
+  struct Case { int E, k; bool renorm; };
+  for (const Case c : {Case{8, 2, true}, Case{128, 8, true}, Case{128, 8, false}, Case{256, 8, true}}) {
+    for (int n : kTokens) {
+      const std::vector<float> logits = randv(size_t(n * c.E), 2.f);
+      Tensor ids = b.empty(DType::I32, {n, c.k}, "ids"), w = poisoned(b, {n, c.k}, "weights");
+      b.router(putf(b, logits, {n, c.E}, "logits"), c.k, c.renorm, ids, w);
+      const std::vector<int32_t> gi = get<int32_t>(b, ids);
+      const std::vector<float> gw = get(b, w);
+      int bad = 0;
+      for (int t = 0; t < n; ++t) {
+        int32_t ri[8];
+        float rw[8];
+        router_oracle(&logits[size_t(t * c.E)], c.E, c.k, c.renorm, ri, rw);
+        for (int j = 0; j < c.k; ++j)
+          bad += gi[size_t(t * c.k + j)] != ri[j] || std::fabs(gw[size_t(t * c.k + j)] - rw[j]) > 1e-6f;
+      }
+      check(bad == 0, dev + "router " + std::to_string(c.E) + " experts top-" + std::to_string(c.k) +
+                          (c.renorm ? " renormalised, " : " not renormalised, ") + std::to_string(n) +
+                          " tokens vs sort + double softmax");
+    }
+  }
+  check_throws([&] {
+    Tensor ids = b.empty(DType::I32, {1, 9}, "ids"), w = b.empty(DType::F32, {1, 9}, "w");
+    b.router(putf(b, randv(16), {1, 16}, "logits"), 9, true, ids, w);
+  }, {"router", "top-9"}, dev + "router: top-k above 8 is refused");
+}
+
+void test_moe(Backend& b) {
+  const std::string dev = b.device().str() + ": ";
+  struct Case { int E, k; int64_t hidden, inter; std::string kind; };
+  for (const Case c : {Case{8, 2, 64, 96, "awq-g32"}, Case{8, 2, 64, 128, "bf16"}, Case{128, 8, 32, 64, "f32"}}) {
+    SyntheticStore store;
+    std::vector<ExpertWeights> experts(size_t(c.E));
+    std::vector<const Linear*> w1, w2, w3, held1, held2, held3;
+    ExpertSet all, even;
+    for (int e = 0; e < c.E; ++e) {
+      const std::string p = "e" + std::to_string(e) + ".";
+      experts[size_t(e)].w1 = b.prepare_linear(make_source(store, p + "w1", c.inter, c.hidden, c.kind));
+      experts[size_t(e)].w2 = b.prepare_linear(make_source(store, p + "w2", c.hidden, c.inter, c.kind));
+      experts[size_t(e)].w3 = b.prepare_linear(make_source(store, p + "w3", c.inter, c.hidden, c.kind));
+      w1.push_back(experts[size_t(e)].w1.get());
+      w2.push_back(experts[size_t(e)].w2.get());
+      w3.push_back(experts[size_t(e)].w3.get());
+      all.experts.push_back(&experts[size_t(e)]);
+      even.experts.push_back(e % 2 == 0 ? &experts[size_t(e)] : nullptr);
+      held1.push_back(e % 2 == 0 ? w1.back() : nullptr);
+      held2.push_back(e % 2 == 0 ? w2.back() : nullptr);
+      held3.push_back(e % 2 == 0 ? w3.back() : nullptr);
+    }
+    for (int n : kTokens) {
+      const std::vector<float> x = randv(size_t(n * c.hidden)), logits = randv(size_t(n * c.E), 2.f);
+      Tensor xt = putf(b, x, {n, c.hidden}, "x");
+      Tensor ids = b.empty(DType::I32, {n, c.k}, "ids"), wts = b.empty(DType::F32, {n, c.k}, "weights");
+      b.router(putf(b, logits, {n, c.E}, "logits"), c.k, true, ids, wts);
+      const std::vector<int32_t> hid = get<int32_t>(b, ids);
+      const std::vector<float> hw = get(b, wts);
+      const std::string what = std::to_string(c.E) + " experts top-" + std::to_string(c.k) + " " + c.kind + ", " +
+                               std::to_string(n) + " tokens";
+      // Every expert held: every slot against the reference.
+      Tensor slots = poisoned(b, {n * c.k, c.hidden}, "slots");
+      b.moe_experts(all, xt, ids, wts, slots);
+      std::vector<float> ref(size_t(n * c.k * c.hidden));
+      moe_experts_reference(w1, w2, w3, x.data(), n, c.hidden, hid.data(), hw.data(), c.k, ref.data());
+      const std::vector<float> got = get(b, slots);
+      const double err = rel_err(got.data(), ref.data(), ref.size());
+      check(finite(got) && err < 5e-5, dev + "moe_experts " + what + ": rel err " + fmt(err));
+      // Only the even experts held: their slots as above, the others untouched (still poison).
+      Tensor part = poisoned(b, {n * c.k, c.hidden}, "slots of even experts");
+      b.moe_experts(even, xt, ids, wts, part);
+      const std::vector<float> pg = get(b, part);
+      bool ok = true;
+      for (int64_t s = 0; s < n * c.k; ++s) {
+        const bool held = hid[size_t(s)] % 2 == 0;
+        for (int64_t i = 0; i < c.hidden; ++i) {
+          const float v = pg[size_t(s * c.hidden + i)];
+          ok &= held ? v == got[size_t(s * c.hidden + i)] : std::isnan(v);
+        }
+      }
+      check(ok, dev + "moe_experts " + what + " with only even experts held: their slots identical, others untouched");
+      // Combine from two slot tensors (even experts from one, odd from the other) == the reference sum.
+      std::vector<int> owner(size_t(c.E));
+      for (int e = 0; e < c.E; ++e) owner[size_t(e)] = e % 2;
+      Tensor out = poisoned(b, {n, c.hidden}, "out");
+      b.moe_combine({&part, &slots}, owner, ids, out);
+      std::vector<float> want(size_t(n * c.hidden));
+      moe_combine_rows({got.data(), got.data()}, owner, hid.data(), n, c.k, c.hidden, want.data());
+      check(get(b, out) == want, dev + "moe_combine " + what + " from two slot tensors == the one-tensor sum, bitwise");
+    }
+  }
+}
+
+void test_copy_between_virtual_devices() {
+  auto d0 = make_backend(Device::parse("cpu:0")), d1 = make_backend(Device::parse("cpu:1"));
+  const std::vector<float> v = randv(1000);
+  Tensor a = putf(*d0, v, {10, 100}, "a");
+  Tensor b = poisoned(*d1, {10, 100}, "b");
+  d1->copy(a, b);
+  check(get(*d1, b) == v && b.device() == Device::parse("cpu:1"), "copy cpu:0 → cpu:1: same bits, on cpu:1");
+  check(d0->arena_bytes() >= 4000 && d1->arena_bytes() >= 4000, "each virtual device counts its own arena");
+}
+
+}  // namespace
+
+int main() {
+  set_device_checks(true);
+  std::vector<Device> devices = available_devices();
+  devices.push_back(Device::parse("cpu:1"));  // a virtual device runs the same table
+  for (const Device& d : devices) {
+    auto b = make_backend(d, BackendOptions{2});
+    std::printf("# backend %s\n", b->name().c_str());
+    test_embed_norm_rope_add(*b);
+    test_attention(*b);
+    test_linear(*b);
+    test_router(*b);
+    test_moe(*b);
+  }
+  test_copy_between_virtual_devices();
+  return finish();
+}
