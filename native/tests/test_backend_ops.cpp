@@ -82,7 +82,8 @@ LinearSource make_source(SyntheticStore& store, const std::string& name, int64_t
     return s;
   }
   const DType dt = kind == "bf16" ? DType::BF16 : kind == "f16" ? DType::F16 : DType::F32;
-  TensorView& w = store.alloc(name + ".weight", dt, {out, in});
+  s.transposed = kind == "f32-transposed";
+  TensorView& w = store.alloc(name + ".weight", dt, s.transposed ? std::vector<int64_t>{in, out} : std::vector<int64_t>{out, in});
   const std::vector<float> v = randv(size_t(out * in), 0.1f);
   for (size_t i = 0; i < v.size(); ++i) {
     if (dt == DType::F32) static_cast<float*>(const_cast<void*>(w.data))[i] = v[i];
@@ -127,6 +128,13 @@ void test_embed_norm_rope_add(Backend& b) {
     rope_rows(ref.data(), n, heads, hd, pos.data(), inv.data());
     check(rel_err(get(b, qt).data(), ref.data(), ref.size()) < 1e-6, dev + "rope " + std::to_string(n) + " tokens");
 
+    const std::vector<float> g = randv(size_t(n * 48)), u = randv(size_t(n * 48));
+    Tensor gt = putf(b, g, {n, 48}, "gate");
+    b.swiglu(gt, putf(b, u, {n, 48}, "up"));
+    std::vector<float> sw = g;
+    swiglu(sw.data(), u.data(), int64_t(sw.size()));
+    check(get(b, gt) == sw, dev + "swiglu " + std::to_string(n) + " × 48");
+
     const std::vector<float> a = randv(size_t(n * 32)), c = randv(size_t(n * 32));
     Tensor y = poisoned(b, {n, 32}, "sum");
     b.add(putf(b, a, {n, 32}, "a"), putf(b, c, {n, 32}, "b"), y);
@@ -168,7 +176,7 @@ void test_attention(Backend& b) {
 void test_linear(Backend& b) {
   const std::string dev = b.device().str() + ": ";
   SyntheticStore store;
-  for (const std::string kind : {"bf16", "f16", "f32", "awq-g32", "awq-g64", "awq-g128"}) {
+  for (const std::string kind : {"bf16", "f16", "f32", "f32-transposed", "awq-g32", "awq-g64", "awq-g128"}) {
     const int64_t in = 256, out = 192;
     auto w = b.prepare_linear(make_source(store, "lin." + kind, out, in, kind));
     for (int n : kTokens) {

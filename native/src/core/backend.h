@@ -100,6 +100,8 @@ class Backend {
                            const Tensor& ids, Tensor& out) = 0;
   // y = a + b elementwise (y may alias a or b).
   virtual void add(const Tensor& a, const Tensor& b, Tensor& y) = 0;
+  // a = silu(a) ⊙ b elementwise (the SwiGLU of an expert whose parts are computed apart: the quantizer).
+  virtual void swiglu(Tensor& a, const Tensor& b) = 0;
 };
 
 // ---- registry: backend libraries register a factory for their device kind at start-up ---------------------

@@ -27,11 +27,13 @@ class Linear {
   std::shared_ptr<const void> residency;  // the backend's hold on the weights (its arena counts them)
 };
 
-// What a linear layer is made from: a dense `weight` [out, in] (bf16/fp16/f32), or AWQ GEMM int4
+// What a linear layer is made from: a dense `weight` [out, in] (bf16/fp16/f32) — or, when `transposed`, an f32
+// weight stored [in, out] (the quantizer's layout, read at every call so in-place edits count) — or AWQ GEMM int4
 // `qweight` [in, out/8] i32, `qzeros` [in/group, out/8] i32, `scales` [in/group, out] fp16.
 struct LinearSource {
   std::string name;
   const TensorView* weight = nullptr;
+  bool transposed = false;
   const TensorView* qweight = nullptr;
   const TensorView* qzeros = nullptr;
   const TensorView* scales = nullptr;

@@ -16,6 +16,7 @@
 #include "cpu_features.h"
 #include "cpu_linear.h"
 #include "linear_awq.h"
+#include "linear_transposed.h"
 #include "ops/embed.h"
 #include "ops/moe.h"
 #include "ops/rms_norm.h"
@@ -176,8 +177,9 @@ class CpuBackend final : public Backend {
   void synchronize() override {}
 
   std::unique_ptr<Linear> prepare_linear(const LinearSource& src) override {
-    std::unique_ptr<CpuLinear> l = src.weight ? make_dense_linear(*src.weight)
-                                              : make_awq_linear(*src.qweight, *src.qzeros, *src.scales, src.quant);
+    std::unique_ptr<CpuLinear> l = src.weight && src.transposed ? make_transposed_f32_linear(*src.weight)
+                                   : src.weight ? make_dense_linear(*src.weight)
+                                                : make_awq_linear(*src.qweight, *src.qzeros, *src.scales, src.quant);
     l->name = src.name;
     l->device = dev_;
     // Read in place from the mapping; the arena counts the bytes for as long as the handle lives.
@@ -274,6 +276,14 @@ class CpuBackend final : public Backend {
     for (int64_t i = 0, n = a.numel(); i < n; ++i) py[i] = pa[i] + pb[i];
   }
 
+  void swiglu(Tensor& a, const Tensor& b) override {
+    check_devices("swiglu", dev_, {{"a", &a}, {"b", &b}});
+    require(a.numel() == b.numel(), "swiglu", "shapes " + a.shape_str() + " and " + b.shape_str());
+    float* pa = a.data<float>();
+    const float* pb = b.data<float>();
+    pool_->parallel_for(a.numel(), [&](int64_t lo, int64_t hi) { mixq::swiglu(pa + lo, pb + lo, hi - lo); });
+  }
+
  private:
   Device dev_;
   std::shared_ptr<ThreadPool> pool_;
@@ -332,7 +342,7 @@ void CpuBackend::moe_experts(const ExpertSet& set, const Tensor& x, const Tensor
     r.y.resize(size_t(m * hidden));
     static_cast<const CpuLinear&>(*ex.w1).forward(xe, m, a.data(), p);
     static_cast<const CpuLinear&>(*ex.w3).forward(xe, m, b.data(), p);
-    swiglu(a.data(), b.data(), m * inter);
+    mixq::swiglu(a.data(), b.data(), m * inter);
     static_cast<const CpuLinear&>(*ex.w2).forward(a.data(), m, r.y.data(), p);
   };
   // A few tokens (decode) with at least one routed expert per thread: one expert per thread, each streaming its

@@ -7,6 +7,7 @@
 //   logits = lm_head(norm_final x)                      [n or 1, vocab]
 #include <algorithm>
 #include <chrono>
+#include <map>
 
 #include "engine.h"
 #include "model.h"
@@ -20,6 +21,14 @@ struct Context::Impl {
   std::vector<Tensor> k_cache, v_cache;  // [layer]: [capacity, kv_heads*head_dim] f32 on the layer's device
   std::vector<Tensor> inv_freq;          // [device]: [head_dim/2] f32 (empty where unused)
   std::vector<int32_t> tokens;           // ids held by the cache, position i = tokens[i]
+  // Activations kept from one eval to the next: one tensor per (device, role), reallocated when its shape changes
+  // (a decode loop allocates nothing).
+  std::map<std::pair<int, std::string>, Tensor> workspace;
+  Tensor& scratch(Backend& b, int d, DType dt, std::vector<int64_t> shape, const std::string& role) {
+    Tensor& t = workspace[{d, role}];
+    if (!t.buffer || t.shape != shape || t.dtype != dt) t = b.empty(dt, std::move(shape), role);
+    return t;
+  }
 };
 
 Context::Context(std::shared_ptr<Model> model, int capacity) : impl(std::make_unique<Impl>()) {
@@ -125,20 +134,23 @@ void Context::eval(const std::vector<int32_t>& tokens, EvalCapture& out) {
   // Token ids and positions [n] i32 on each device that needs them.
   std::vector<int32_t> pos_host(static_cast<size_t>(n));
   for (int64_t t = 0; t < n; ++t) pos_host[size_t(t)] = int32_t(n_past + t);
-  std::vector<Tensor> positions(m.backends.size());
+  std::vector<bool> positions_set(m.backends.size(), false);
   auto positions_on = [&](int d) -> const Tensor& {
-    Tensor& p = positions[size_t(d)];
-    if (!p.buffer) {
-      p = dev.at(d).empty(DType::I32, {n}, "positions");
+    Tensor& p = impl->scratch(dev.at(d), d, DType::I32, {n}, "positions");
+    if (!positions_set[size_t(d)]) {
       dev.at(d).from_host(pos_host.data(), pos_host.size() * sizeof(int32_t), p);
+      positions_set[size_t(d)] = true;
     }
     return p;
   };
+  auto scratch = [&](int d, DType dt, std::vector<int64_t> shape, const char* role) -> Tensor& {
+    return impl->scratch(dev.at(d), d, dt, std::move(shape), role);
+  };
 
   int cur = plan.embed;
-  Tensor ids = dev.at(cur).empty(DType::I32, {n}, "token ids");
+  Tensor& ids = scratch(cur, DType::I32, {n}, "token ids");
   dev.at(cur).from_host(tokens.data(), tokens.size() * sizeof(int32_t), ids);
-  Tensor x = dev.at(cur).empty(DType::F32, {n, hidden}, "x");
+  Tensor x = scratch(cur, DType::F32, {n, hidden}, "x");
   dev.at(cur).embed(W.embed, ids, x);
   if (out.hidden) out.hidden_states.push_back(dev.host<float>(x));
 
@@ -152,10 +164,12 @@ void Context::eval(const std::vector<int32_t>& tokens, EvalCapture& out) {
     if (d != cur) x = dev.to(x, d);  // a layer-split boundary
     cur = d;
     Backend& B = dev.at(d);
-    Tensor xn = B.empty(DType::F32, {n, hidden}, "x normed");
-    Tensor q = B.empty(DType::F32, {n, q_dim}, "q"), att = B.empty(DType::F32, {n, q_dim}, "attention out");
-    Tensor k = B.empty(DType::F32, {n, kv_dim}, "k"), v = B.empty(DType::F32, {n, kv_dim}, "v");
-    Tensor tmp = B.empty(DType::F32, {n, hidden}, "block out");
+    Tensor& xn = scratch(d, DType::F32, {n, hidden}, "x normed");
+    Tensor& q = scratch(d, DType::F32, {n, q_dim}, "q");
+    Tensor& att = scratch(d, DType::F32, {n, q_dim}, "attention out");
+    Tensor& k = scratch(d, DType::F32, {n, kv_dim}, "k");
+    Tensor& v = scratch(d, DType::F32, {n, kv_dim}, "v");
+    Tensor& tmp = scratch(d, DType::F32, {n, hidden}, "block out");
     B.rms_norm(x, lw.attn_norm, eps, xn);
     B.linear(*lw.q, xn, q);
     B.linear(*lw.k, xn, k);
@@ -167,9 +181,9 @@ void Context::eval(const std::vector<int32_t>& tokens, EvalCapture& out) {
     B.add(x, tmp, x);
 
     B.rms_norm(x, lw.post_attn_norm, eps, xn);
-    Tensor logits = B.empty(DType::F32, {n, c.num_local_experts}, "router logits");
-    Tensor expert_ids = B.empty(DType::I32, {n, K}, "expert ids");
-    Tensor expert_w = B.empty(DType::F32, {n, K}, "expert weights");
+    Tensor& logits = scratch(d, DType::F32, {n, c.num_local_experts}, "router logits");
+    Tensor& expert_ids = scratch(d, DType::I32, {n, K}, "expert ids");
+    Tensor& expert_w = scratch(d, DType::F32, {n, K}, "expert weights");
     B.linear(*lw.gate, xn, logits);
     B.router(logits, K, true, expert_ids, expert_w);
     if (out.router_logits) {
@@ -181,7 +195,7 @@ void Context::eval(const std::vector<int32_t>& tokens, EvalCapture& out) {
     std::vector<int> owner(size_t(c.num_local_experts), 0);
     for (int e_dev : plan.expert_devices(l)) {
       Backend& E = dev.at(e_dev);
-      Tensor s = E.empty(DType::F32, {n * K, hidden}, "expert slots");
+      Tensor& s = scratch(e_dev, DType::F32, {n * K, hidden}, "expert slots");
       E.moe_experts(lw.expert_sets[size_t(e_dev)], dev.to(xn, e_dev), dev.to(expert_ids, e_dev),
                     dev.to(expert_w, e_dev), s);
       for (int e = 0; e < c.num_local_experts; ++e)
@@ -204,11 +218,11 @@ void Context::eval(const std::vector<int32_t>& tokens, EvalCapture& out) {
 
   if (cur != plan.head) x = dev.to(x, plan.head);
   Backend& H = dev.at(plan.head);
-  Tensor xn = H.empty(DType::F32, {n, hidden}, "x normed");
+  Tensor& xn = scratch(plan.head, DType::F32, {n, hidden}, "x normed");
   H.rms_norm(x, W.final_norm, eps, xn);
   if (out.hidden) out.hidden_states.push_back(dev.host<float>(xn));
   const Tensor head_in = out.all_logits ? xn : xn.slice_rows(n - 1, 1);
-  Tensor logits = H.empty(DType::F32, {head_in.rows(), vocab}, "logits");
+  Tensor& logits = scratch(plan.head, DType::F32, {head_in.rows(), vocab}, "logits");
   H.linear(*W.lm_head, head_in, logits);
   out.logits = dev.host<float>(logits);
   impl->tokens.insert(impl->tokens.end(), tokens.begin(), tokens.end());

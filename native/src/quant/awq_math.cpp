@@ -5,7 +5,7 @@
 #include <limits>
 
 #include "error.h"
-#include "quant/sgemm.h"
+#include "sgemm.h"
 #include "tensor.h"
 #include "thread_pool.h"
 

@@ -1,47 +1,50 @@
-// The Mixtral decoder layer in plain f32 for calibration (transformers semantics, like the engine's reference
-// path): RMSNorm, RoPE (rotate_half), causal GQA attention over independent samples of L tokens, router
-// softmax → top-k → renormalise, SwiGLU experts on their routed tokens only. Weights are transposed,
-// w_t [in, out] (the quantizer's layout); activations row-major [tokens, features].
+// The Mixtral decoder layer for calibration, on the backend op set (the same ops as Context::eval): RMSNorm,
+// RoPE, causal GQA attention over independent samples of L tokens, router softmax → top-k → renormalise, SwiGLU
+// experts on their routed tokens only. Weights are the quantizer's transposed f32 w_t [in, out], prepared as
+// linear handles at each call (so in-place rescaling and fake quantization count); activations are host
+// row-major [tokens, features], moved to the backend's device and back.
 #pragma once
 #include <cstdint>
 #include <vector>
 
-namespace mixq {
-class ThreadPool;
-}
+#include "core/backend.h"
+#include "core/model_config.h"
 
 namespace mixq::quant {
-
-struct AttentionShape {
-  int64_t samples = 0, seq_len = 0;  // tokens N = samples · seq_len, positions 0..L-1 in every sample
-  int heads = 0, kv_heads = 0, head_dim = 0;
-  double rope_theta = 1e6;
-};
-
-// y[n, d] = x / sqrt(mean(x²) + eps) · w
-void rms_norm_rows(const float* x, int64_t n, int64_t d, const float* w, float eps, float* y, ThreadPool& pool);
-
-// ctx[N, heads·hd] = softmax(rope(q)·rope(k)ᵀ / sqrt(hd), causal) · v for q [N, heads·hd], k/v [N, kv·hd].
-void causal_attention(const float* q, const float* k, const float* v, const AttentionShape& shape, float* ctx,
-                      ThreadPool& pool);
-
-// The self-attention block: out[N, d] = attention(x·q_t, x·k_t, x·v_t) · o_t. ctx (optional) receives the
-// o_proj input [N, heads·hd].
-void attention_block(const float* x, int64_t d, const float* q_t, const float* k_t, const float* v_t, const float* o_t,
-                     const AttentionShape& shape, float* out, std::vector<float>* ctx, ThreadPool& pool);
 
 struct Routing {
   std::vector<std::vector<int32_t>> tokens;  // [experts]: token rows routed to the expert, ascending
   std::vector<std::vector<float>> weights;   // [experts]: their renormalised routing weights
 };
-// Router logits x[N, d] · gate_t[d, E] → softmax (f32) → top-k (lower index wins ties) → renormalised.
-Routing route_tokens(const float* x, int64_t n, int64_t d, const float* gate_t, int experts, int top_k,
-                     ThreadPool& pool);
 
-// One expert on its routed rows: a[n_e, d] (gathered), h[n_e, inter] = silu(a·w1_t) ⊙ (a·w3_t),
-// y[n_e, d] = h·w2_t.
-void expert_forward(const float* a, int64_t n_e, int64_t d, int64_t inter, const float* w1_t, const float* w3_t,
-                    const float* w2_t, float* h, float* y, ThreadPool& pool);
+class CalibForward {
+ public:
+  // N = samples · seq_len tokens, positions 0..seq_len-1 in every sample.
+  CalibForward(const ModelConfig& cfg, int64_t samples, int64_t seq_len, Backend& backend);
+
+  // y[n, out] = x[n, in] · w_t[in, out]
+  void matmul(const float* x, int64_t n, int64_t in, const float* w_t, int64_t out, float* y);
+  // y[n, hidden] = w ⊙ x / sqrt(mean(x²) + eps)
+  void rms_norm(const float* x, int64_t n, const float* w, float* y);
+  // out[N, hidden] = o(attention(rope(x·q_t), rope(x·k_t), x·v_t)); ctx (optional) receives o's input [N, q_dim].
+  void attention_block(const float* x, const float* q_t, const float* k_t, const float* v_t, const float* o_t,
+                       float* out, std::vector<float>* ctx);
+  // Router logits x[n, hidden] · gate_t → softmax → top-k (lower index wins ties) → renormalised.
+  Routing route(const float* x, int64_t n, const float* gate_t);
+  // One expert on its routed rows a[n_e, hidden]: h[n_e, inter] = silu(a·w1_t) ⊙ (a·w3_t), y[n_e, hidden] = h·w2_t.
+  void expert(const float* a, int64_t n_e, const float* w1_t, const float* w3_t, const float* w2_t, float* h,
+              float* y);
+
+ private:
+  Tensor put(const float* x, std::vector<int64_t> shape, const char* name);
+  std::unique_ptr<Linear> handle(const float* w_t, int64_t in, int64_t out);
+  void linear(const float* w_t, const Tensor& x, Tensor& y);
+
+  const ModelConfig& cfg_;
+  int64_t samples_, seq_len_;
+  Backend& be_;
+  Tensor positions_, inv_freq_;  // [seq_len] i32, [head_dim/2] f32
+};
 
 // Rows `rows` of x [*, d] gathered into dst [rows.size(), d].
 void gather_rows(const float* x, int64_t d, const std::vector<int32_t>& rows, float* dst);

@@ -5,7 +5,7 @@
 #include <string>
 
 #include "error.h"
-#include "quant/sgemm.h"
+#include "sgemm.h"
 #include "tensor.h"
 #include "thread_pool.h"
 

@@ -4,11 +4,10 @@
 #include <cmath>
 #include <cstring>
 
-#include "error.h"
+#include "core/error.h"
 #include "quant/calib_forward.h"
 #include "quant/gptq.h"
 #include "quant/quantize.h"
-#include "quant/sgemm.h"
 #include "thread_pool.h"
 
 namespace mixq::quant {
@@ -111,21 +110,20 @@ struct LayerActs {
   Routing routing;
   std::vector<std::vector<float>> a;                 // [E][n_e, d] routed inputs per expert
 };
-void layer_forward(const ModelConfig& cfg, const LayerF32& w, const float* h, const AttentionShape& shape, bool keep,
-                   LayerActs* f, ThreadPool& pool) {
-  const int64_t d = cfg.hidden_size, inter = cfg.intermediate_size, N = shape.samples * shape.seq_len;
+void layer_forward(const ModelConfig& cfg, const LayerF32& w, const float* h, int64_t N, bool keep, LayerActs* f,
+                   CalibForward& fw) {
+  const int64_t d = cfg.hidden_size, inter = cfg.intermediate_size;
   const int E = cfg.num_local_experts;
-  const float eps = float(cfg.rms_norm_eps);
   f->x1.resize(size_t(N * d));
   f->attn.resize(size_t(N * d));
-  rms_norm_rows(h, N, d, w.attn_norm.data(), eps, f->x1.data(), pool);
-  attention_block(f->x1.data(), d, w.q_t.data(), w.k_t.data(), w.v_t.data(), w.o_t.data(), shape, f->attn.data(),
-                  keep ? &f->ctx : nullptr, pool);
+  fw.rms_norm(h, N, w.attn_norm.data(), f->x1.data());
+  fw.attention_block(f->x1.data(), w.q_t.data(), w.k_t.data(), w.v_t.data(), w.o_t.data(), f->attn.data(),
+                     keep ? &f->ctx : nullptr);
   f->h_out.resize(size_t(N * d));
   for (int64_t i = 0; i < N * d; ++i) f->h_out[size_t(i)] = h[i] + f->attn[size_t(i)];
   f->x2.resize(size_t(N * d));
-  rms_norm_rows(f->h_out.data(), N, d, w.post_norm.data(), eps, f->x2.data(), pool);
-  f->routing = route_tokens(f->x2.data(), N, d, w.gate_t.data(), E, cfg.num_experts_per_tok, pool);
+  fw.rms_norm(f->h_out.data(), N, w.post_norm.data(), f->x2.data());
+  f->routing = fw.route(f->x2.data(), N, w.gate_t.data());
   f->a.assign(size_t(E), {});
   f->moe.assign(size_t(N * d), 0.0f);
   std::vector<float> a, act, y;
@@ -138,7 +136,7 @@ void layer_forward(const ModelConfig& cfg, const LayerF32& w, const float* h, co
     act.resize(size_t(ne * inter));
     y.resize(size_t(ne * d));
     const auto& ex = w.experts[size_t(e)];
-    expert_forward(a.data(), ne, d, inter, ex.w1_t.data(), ex.w3_t.data(), ex.w2_t.data(), act.data(), y.data(), pool);
+    fw.expert(a.data(), ne, ex.w1_t.data(), ex.w3_t.data(), ex.w2_t.data(), act.data(), y.data());
     for (int64_t r = 0; r < ne; ++r) {
       const float wt = f->routing.weights[size_t(e)][size_t(r)];
       float* dst = f->moe.data() + int64_t(rows[size_t(r)]) * d;
@@ -162,13 +160,9 @@ void quantize_layer(const ModelConfig& cfg, LayerF32& w, float* h, int64_t sampl
   const int64_t kvd = int64_t(cfg.num_key_value_heads) * cfg.head_dim;
   const int64_t N = samples * seq_len;
   const QuantSpec& spec = opts.spec;
-  AttentionShape shape;
-  shape.samples = samples;
-  shape.seq_len = seq_len;
-  shape.heads = cfg.num_attention_heads;
-  shape.kv_heads = cfg.num_key_value_heads;
-  shape.head_dim = cfg.head_dim;
-  shape.rope_theta = cfg.rope_theta;
+  // The calibration forward runs on the CPU backend's ops (one pool per thread count, shared with the engine).
+  std::unique_ptr<Backend> backend = make_backend(Device{}, BackendOptions{pool.size()});
+  CalibForward fw(cfg, samples, seq_len, *backend);
 
   out->best_alpha.assign(static_cast<size_t>(3 + E), -1.0f);
   out->phase_seconds.assign(7, 0.0);
@@ -199,7 +193,7 @@ void quantize_layer(const ModelConfig& cfg, LayerF32& w, float* h, int64_t sampl
     if (!h || N <= 0) throw Error("AWQ needs calibration activations (samples × seq_len > 0)");
     // ---- float forward: statistics, block outputs, and (propagate_quantized = false) the next layer's input ----
     phase("forward", 0.0);
-    layer_forward(cfg, w, h, shape, /*keep=*/true, &f, pool);
+    layer_forward(cfg, w, h, N, /*keep=*/true, &f, fw);
     const Routing& routing = f.routing;
     const auto& a = f.a;
     std::vector<float> act, y;
@@ -215,8 +209,7 @@ void quantize_layer(const ModelConfig& cfg, LayerF32& w, float* h, int64_t sampl
       fake_quant_scaled(w.q_t, d, qd, s, spec, fq_q, pool);
       fake_quant_scaled(w.k_t, d, kvd, s, spec, fq_k, pool);
       fake_quant_scaled(w.v_t, d, kvd, s, spec, fq_v, pool);
-      attention_block(f.x1.data(), d, fq_q.data(), fq_k.data(), fq_v.data(), w.o_t.data(), shape, attn_q.data(),
-                      nullptr, pool);
+      fw.attention_block(f.x1.data(), fq_q.data(), fq_k.data(), fq_v.data(), w.o_t.data(), attn_q.data(), nullptr);
       return mse(attn_q.data(), f.attn.data(), attn_q.size());
     }, opts.cancel);
     out->best_alpha[0] = s1.alpha;
@@ -241,7 +234,7 @@ void quantize_layer(const ModelConfig& cfg, LayerF32& w, float* h, int64_t sampl
           tie(activation_channel_mean(f.ctx.data(), N, qd)), tie(weight_channel_mean({w.o_t.data()}, {d}, qd, spec.group)),
           [&](const std::vector<float>& sv) {
             fake_quant_scaled(w.o_t, qd, d, expand(sv), spec, fq_o, pool);
-            sgemm(f.ctx.data(), qd, fq_o.data(), d, y_o.data(), d, N, qd, d, false, pool);
+            fw.matmul(f.ctx.data(), N, qd, fq_o.data(), d, y_o.data());
             return mse(y_o.data(), f.attn.data(), y_o.size());
           },
           opts.cancel);
@@ -276,8 +269,7 @@ void quantize_layer(const ModelConfig& cfg, LayerF32& w, float* h, int64_t sampl
         fake_quant_scaled(ex.w3_t, d, inter, s, spec, fq3, pool);
         act.resize(static_cast<size_t>(ne * inter));
         y.resize(static_cast<size_t>(ne * d));
-        expert_forward(a[size_t(e)].data(), ne, d, inter, fq1.data(), fq3.data(), ex.w2_t.data(), act.data(), y.data(),
-                       pool);
+        fw.expert(a[size_t(e)].data(), ne, fq1.data(), fq3.data(), ex.w2_t.data(), act.data(), y.data());
         for (int64_t r = 0; r < ne; ++r) {
           const float wt = routing.weights[size_t(e)][size_t(r)];
           float* dst = moe_q.data() + int64_t(rows[size_t(r)]) * d;
@@ -308,13 +300,13 @@ void quantize_layer(const ModelConfig& cfg, LayerF32& w, float* h, int64_t sampl
       }
       act.resize(static_cast<size_t>(ne * inter));
       y.resize(static_cast<size_t>(ne * d));
-      expert_forward(ae, ne, d, inter, ex.w1_t.data(), ex.w3_t.data(), ex.w2_t.data(), act.data(), y.data(), pool);
+      fw.expert(ae, ne, ex.w1_t.data(), ex.w3_t.data(), ex.w2_t.data(), act.data(), y.data());
       const std::vector<float> act_mean = activation_channel_mean(act.data(), ne, inter);
       const std::vector<float> w2_mean = weight_channel_mean({ex.w2_t.data()}, {d}, inter, spec.group);
       y_q.resize(static_cast<size_t>(ne * d));
       const SearchResult se = search_scales(act_mean, w2_mean, [&](const std::vector<float>& s) {
         fake_quant_scaled(ex.w2_t, inter, d, s, spec, fq2, pool);
-        sgemm(act.data(), inter, fq2.data(), d, y_q.data(), d, ne, inter, d, false, pool);
+        fw.matmul(act.data(), ne, inter, fq2.data(), d, y_q.data());
         return mse(y_q.data(), y.data(), y_q.size());
       }, opts.cancel);
       out->best_alpha[size_t(2 + e)] = se.alpha;
@@ -431,7 +423,7 @@ void quantize_layer(const ModelConfig& cfg, LayerF32& w, float* h, int64_t sampl
         ql.dequantize(dst->data());
       }
       LayerActs q;
-      layer_forward(cfg, w, h, shape, /*keep=*/false, &q, pool);
+      layer_forward(cfg, w, h, N, /*keep=*/false, &q, fw);
       std::memcpy(h, q.h_out.data(), sizeof(float) * size_t(N * d));
     } else {
       std::memcpy(h, f.h_out.data(), sizeof(float) * size_t(N * d));

@@ -1,4 +1,4 @@
-#include "quant/sgemm.h"
+#include "sgemm.h"
 
 #include <immintrin.h>
 
@@ -8,7 +8,7 @@
 #include "cpu_features.h"
 #include "thread_pool.h"
 
-namespace mixq::quant {
+namespace mixq {
 namespace {
 
 constexpr int64_t kBlockK = 256;   // K panel: 256 × 64 f32 of B = 64 KiB, stays in L2
@@ -120,4 +120,4 @@ void sgemm(const float* X, int64_t ldx, const float* B, int64_t ldb, float* Y, i
   });
 }
 
-}  // namespace mixq::quant
+}  // namespace mixq
