@@ -37,6 +37,9 @@ test('repetition: a repeated line, and a repeated block separated by blank lines
   assert.equal(postprocess(block + block + 'x', at('|')).text, 'def a():\n    return 1');
   // The cursor's line counts with what is before the cursor on it.
   assert.deepEqual(postprocess(' 1\nx = 1\ny = 2\n', at('x =|')), { text: ' 1', rule: 'repetition', final: true });
+  // … but a document line alone is not the suggestion's: repeating it once is not a repetition, twice is.
+  const afterLine = at("root = os.path.join(root, 'a')|");
+  assert.equal(postprocess("\nroot = os.path.join(root, 'a')\nroot = os.path.join(root, 'a')\n", afterLine).text, "\nroot = os.path.join(root, 'a')");
 });
 
 test('repetition: closing-punctuation lines may follow equal ones; different lines never cut', () => {

@@ -178,7 +178,7 @@ const MAX_PERIOD = 8;
 const TRIVIAL_LINE = /^[\s)\]};,]*$/;
 
 /**
- * The first repetition in `raw` (the cursor's line is `linePrefix + ` its first line): scanning the complete lines in
+ * The first repetition in `raw` (its first line, when not blank, counts as `linePrefix +` it): scanning the complete lines in
  * order, the first line at which the last k non-blank lines equal the k before them (1 ≤ k ≤ 8). Cut before the
  * second copy. Depends only on the lines up to the one where it is found, so a streamed prefix decides it for good.
  */
@@ -188,7 +188,10 @@ export function repetitionCut(raw: string, linePrefix: string): RepetitionCut | 
   for (;;) {
     const nl = raw.indexOf('\n', start);
     if (nl < 0) break; // the last line is incomplete
-    const text = (lines.length === 0 && start === 0 ? linePrefix : '') + raw.slice(start, nl);
+    // The cursor's line takes part with what is before the cursor on it, once the suggestion adds to it: lines of
+    // the document alone are not the suggestion's to repeat.
+    const own = raw.slice(start, nl);
+    const text = start === 0 && own.trim().length > 0 ? linePrefix + own : own;
     if (text.trim().length > 0) {
       lines.push({ text: text.replace(/\s+$/, ''), start });
       const m = lines.length;
