@@ -25,6 +25,13 @@ import { ModelNotices } from './notices';
 import { RestartPolicy } from './restartPolicy';
 import { renderStatus, type ClientPhase } from './status';
 
+export type CompletionObserver = (
+  document: vscode.TextDocument,
+  position: vscode.Position,
+  result: vscode.InlineCompletionItem[] | vscode.InlineCompletionList | null | undefined,
+  latencyMs: number,
+) => void;
+
 export class Ctx implements vscode.Disposable {
   readonly log: vscode.LogOutputChannel;
   readonly statusItem: vscode.StatusBarItem;
@@ -34,6 +41,10 @@ export class Ctx implements vscode.Disposable {
   private phaseDetail: string | undefined;
   private readonly restarts = new RestartPolicy();
   private readonly notices: ModelNotices;
+  /** Sees every completion answer shown to the user (statistics, acceptance commands: ./completionUx). */
+  completionObserver: CompletionObserver | undefined;
+  /** One line of the local statistics for the menu. */
+  statsSummary: (() => string) | undefined;
   private readonly statusEmitter = new vscode.EventEmitter<ServerStatus>();
   private readonly disposables: vscode.Disposable[] = [];
 
@@ -123,9 +134,12 @@ export class Ctx implements vscode.Disposable {
         },
       },
       middleware: {
-        provideInlineCompletionItems: (document, position, context, token, next) => {
+        provideInlineCompletionItems: async (document, position, context, token, next) => {
           if (!completionsEnabled() || !languageEnabled(document.languageId)) return undefined;
-          return next(document, position, context, token);
+          const t0 = Date.now();
+          const result = await next(document, position, context, token);
+          if (!token.isCancellationRequested) this.completionObserver?.(document, position, result, Date.now() - t0);
+          return result;
         },
       },
     };
