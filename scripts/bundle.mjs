@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Bundles the VS Code client (dist/extension.js) and the language server (dist/server.js) with esbuild, and copies
 // the native addon next to the server (server/src/native.ts loadAddon() finds it as <dist>/mixq.node).
-// Checks that the client bundle pulls in nothing server-only: from server/src only the protocol file.
+// Checks that the client bundle pulls in nothing server-only: from server/src only the protocol files.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -39,7 +39,7 @@ const server = await esbuild.build({
 });
 
 const serverOnly = Object.keys(client.metafile.inputs).filter(
-  (f) => (f.startsWith('server/src/') && f !== 'server/src/protocol.ts') || f.includes('node_modules/vscode-languageserver/'),
+  (f) => (f.startsWith('server/src/') && f !== 'server/src/protocol.ts' && f !== 'server/src/uxProtocol.ts') || f.includes('node_modules/vscode-languageserver/'),
 );
 if (serverOnly.length > 0) {
   console.error(`bundle: the client bundle pulls in server-only modules:\n  ${serverOnly.join('\n  ')}`);

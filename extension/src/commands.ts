@@ -82,6 +82,7 @@ export function showMenu(ctx: Ctx): Command {
       { label: enabled ? '$(circle-slash) Turn completions off' : '$(sparkle) Turn completions on', command: 'mixq.toggleCompletions' },
       { label: '$(folder-opened) Select Model…', description: ctx.serverStatus?.model?.path, command: 'mixq.selectModel' },
       { label: '$(debug-restart) Restart Server', command: 'mixq.restartServer' },
+      { label: '$(graph) Show Statistics', description: ctx.statsSummary?.(), command: 'mixq.showStatistics' },
       { label: '$(output) Show Log', command: 'mixq.showLog' },
       { label: '$(gear) Settings', command: 'mixq.openSettings' },
     ];

@@ -21,8 +21,16 @@ import {
   type ServerStatus,
 } from '../../server/src/protocol';
 import { completionsEnabled, languageEnabled, SECTION, serverSettings } from './config';
+import { ModelNotices } from './notices';
 import { RestartPolicy } from './restartPolicy';
 import { renderStatus, type ClientPhase } from './status';
+
+export type CompletionObserver = (
+  document: vscode.TextDocument,
+  position: vscode.Position,
+  result: vscode.InlineCompletionItem[] | vscode.InlineCompletionList | null | undefined,
+  latencyMs: number,
+) => void;
 
 export class Ctx implements vscode.Disposable {
   readonly log: vscode.LogOutputChannel;
@@ -32,8 +40,11 @@ export class Ctx implements vscode.Disposable {
   phase: ClientPhase = 'stopped';
   private phaseDetail: string | undefined;
   private readonly restarts = new RestartPolicy();
-  private lastShownError: string | undefined;
-  private noModelShown = false;
+  private readonly notices: ModelNotices;
+  /** Sees every completion answer shown to the user (statistics, acceptance commands: ./completionUx). */
+  completionObserver: CompletionObserver | undefined;
+  /** One line of the local statistics for the menu. */
+  statsSummary: (() => string) | undefined;
   private readonly statusEmitter = new vscode.EventEmitter<ServerStatus>();
   private readonly disposables: vscode.Disposable[] = [];
 
@@ -41,10 +52,12 @@ export class Ctx implements vscode.Disposable {
     this.log = vscode.window.createOutputChannel('MixQ', { log: true });
     this.statusItem = vscode.window.createStatusBarItem('mixq.status', vscode.StatusBarAlignment.Right, 100);
     this.statusItem.name = 'MixQ';
+    this.notices = new ModelNotices(this.log);
     this.disposables.push(
       this.log,
       this.statusItem,
       this.statusEmitter,
+      this.notices,
       vscode.workspace.onDidChangeConfiguration((e) => {
         if (!e.affectsConfiguration(SECTION)) return;
         this.render();
@@ -78,22 +91,9 @@ export class Ctx implements vscode.Disposable {
     this.serverStatus = status;
     this.render();
     this.statusEmitter.fire(status);
-    if (status.state === 'error' && status.message && status.message !== this.lastShownError) {
-      this.lastShownError = status.message;
-      this.log.error(status.message);
-      void vscode.window.showErrorMessage(`MixQ: ${status.message}. Completions are off.`, 'Select Model…', 'Show Log').then((pick) => {
-        if (pick === 'Select Model…') void vscode.commands.executeCommand('mixq.selectModel');
-        if (pick === 'Show Log') this.log.show();
-      });
-    }
-    if (status.state === 'noModel' && !this.noModelShown) {
-      this.noModelShown = true;
-      void vscode.window.showInformationMessage('MixQ: no model configured. Select a model folder to get completions.', 'Select Model…').then((pick) => {
-        if (pick) void vscode.commands.executeCommand('mixq.selectModel');
-      });
-    }
+    // Notices of the model state replace each other and close when the state no longer calls for them.
+    this.notices.update(status);
     if (status.state === 'ready' && previous !== 'ready') {
-      this.lastShownError = undefined;
       this.log.info(`model ready: ${status.model?.description ?? ''} (template ${status.model?.template ?? '?'})`);
     }
   }
@@ -134,9 +134,12 @@ export class Ctx implements vscode.Disposable {
         },
       },
       middleware: {
-        provideInlineCompletionItems: (document, position, context, token, next) => {
+        provideInlineCompletionItems: async (document, position, context, token, next) => {
           if (!completionsEnabled() || !languageEnabled(document.languageId)) return undefined;
-          return next(document, position, context, token);
+          const t0 = Date.now();
+          const result = await next(document, position, context, token);
+          if (!token.isCancellationRequested) this.completionObserver?.(document, position, result, Date.now() - t0);
+          return result;
         },
       },
     };

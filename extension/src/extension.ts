@@ -2,12 +2,16 @@
 import * as vscode from 'vscode';
 
 import { openSettings, restartServer, selectModel, showLog, showMenu, toggleCompletions } from './commands';
+import { acceptPartially, createStats, DID_ACCEPT_COMMAND, didAccept, resetStatistics, showStatistics, statsObserver } from './completionUx';
 import { Ctx } from './ctx';
 
 let ctx: Ctx | undefined;
 
 export async function activate(context: vscode.ExtensionContext): Promise<void> {
   ctx = new Ctx(context);
+  const stats = createStats(context);
+  ctx.completionObserver = statsObserver(stats);
+  ctx.statsSummary = () => stats.summaryLine();
   context.subscriptions.push(
     ctx,
     vscode.commands.registerCommand('mixq.selectModel', selectModel(ctx)),
@@ -16,6 +20,11 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     vscode.commands.registerCommand('mixq.toggleCompletions', toggleCompletions(ctx)),
     vscode.commands.registerCommand('mixq.showMenu', showMenu(ctx)),
     vscode.commands.registerCommand('mixq.openSettings', openSettings()),
+    vscode.commands.registerCommand('mixq.acceptNextWord', acceptPartially(ctx, stats, 'word')),
+    vscode.commands.registerCommand('mixq.acceptNextLine', acceptPartially(ctx, stats, 'line')),
+    vscode.commands.registerCommand(DID_ACCEPT_COMMAND, didAccept(stats)),
+    vscode.commands.registerCommand('mixq.showStatistics', showStatistics(stats)),
+    vscode.commands.registerCommand('mixq.resetStatistics', resetStatistics(stats)),
   );
   await ctx.start();
 }

@@ -8,11 +8,13 @@
 import { formatFlags, UsageError } from './cli/args';
 import { benchCommand } from './cli/bench';
 import type { CliIo, Command } from './cli/command';
+import { completeCommand } from './cli/complete';
 import { generateCommand } from './cli/generate';
 import { pplCommand } from './cli/ppl';
 import { quantizeCommand } from './cli/quantize';
 
 export const commands: readonly Command[] = [
+  completeCommand,
   generateCommand,
   pplCommand,
   benchCommand,

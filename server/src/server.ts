@@ -41,6 +41,7 @@ import {
   type ServerState,
   type ServerStatus,
 } from './protocol';
+import { PartialAcceptNotification, type PartialAcceptParams } from './uxProtocol';
 
 /** Merges partial settings over the defaults, ignoring values of the wrong type (user settings are untrusted). */
 export function normalizeSettings(base: ServerSettings, patch: Partial<ServerSettings> | undefined): ServerSettings {
@@ -294,6 +295,20 @@ export function startServer(connection: Connection): void {
     await host.load(settings);
     const status = host.status();
     return { ok: status.state === 'ready', error: status.state === 'error' ? status.message : undefined, status };
+  });
+
+  connection.onNotification(PartialAcceptNotification, async (params: PartialAcceptParams) => {
+    // The client sends the acceptance's didChange first; wait (briefly) until it has been applied here.
+    const t0 = Date.now();
+    while ((documents.get(params.uri)?.version ?? Infinity) < params.version && Date.now() - t0 < 1000) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    const doc = documents.get(params.uri);
+    if (!doc || doc.version !== params.version) return;
+    host.service?.partiallyAccepted({
+      uri: doc.uri, languageId: doc.languageId, version: doc.version, text: doc.getText(), offset: params.offset, invoked: true,
+      currentVersion: () => documents.get(params.uri)?.version,
+    });
   });
 
   connection.onNotification(ConfigureNotification, (patch) => {

@@ -8,14 +8,31 @@
  *                          when the cursor's line opens a block (ends with `:` `{` `(` `[`), before the first line
  *                          back at its indentation — a closing bracket line is kept and ends the suggestion;
  *   4. suffix repetition   cut before a line that equals the first non-blank line of the suffix (the model is
- *                          re-writing code that already follows).
- * Then: trailing whitespace is trimmed; a suggestion that is empty, or that the suffix already starts with, is
- * dropped; in single-line mode a copy of the text right of the cursor at the suggestion's end is removed.
+ *                          re-writing code that already follows);
+ *   5. repetition          cut before the second copy of a run of 1–8 lines that repeats the run before it
+ *                          (./filters: the model looping, e.g. the same three lines three times).
+ * Then: trailing whitespace is trimmed; in single-line mode a copy of the text right of the cursor at the
+ * suggestion's end is removed; the suggestion ends before a closing bracket that the text after the cursor closes
+ * already (or of the wrong kind), and brackets it opens itself are balanced (./filters); a suggestion that is empty,
+ * or that (whitespace aside) only re-types what follows the cursor, is dropped; last, the indentation of its lines is
+ * rewritten in the document's style.
  *
  * Streaming: `final` says the cut cannot move any more as tokens are appended (the lines before the cut are
  * complete, a stop sequence is far enough from the end), so generation can stop there. Applying this function to
  * any prefix of the model output that is `final` gives the same text as applying it to the whole output.
  */
+
+import {
+  balanceBrackets,
+  bracketContext,
+  excessCloserAt,
+  inferIndentStyle,
+  normalizeIndentation,
+  repetitionCut,
+  retypesFollowing,
+  type BracketContext,
+  type IndentStyle,
+} from './filters';
 
 export interface PostprocessContext {
   /** Text of the cursor's line before the cursor. */
@@ -25,9 +42,13 @@ export interface PostprocessContext {
   /** Document text after the cursor's line (from the next line on). */
   followingText: string;
   stopSequences: readonly string[];
+  /** Brackets open at the cursor and those the text after it closes (no bracket filters without it). */
+  brackets?: BracketContext;
+  /** The document's indentation (no indentation rewriting without it). */
+  indent?: IndentStyle;
 }
 
-export type CutRule = 'stop_sequence' | 'single_line' | 'block_end' | 'suffix_repeat';
+export type CutRule = 'stop_sequence' | 'single_line' | 'block_end' | 'suffix_repeat' | 'repetition' | 'bracket';
 
 export interface PostprocessResult {
   text: string;
@@ -129,13 +150,25 @@ function suffixRepeatCut(raw: string, ctx: PostprocessContext): Cut | undefined 
   return undefined;
 }
 
+function repetitionRuleCut(raw: string, ctx: PostprocessContext): Cut | undefined {
+  const r = repetitionCut(raw, ctx.linePrefix);
+  return r ? { at: r.at, rule: 'repetition', final: true } : undefined;
+}
+
 export function postprocess(raw: string, ctx: PostprocessContext): PostprocessResult {
-  const cuts = [stopSequenceCut(raw, ctx.stopSequences), singleLineCut(raw, ctx), blockEndCut(raw, ctx), suffixRepeatCut(raw, ctx)]
+  const cuts = [
+    stopSequenceCut(raw, ctx.stopSequences),
+    singleLineCut(raw, ctx),
+    blockEndCut(raw, ctx),
+    suffixRepeatCut(raw, ctx),
+    repetitionRuleCut(raw, ctx),
+  ]
     .filter((c): c is Cut => c !== undefined)
     .sort((a, b) => a.at - b.at);
   const cut = cuts[0];
   let text = cut ? raw.slice(0, cut.at) : raw;
-  const final = cut?.final ?? false;
+  let final = cut?.final ?? false;
+  let rule = cut?.rule;
 
   text = text.replace(/\s+$/, '');
   if (!isBlank(ctx.lineSuffix)) {
@@ -143,12 +176,26 @@ export function postprocess(raw: string, ctx: PostprocessContext): PostprocessRe
     const right = ctx.lineSuffix.trim();
     if (text.trimEnd().endsWith(right)) text = text.trimEnd().slice(0, -right.length).trimEnd();
   }
-  if (isBlank(text)) return { text: '', rule: cut?.rule, final, dropped: 'empty' };
-  const following = (ctx.lineSuffix + '\n' + ctx.followingText).trimStart();
-  if (isBlank(ctx.linePrefix) && following.startsWith(text.trim())) {
-    return { text: '', rule: cut?.rule, final, dropped: 'repeats_suffix' };
+  if (ctx.brackets) {
+    const closer = excessCloserAt(text, ctx.brackets);
+    if (closer !== undefined) {
+      text = text.slice(0, closer).replace(/\s+$/, '');
+      rule = 'bracket';
+      // Decided once the closer's line is complete (no earlier line can still change) and no stop sequence that
+      // starts before it can still complete.
+      const lineEnd = raw.indexOf('\n', closer);
+      const maxStop = Math.max(1, ...ctx.stopSequences.map((s) => s.length));
+      if (lineEnd >= 0 && raw.length >= lineEnd + maxStop - 1) final = true;
+    }
+    text = balanceBrackets(text, ctx.brackets.state);
   }
-  return { text, rule: cut?.rule, final };
+  if (isBlank(text)) return { text: '', rule, final, dropped: 'empty' };
+  const following = (ctx.lineSuffix + '\n' + ctx.followingText).trimStart();
+  if ((isBlank(ctx.linePrefix) && following.startsWith(text.trim())) || retypesFollowing(text, following)) {
+    return { text: '', rule, final, dropped: 'repeats_suffix' };
+  }
+  text = normalizeIndentation(text, ctx.indent, indentWidth(ctx.linePrefix + text.split('\n', 1)[0]));
+  return { text, rule, final };
 }
 
 /** Splits the document text at the cursor into what post-processing needs. */
@@ -161,5 +208,7 @@ export function postprocessContext(text: string, offset: number, stopSequences: 
     lineSuffix: text.slice(offset, lineEnd),
     followingText: text.slice(Math.min(text.length, lineEnd + 1)),
     stopSequences,
+    brackets: bracketContext(text.slice(0, offset), text.slice(offset)),
+    indent: inferIndentStyle(text),
   };
 }

@@ -213,6 +213,29 @@ export class CompletionService {
     return { kind: 'suggestion', text: hit.text, timing: this.last };
   }
 
+  /**
+   * The user accepted the start of a shown suggestion (a word or a line); `req` is the document after it. The rest
+   * of that suggestion becomes the exact cache entry of the new state, and the prefetch of accepting all of it keeps
+   * running (or starts). False when the cache has no suggestion this acceptance belongs to.
+   */
+  partiallyAccepted(req: CompletionRequest): boolean {
+    const hit = this.cache.get(keyOf(req));
+    if (!hit) {
+      // The whole suggestion accepted while its prefetch still runs: the next request waits for that prefetch.
+      const stateKey = CompletionCache.stateKey(keyOf(req));
+      const prefetching = [...this.live].some((t) => t.speculative && t.stateKey === stateKey && !t.cancelled);
+      if (prefetching) this.partialAccepts++;
+      return prefetching;
+    }
+    this.partialAccepts++;
+    this.cache.put(keyOf(req), hit.text, hit.prefetched);
+    this.prefetchAfter(req, hit.text);
+    return true;
+  }
+
+  /** Partial accepts that matched a cached suggestion (see partiallyAccepted). */
+  partialAccepts = 0;
+
   /** Computes and caches the suggestion for the document with `suggestion` accepted (see the file comment). */
   private prefetchAfter(req: CompletionRequest, suggestion: string): void {
     if (!this.settings.prefetch || this.disposed) return;
