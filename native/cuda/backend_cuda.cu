@@ -1,12 +1,22 @@
-// Backend for one GPU (cuda_backend.h): allocations are DeviceBuffers; copies run on the backend's own
-// non-blocking stream and are complete when the call returns; every call opens a DeviceGuard first.
-#include <cstdio>
+// The CUDA backend (cuda_backend.h): every entry checks its tensors' devices (the engine's checker, which knows
+// logical devices), opens a DeviceGuard for the GPU and launches on the backend's own non-blocking stream.
+// Memory: DeviceBuffers counted in the device's arena; weights uploaded at prepare time (AWQ stays packed).
+// Copies to or from the host wait for the stream; copies between GPUs are peer copies when the driver allows.
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
 #include <string>
+#include <vector>
 
 #include "cuda_backend.h"
 #include "cuda_check.h"
 #include "device_buffer.h"
 #include "device_guard.h"
+#include "gemv_w4a16.h"
+#include "ops_cuda.h"
+#include "rms_norm.h"
 
 namespace mixq {
 namespace {
@@ -14,91 +24,425 @@ namespace {
 using cuda::DeviceBuffer;
 using cuda::DeviceGuard;
 
+struct Arena {
+  std::atomic<size_t> bytes{0}, peak{0};
+  void add(size_t n) {
+    const size_t now = bytes.fetch_add(n) + n;
+    size_t p = peak.load();
+    while (now > p && !peak.compare_exchange_weak(p, now)) {
+    }
+  }
+};
+
 class CudaBuffer final : public Buffer {
  public:
-  CudaBuffer(int ordinal, size_t bytes) : mem_(ordinal, bytes) {}
+  CudaBuffer(const Device& d, size_t bytes, std::shared_ptr<Arena> arena)
+      : dev_(d), mem_(d.index, bytes), arena_(std::move(arena)) {
+    arena_->add(bytes);
+  }
+  ~CudaBuffer() override { arena_->bytes.fetch_sub(mem_.size()); }
   void* data() override { return mem_.data(); }
   size_t size() const override { return mem_.size(); }
-  Device device() const override { return Device{DeviceKind::Cuda, mem_.device()}; }
+  Device device() const override { return dev_; }
 
  private:
+  Device dev_;
   DeviceBuffer mem_;
+  std::shared_ptr<Arena> arena_;
 };
+
+class CudaEvent final : public Event {
+ public:
+  CudaEvent(int ordinal, cudaStream_t stream) : ordinal_(ordinal) {
+    DeviceGuard guard(ordinal);
+    CUDA_CHECK(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming));
+    CUDA_CHECK(cudaEventRecord(event_, stream));
+  }
+  ~CudaEvent() override {
+    DeviceGuard guard(ordinal_);
+    cudaEventDestroy(event_);
+  }
+  cudaEvent_t get() const { return event_; }
+
+ private:
+  int ordinal_;
+  cudaEvent_t event_ = nullptr;
+};
+
+// A weight handle: the uploaded tensors (dense [out, in] or transposed [in, out]; or AWQ's three).
+class CudaLinear final : public Linear {
+ public:
+  Tensor weight, qweight, qzeros, scales;
+  bool transposed = false;
+  int group = 0;
+  std::string kind_;
+  // Row o of W for references and tests: the tensors are read back once and dequantized on the host exactly as
+  // the kernels do ((q − z)·s for AWQ).
+  void weight_row(int64_t o, float* dst) const override;
+  size_t weight_bytes() const override {
+    return weight.buffer ? weight.nbytes() : qweight.nbytes() + qzeros.nbytes() + scales.nbytes();
+  }
+  std::string kind() const override { return kind_; }
+};
+
+void require(bool ok, const char* op, const std::string& what) {
+  if (!ok) throw Error(std::string(op) + " (cuda): " + what);
+}
 
 class CudaBackendImpl final : public CudaBackend {
  public:
-  explicit CudaBackendImpl(int ordinal) : ordinal_(ordinal) {
-    DeviceGuard guard(ordinal);
+  explicit CudaBackendImpl(const Device& d) : dev_(d), arena_(std::make_shared<Arena>()) {
+    DeviceGuard guard(d.index);
     cudaDeviceProp prop{};
-    CUDA_CHECK(cudaGetDeviceProperties(&prop, ordinal));
-    name_ = cuda::device_name(ordinal) + " " + prop.name;
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, d.index));
+    name_ = d.str() + " " + prop.name;
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   }
   ~CudaBackendImpl() override {
-    int prev = 0;
-    if (cudaGetDevice(&prev) != cudaSuccess) prev = ordinal_;
-    cudaSetDevice(ordinal_);
+    DeviceGuard guard(dev_.index);
     cudaStreamSynchronize(stream_);
     cudaStreamDestroy(stream_);
-    cudaSetDevice(prev);
   }
 
-  Device device() const override { return Device{DeviceKind::Cuda, ordinal_}; }
+  Device device() const override { return dev_; }
   std::string name() const override { return name_; }
-  int ordinal() const override { return ordinal_; }
+  int ordinal() const override { return dev_.index; }
   CUstream_st* stream() const override { return stream_; }
-
   size_t free_memory() const override { return mem_info().first; }
   size_t total_memory() const override { return mem_info().second; }
+  size_t arena_bytes() const override { return arena_->bytes.load(); }
+  size_t peak_arena_bytes() const override { return arena_->peak.load(); }
 
-  std::unique_ptr<Buffer> alloc(size_t bytes) override { return std::make_unique<CudaBuffer>(ordinal_, bytes); }
+  std::shared_ptr<Buffer> alloc(size_t bytes) override {
+    return std::make_shared<CudaBuffer>(dev_, std::max<size_t>(bytes, 1), arena_);
+  }
 
-  void copy_from_host(Buffer& dst, size_t offset, const void* src, size_t bytes) override {
-    check_range("copy_from_host", dst, offset, bytes);
-    DeviceGuard guard(ordinal_);
-    CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(dst.data()) + offset, src, bytes, cudaMemcpyHostToDevice, stream_));
+  Tensor upload(const TensorView& t, std::shared_ptr<const void>) override {
+    Tensor out = empty(t.dtype, t.shape, t.name);
+    from_host(t.data, t.nbytes, out);
+    return out;
+  }
+
+  void from_host(const void* src, size_t bytes, Tensor& dst) override {
+    check_devices("from_host", dev_, {{"dst", &dst}});
+    require(bytes <= dst.nbytes(), "from_host", "copy of " + std::to_string(bytes) + " bytes exceeds tensor " + dst.name);
+    DeviceGuard guard(dev_.index);
+    CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src, bytes, cudaMemcpyHostToDevice, stream_));
     CUDA_CHECK(cudaStreamSynchronize(stream_));  // the caller may free or reuse `src` as soon as we return
   }
 
-  void copy_to_host(void* dst, const Buffer& src, size_t offset, size_t bytes) override {
-    check_range("copy_to_host", src, offset, bytes);
-    DeviceGuard guard(ordinal_);
-    // Buffer::data() is non-const in the interface; the bytes are only read here.
-    void* base = const_cast<Buffer&>(src).data();
-    CUDA_CHECK(cudaMemcpyAsync(dst, static_cast<const char*>(base) + offset, bytes, cudaMemcpyDeviceToHost, stream_));
+  void to_host(const Tensor& src, void* dst, size_t bytes) override {
+    check_devices("to_host", dev_, {{"src", &src}});
+    require(bytes <= src.nbytes(), "to_host", "copy of " + std::to_string(bytes) + " bytes exceeds tensor " + src.name);
+    DeviceGuard guard(dev_.index);
+    CUDA_CHECK(cudaMemcpyAsync(dst, src.raw(), bytes, cudaMemcpyDeviceToHost, stream_));
     CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
 
+  void copy(const Tensor& src, Tensor& dst) override {
+    const Device s = src.device(), d = dst.device();
+    require(s == dev_ || d == dev_, "copy", "on " + dev_.str() + ": neither " + s.str() + " nor " + d.str() + " is this device");
+    require(src.nbytes() == dst.nbytes() && src.dtype == dst.dtype, "copy",
+            "tensor " + src.name + " " + src.shape_str() + " does not match " + dst.name + " " + dst.shape_str());
+    DeviceGuard guard(dev_.index);
+    if (s.kind == DeviceKind::Cpu || d.kind == DeviceKind::Cpu) {
+      CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src.raw(), src.nbytes(), cudaMemcpyDefault, stream_));
+      CUDA_CHECK(cudaStreamSynchronize(stream_));  // host memory: complete before the caller touches it
+    } else if (s.index == d.index) {
+      CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src.raw(), src.nbytes(), cudaMemcpyDeviceToDevice, stream_));
+    } else {
+      CUDA_CHECK(cudaMemcpyPeerAsync(dst.raw(), d.index, src.raw(), s.index, src.nbytes(), stream_));
+    }
+  }
+
+  std::unique_ptr<Event> record() override { return std::make_unique<CudaEvent>(dev_.index, stream_); }
+  void wait(const Event& e) override {
+    const auto* ce = dynamic_cast<const CudaEvent*>(&e);
+    if (!ce) return;  // a CPU event: CPU work is complete when its op returns
+    DeviceGuard guard(dev_.index);
+    CUDA_CHECK(cudaStreamWaitEvent(stream_, ce->get(), 0));
+  }
   void synchronize() override {
-    DeviceGuard guard(ordinal_);
-    // Everything queued on this GPU, not only this backend's stream: ops may run on callers' streams.
-    CUDA_CHECK(cudaDeviceSynchronize());
+    DeviceGuard guard(dev_.index);
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+
+  std::unique_ptr<Linear> prepare_linear(const LinearSource& src) override;
+
+  void embed(const Tensor& table, const Tensor& ids, Tensor& x) override {
+    check_devices("embed", dev_, {{"table", &table}, {"ids", &ids}, {"x", &x}});
+    require(ids.dtype == DType::I32 && x.rows() == ids.numel() && x.row_size() == table.row_size() &&
+                x.dtype == DType::F32,
+            "embed", "ids " + ids.shape_str() + " / x " + x.shape_str() + " do not match table " + table.shape_str());
+    // Ids are checked on the host (they are few): a kernel cannot report an out-of-range id.
+    std::vector<int32_t> host(size_t(ids.numel()));
+    to_host(ids, host.data(), ids.nbytes());
+    for (int32_t id : host)
+      if (id < 0 || id >= table.rows())
+        throw Error("token id " + std::to_string(id) + " is out of range (vocab size " + std::to_string(table.rows()) + ")");
+    DeviceGuard guard(dev_.index);
+    cuda::launch_embed(table.raw(), table.dtype, table.row_size(), ids.data<int32_t>(), ids.numel(), x.data<float>(),
+                       stream_);
+  }
+
+  void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y) override {
+    check_devices("rms_norm", dev_, {{"x", &x}, {"w", &w}, {"y", &y}});
+    require(w.numel() == x.row_size() && y.numel() == x.numel() && x.dtype == DType::F32, "rms_norm",
+            "x " + x.shape_str() + ", w " + w.shape_str() + ", y " + y.shape_str() + " do not match");
+    DeviceGuard guard(dev_.index);
+    cuda::launch_rms_norm(x.raw(), w.raw(), y.raw(), x.rows(), x.row_size(), eps, DType::F32, w.dtype, stream_);
+    CUDA_CHECK_LAUNCH();
+  }
+
+  void rope(Tensor& x, const Tensor& positions, const Tensor& inv_freq, int heads, int head_dim) override {
+    check_devices("rope", dev_, {{"x", &x}, {"positions", &positions}, {"inv_freq", &inv_freq}});
+    require(x.row_size() == int64_t(heads) * head_dim && positions.numel() == x.rows() &&
+                inv_freq.numel() == head_dim / 2,
+            "rope", "x " + x.shape_str() + " is not [positions, " + std::to_string(heads) + "·" + std::to_string(head_dim) + "]");
+    DeviceGuard guard(dev_.index);
+    cuda::launch_rope(x.data<float>(), x.rows(), heads, head_dim, positions.data<int32_t>(), inv_freq.data<float>(),
+                      stream_);
+  }
+
+  void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache, int64_t n_past,
+                 const AttentionShape& s, Tensor& out) override {
+    check_devices("attention", dev_,
+                  {{"q", &q}, {"k", &k}, {"v", &v}, {"k_cache", &k_cache}, {"v_cache", &v_cache}, {"out", &out}});
+    const int64_t n = q.rows(), kv_dim = int64_t(s.kv_heads) * s.head_dim;
+    require(n_past >= 0 && n_past + n <= k_cache.rows() && k_cache.row_size() == kv_dim && k.row_size() == kv_dim &&
+                q.row_size() == int64_t(s.heads) * s.head_dim && out.numel() == q.numel(),
+            "attention", "q " + q.shape_str() + ", k " + k.shape_str() + ", cache " + k_cache.shape_str() +
+                             " at position " + std::to_string(n_past) + " do not match the attention shape");
+    DeviceGuard guard(dev_.index);
+    CUDA_CHECK(cudaMemcpyAsync(k_cache.data<float>() + n_past * kv_dim, k.raw(), k.nbytes(), cudaMemcpyDeviceToDevice, stream_));
+    CUDA_CHECK(cudaMemcpyAsync(v_cache.data<float>() + n_past * kv_dim, v.raw(), v.nbytes(), cudaMemcpyDeviceToDevice, stream_));
+    cuda::launch_attention(q.data<float>(), k_cache.data<float>(), v_cache.data<float>(), out.data<float>(), n, n_past,
+                           s.heads, s.kv_heads, s.head_dim, s.window, stream_);
+  }
+
+  void linear(const Linear& w, const Tensor& x, Tensor& y) override;
+
+  void router(const Tensor& logits, int top_k, bool renormalize, Tensor& ids, Tensor& weights) override {
+    check_devices("router", dev_, {{"logits", &logits}, {"ids", &ids}, {"weights", &weights}});
+    const int64_t n = logits.rows(), E = logits.row_size();
+    require(E >= 1 && E <= kMaxExperts && top_k >= 1 && top_k <= kMaxTopK && top_k <= E, "router",
+            std::to_string(E) + " experts top-" + std::to_string(top_k) + " (limits: E ≤ 256, k ≤ 8)");
+    require(ids.numel() == n * top_k && weights.numel() == n * top_k, "router", "ids/weights are not [n, k]");
+    DeviceGuard guard(dev_.index);
+    cuda::launch_router(logits.data<float>(), n, int(E), top_k, renormalize, ids.data<int32_t>(),
+                        weights.data<float>(), stream_);
+  }
+
+  void moe_experts(const ExpertSet& set, const Tensor& x, const Tensor& ids, const Tensor& weights,
+                   Tensor& slots) override;
+
+  void moe_combine(const std::vector<const Tensor*>& slots, const std::vector<int>& owner, const Tensor& ids,
+                   Tensor& out) override {
+    check_devices("moe_combine", dev_, {{"ids", &ids}, {"out", &out}});
+    require(slots.size() <= 8 && owner.size() <= 256, "moe_combine", "at most 8 slot tensors and 256 experts");
+    cuda::CombineSources src{};
+    for (size_t i = 0; i < slots.size(); ++i) {
+      check_devices("moe_combine", dev_, {{"slots", slots[i]}});
+      require(slots[i]->numel() == ids.numel() * out.row_size(), "moe_combine", "slots are not [n·k, hidden]");
+      src.slots[i] = slots[i]->data<float>();
+    }
+    for (size_t e = 0; e < owner.size(); ++e) {
+      require(owner[e] >= 0 && size_t(owner[e]) < slots.size(), "moe_combine", "expert owner out of range");
+      src.owner[e] = uint8_t(owner[e]);
+    }
+    DeviceGuard guard(dev_.index);
+    cuda::launch_moe_combine(src, ids.data<int32_t>(), ids.rows(), int(ids.row_size()), out.row_size(),
+                             out.data<float>(), stream_);
+  }
+
+  void add(const Tensor& a, const Tensor& b, Tensor& y) override {
+    check_devices("add", dev_, {{"a", &a}, {"b", &b}, {"y", &y}});
+    require(a.numel() == b.numel() && a.numel() == y.numel(), "add", "shapes " + a.shape_str() + " and " + b.shape_str());
+    DeviceGuard guard(dev_.index);
+    cuda::launch_add(a.data<float>(), b.data<float>(), y.data<float>(), a.numel(), stream_);
+  }
+
+  void swiglu(Tensor& a, const Tensor& b) override {
+    check_devices("swiglu", dev_, {{"a", &a}, {"b", &b}});
+    require(a.numel() == b.numel(), "swiglu", "shapes " + a.shape_str() + " and " + b.shape_str());
+    DeviceGuard guard(dev_.index);
+    cuda::launch_swiglu(a.data<float>(), b.data<float>(), a.numel(), stream_);
   }
 
  private:
   std::pair<size_t, size_t> mem_info() const {
-    DeviceGuard guard(ordinal_);
+    DeviceGuard guard(dev_.index);
     size_t free_b = 0, total_b = 0;
     CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
     return {free_b, total_b};
   }
-
-  void check_range(const char* what, const Buffer& buf, size_t offset, size_t bytes) const {
-    const Device d = buf.device();
-    if (d.kind != DeviceKind::Cuda || d.index != ordinal_)
-      throw Error(std::string(what) + ": buffer lives on " +
-                  (d.kind == DeviceKind::Cuda ? cuda::device_name(d.index) : std::string("cpu")) +
-                  ", not on this backend's " + cuda::device_name(ordinal_));
-    if (offset > buf.size() || bytes > buf.size() - offset)
-      throw Error(std::string(what) + ": range [" + std::to_string(offset) + ", " + std::to_string(offset + bytes) +
-                  ") is outside the " + std::to_string(buf.size()) + "-byte buffer on " +
-                  cuda::device_name(ordinal_));
+  // f16 copy of x for the int4 GEMV, and its split-K workspace (zeroed once; every call leaves it zeroed).
+  Tensor& half_x(int64_t elems) {
+    if (!x16_.buffer || x16_.numel() < elems) x16_ = empty(DType::F16, {elems}, "x as f16");
+    return x16_;
+  }
+  void* gemv_workspace(int64_t out, int batch) {
+    const size_t need = cuda::gemv_w4a16_workspace_bytes(out, batch);
+    if (!gemv_ws_.buffer || gemv_ws_.nbytes() < need) {
+      gemv_ws_ = empty(DType::U8, {int64_t(need)}, "gemv workspace");
+      CUDA_CHECK(cudaMemsetAsync(gemv_ws_.raw(), 0, need, stream_));
+    }
+    return gemv_ws_.raw();
   }
 
-  int ordinal_;
+  Device dev_;
   std::string name_;
   cudaStream_t stream_ = nullptr;
+  std::shared_ptr<Arena> arena_;
+  Tensor x16_, gemv_ws_;
 };
+
+std::unique_ptr<Linear> CudaBackendImpl::prepare_linear(const LinearSource& src) {
+  auto l = std::make_unique<CudaLinear>();
+  l->name = src.name;
+  l->device = dev_;
+  if (src.weight) {
+    l->weight = upload(*src.weight, nullptr);
+    l->transposed = src.transposed;
+    l->out_features = src.transposed ? src.weight->shape[1] : src.weight->shape[0];
+    l->in_features = src.transposed ? src.weight->shape[0] : src.weight->shape[1];
+    l->kind_ = std::string(src.transposed ? "f32-transposed" : dtype_name(src.weight->dtype));
+  } else {
+    validate_awq_quant_config(src.quant, src.name);
+    l->qweight = upload(*src.qweight, nullptr);
+    l->qzeros = upload(*src.qzeros, nullptr);
+    l->scales = upload(*src.scales, nullptr);
+    l->in_features = src.qweight->shape[0];
+    l->out_features = src.qweight->shape[1] * 8;
+    l->group = src.quant.group_size == -1 ? int(l->in_features) : src.quant.group_size;
+    l->kind_ = "awq-int4-g" + std::to_string(l->group);
+  }
+  return l;
+}
+
+// Host bytes of a device tensor (any backend: waits for all work on the device first).
+std::vector<char> download(const Tensor& t) {
+  std::vector<char> h(t.nbytes());
+  DeviceGuard guard(t.device().index);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  CUDA_CHECK(cudaMemcpy(h.data(), t.raw(), h.size(), cudaMemcpyDeviceToHost));
+  return h;
+}
+
+float to_f32(const char* p, DType dt, int64_t i) {
+  switch (dt) {
+    case DType::BF16: return bf16_to_f32(reinterpret_cast<const uint16_t*>(p)[i]);
+    case DType::F16: return f16_to_f32(reinterpret_cast<const uint16_t*>(p)[i]);
+    default: return reinterpret_cast<const float*>(p)[i];
+  }
+}
+
+void CudaLinear::weight_row(int64_t o, float* dst) const {
+  const int64_t in = in_features, out = out_features;
+  if (weight.buffer) {
+    const std::vector<char> w = download(weight);
+    for (int64_t i = 0; i < in; ++i) dst[i] = to_f32(w.data(), weight.dtype, transposed ? i * out + o : o * in + i);
+    return;
+  }
+  const std::vector<char> qw = download(qweight), qz = download(qzeros), sc = download(scales);
+  const auto* q = reinterpret_cast<const uint32_t*>(qw.data());
+  const auto* z = reinterpret_cast<const uint32_t*>(qz.data());
+  const int shift = 4 * ((o & 7) / 2 + 4 * (o & 1));
+  for (int64_t i = 0; i < in; ++i) {
+    const int64_t g = i / group;
+    const int qv = (q[i * (out / 8) + o / 8] >> shift) & 0xF, zv = (z[g * (out / 8) + o / 8] >> shift) & 0xF;
+    dst[i] = float(qv - zv) * to_f32(sc.data(), DType::F16, g * out + o);
+  }
+}
+
+void CudaBackendImpl::linear(const Linear& w, const Tensor& x, Tensor& y) {
+  check_devices("linear", dev_, {{"x", &x}, {"y", &y}});
+  check_linear_device("linear", dev_, w);
+  const auto& l = static_cast<const CudaLinear&>(w);
+  require(x.row_size() == w.in_features && y.row_size() == w.out_features && x.rows() == y.rows() &&
+              x.dtype == DType::F32,
+          "linear", w.name + " [" + std::to_string(w.out_features) + ", " + std::to_string(w.in_features) + "]: x " +
+                        x.shape_str() + ", y " + y.shape_str());
+  DeviceGuard guard(dev_.index);
+  const int64_t n = x.rows(), in = w.in_features, out = w.out_features;
+  if (l.weight.buffer) {
+    cuda::launch_linear_dense(x.data<float>(), l.weight.raw(), l.weight.dtype, l.transposed, y.data<float>(), n, in,
+                              out, stream_);
+    return;
+  }
+  const bool gemv = n <= cuda::kGemvMaxBatch && out % 32 == 0 && (l.group == 32 || l.group == 64 || l.group == 128);
+  if (!gemv) {
+    cuda::launch_linear_awq(x.data<float>(), l.qweight.data<int32_t>(), l.qzeros.data<int32_t>(), l.scales.raw(),
+                            l.group, y.data<float>(), n, in, out, stream_);
+    return;
+  }
+  // Decode: the int4 GEMV (x rounded to f16), one problem per token, in one launch.
+  Tensor& x16 = half_x(n * in);
+  cuda::launch_f32_to_f16(x.data<float>(), x16.raw(), n * in, stream_);
+  cuda::GemvW4A16Problem problems[cuda::kGemvMaxBatch];
+  for (int64_t t = 0; t < n; ++t) {
+    problems[t].x = static_cast<const __half*>(x16.raw()) + t * in;
+    problems[t].qweight = l.qweight.data<int32_t>();
+    problems[t].qzeros = l.qzeros.data<int32_t>();
+    problems[t].scales = static_cast<const __half*>(l.scales.raw());
+    problems[t].y = y.data<float>() + t * out;
+  }
+  const cuda::GemvW4A16Config cfg = cuda::gemv_w4a16_default_config(in, out, l.group, dev_.index, int(n));
+  cuda::launch_gemv_w4a16(problems, int(n), DType::F32, in, out, l.group, gemv_workspace(out, int(n)), cfg, stream_);
+}
+
+void CudaBackendImpl::moe_experts(const ExpertSet& set, const Tensor& x, const Tensor& ids, const Tensor& weights,
+                                  Tensor& slots) {
+  check_devices("moe_experts", dev_, {{"x", &x}, {"ids", &ids}, {"weights", &weights}, {"slots", &slots}});
+  const int64_t n = x.rows(), hidden = x.row_size();
+  const int k = int(ids.row_size());
+  require(ids.rows() == n && weights.numel() == ids.numel() && slots.numel() == n * k * hidden, "moe_experts",
+          "x " + x.shape_str() + ", ids " + ids.shape_str() + ", slots " + slots.shape_str() + " do not match");
+  // Routing is read back to the host to group the slots by expert (one synchronisation per layer).
+  std::vector<int32_t> id(size_t(ids.numel()));
+  to_host(ids, id.data(), ids.nbytes());
+  for (size_t e = 0; e < set.experts.size(); ++e) {
+    if (!set.experts[e]) continue;
+    std::vector<int32_t> rows, slot;
+    for (int64_t t = 0; t < n; ++t)
+      for (int j = 0; j < k; ++j)
+        if (id[size_t(t * k + j)] == int32_t(e)) {
+          rows.push_back(int32_t(t));
+          slot.push_back(int32_t(t * k + j));
+        }
+    if (rows.empty()) continue;
+    const ExpertWeights& ex = *set.experts[e];
+    check_linear_device("moe_experts", dev_, *ex.w1);
+    const int64_t m = int64_t(rows.size()), inter = ex.w1->out_features;
+    Tensor rows_t = empty(DType::I32, {m}, "expert rows"), slot_t = empty(DType::I32, {m}, "expert slots");
+    from_host(rows.data(), rows.size() * 4, rows_t);
+    from_host(slot.data(), slot.size() * 4, slot_t);
+    Tensor xe = empty(DType::F32, {m, hidden}, "expert input");
+    Tensor a = empty(DType::F32, {m, inter}, "gate"), b = empty(DType::F32, {m, inter}, "up");
+    Tensor ye = empty(DType::F32, {m, hidden}, "expert output");
+    {
+      DeviceGuard guard(dev_.index);
+      cuda::launch_gather_rows(x.data<float>(), rows_t.data<int32_t>(), m, hidden, xe.data<float>(), stream_);
+    }
+    linear(*ex.w1, xe, a);
+    linear(*ex.w3, xe, b);
+    swiglu(a, b);
+    linear(*ex.w2, a, ye);
+    DeviceGuard guard(dev_.index);
+    cuda::launch_scatter_weighted(ye.data<float>(), slot_t.data<int32_t>(), m, hidden, weights.data<float>(),
+                                  slots.data<float>(), stream_);
+    CUDA_CHECK(cudaStreamSynchronize(stream_));  // the temporaries above are freed when this iteration ends
+  }
+}
+
+const bool registered = register_backend(BackendFactory{
+    DeviceKind::Cuda,
+    [] {
+      std::vector<Device> out;
+      for (int id : cuda_device_ids()) out.push_back(Device{DeviceKind::Cuda, id, 0});
+      return out;
+    },
+    [](const Device& d, const BackendOptions&) { return make_cuda_backend(d); }});
 
 }  // namespace
 
@@ -109,12 +453,11 @@ std::vector<int> cuda_device_ids() {
   return ids;
 }
 
-std::unique_ptr<CudaBackend> make_cuda_backend(int ordinal) {
+std::unique_ptr<Backend> make_cuda_backend(const Device& d) {
   const int n = cuda::visible_device_count();
-  if (ordinal < 0 || ordinal >= n)
-    throw Error("no CUDA device " + cuda::device_name(ordinal) + " (" + std::to_string(n) +
-                " CUDA device(s) visible in this process)");
-  return std::make_unique<CudaBackendImpl>(ordinal);
+  if (d.kind != DeviceKind::Cuda || d.index < 0 || d.index >= n)
+    throw Error("no CUDA device " + d.str() + " (" + std::to_string(n) + " CUDA device(s) visible in this process)");
+  return std::make_unique<CudaBackendImpl>(d);
 }
 
 }  // namespace mixq

@@ -1,13 +1,20 @@
 # CUDA backend: sources (one op per file pair), its tests and its benchmark.
 # Included by native/CMakeLists.txt when nvcc is found; sets MIXQ_CUDA_SOURCES for the mixq_cuda library.
 set(MIXQ_CUDA_SOURCES
+  ${CMAKE_CURRENT_LIST_DIR}/attention.cu
   ${CMAKE_CURRENT_LIST_DIR}/backend_cuda.cu
   ${CMAKE_CURRENT_LIST_DIR}/cuda_check.cu
   ${CMAKE_CURRENT_LIST_DIR}/device_buffer.cu
   ${CMAKE_CURRENT_LIST_DIR}/device_guard.cu
+  ${CMAKE_CURRENT_LIST_DIR}/elementwise.cu
+  ${CMAKE_CURRENT_LIST_DIR}/embed.cu
   ${CMAKE_CURRENT_LIST_DIR}/gemv_w4a16.cu
+  ${CMAKE_CURRENT_LIST_DIR}/linear.cu
+  ${CMAKE_CURRENT_LIST_DIR}/moe.cu
   ${CMAKE_CURRENT_LIST_DIR}/moe_align_block_size.cu
   ${CMAKE_CURRENT_LIST_DIR}/rms_norm.cu
+  ${CMAKE_CURRENT_LIST_DIR}/rope.cu
+  ${CMAKE_CURRENT_LIST_DIR}/router.cu
 )
 
 # GPU tests: plain executables linked against mixq_cuda only (not the CPU engine), so they build and run

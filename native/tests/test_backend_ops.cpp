@@ -55,6 +55,8 @@ std::vector<T> get(Backend& b, const Tensor& t) {
   b.to_host(t, v.data(), v.size() * sizeof(T));
   return v;
 }
+bool gpu(const Backend& b) { return b.device().kind == DeviceKind::Cuda; }
+
 bool finite(const std::vector<float>& v) {
   return std::all_of(v.begin(), v.end(), [](float x) { return std::isfinite(x); });
 }
@@ -133,7 +135,8 @@ void test_embed_norm_rope_add(Backend& b) {
     b.swiglu(gt, putf(b, u, {n, 48}, "up"));
     std::vector<float> sw = g;
     swiglu(sw.data(), u.data(), int64_t(sw.size()));
-    check(get(b, gt) == sw, dev + "swiglu " + std::to_string(n) + " × 48");
+    const std::vector<float> swg = get(b, gt);  // the GPU's expf may differ from std::exp in the last bit
+    check(gpu(b) ? rel_err(swg.data(), sw.data(), sw.size()) < 1e-6 : swg == sw, dev + "swiglu " + std::to_string(n) + " × 48");
 
     const std::vector<float> a = randv(size_t(n * 32)), c = randv(size_t(n * 32));
     Tensor y = poisoned(b, {n, 32}, "sum");
@@ -187,7 +190,9 @@ void test_linear(Backend& b) {
       linear_reference(*w, x.data(), n, ref.data());
       const std::vector<float> got = get(b, y);
       const double err = rel_err(got.data(), ref.data(), ref.size());
-      check(finite(got) && err < 2e-5, dev + "linear " + kind + " [192, 256], " + std::to_string(n) +
+      // The GPU's int4 GEMV (up to 8 tokens) takes x rounded to fp16.
+      const double tol = gpu(b) && kind.rfind("awq", 0) == 0 && n <= 8 ? 2e-3 : 2e-5;
+      check(finite(got) && err < tol, dev + "linear " + kind + " [192, 256], " + std::to_string(n) +
                                            " tokens: rel err " + fmt(err));
     }
   }
@@ -276,7 +281,8 @@ void test_moe(Backend& b) {
       moe_experts_reference(w1, w2, w3, x.data(), n, c.hidden, hid.data(), hw.data(), c.k, ref.data());
       const std::vector<float> got = get(b, slots);
       const double err = rel_err(got.data(), ref.data(), ref.size());
-      check(finite(got) && err < 5e-5, dev + "moe_experts " + what + ": rel err " + fmt(err));
+      const double tol = gpu(b) && c.kind.rfind("awq", 0) == 0 ? 2e-3 : 5e-5;
+      check(finite(got) && err < tol, dev + "moe_experts " + what + ": rel err " + fmt(err));
       // Only the even experts held: their slots as above, the others untouched (still poison).
       Tensor part = poisoned(b, {n * c.k, c.hidden}, "slots of even experts");
       b.moe_experts(even, xt, ids, wts, part);

@@ -142,7 +142,7 @@ void test_backend(int n) {
   const auto ids = mixq::cuda_device_ids();
   EXPECT(static_cast<int>(ids.size()) == n, "cuda_device_ids() lists %zu devices, %d visible", ids.size(), n);
   for (int id : ids) {
-    auto backend = mixq::make_cuda_backend(id);
+    auto backend = mixq::make_cuda_backend(mixq::Device{mixq::DeviceKind::Cuda, id, 0});
     auto* cuda_backend = dynamic_cast<mixq::CudaBackend*>(backend.get());
     EXPECT(cuda_backend != nullptr && cuda_backend->ordinal() == id && cuda_backend->stream() != nullptr,
            "not a CudaBackend for cuda:%d", id);
@@ -153,23 +153,25 @@ void test_backend(int n) {
     std::printf("  backend %s: %zu MiB free of %zu MiB\n", backend->name().c_str(), backend->free_memory() >> 20,
                 backend->total_memory() >> 20);
 
-    const size_t bytes = 3 << 20;
-    auto buf = backend->alloc(bytes);
-    EXPECT(buf->size() == bytes && buf->device() == backend->device(), "buffer size/device");
+    const int64_t bytes = 3 << 20;
+    mixq::Tensor buf = backend->empty(mixq::DType::U8, {bytes}, "bytes");
+    EXPECT(buf.buffer->size() == size_t(bytes) && buf.device() == backend->device(), "buffer size/device");
     std::vector<uint8_t> src(bytes), back(bytes / 2);
-    for (size_t i = 0; i < bytes; ++i) src[i] = static_cast<uint8_t>(i * 131 + 7);
-    backend->copy_from_host(*buf, 0, src.data(), bytes);
-    backend->copy_to_host(back.data(), *buf, bytes / 4, bytes / 2);
+    for (int64_t i = 0; i < bytes; ++i) src[i] = static_cast<uint8_t>(i * 131 + 7);
+    backend->from_host(src.data(), bytes, buf);
+    backend->to_host(buf.slice_rows(bytes / 4, bytes / 2), back.data(), bytes / 2);
     EXPECT(std::equal(back.begin(), back.end(), src.begin() + bytes / 4), "round trip through cuda:%d differs", id);
     backend->synchronize();
-    test::expect_error("copy past the end", [&] { backend->copy_from_host(*buf, bytes - 8, src.data(), 16); },
-                       {"outside", "cuda:"});
+    mixq::Tensor tail = buf.slice_rows(bytes - 8, 8);
+    test::expect_error("copy past the end", [&] { backend->from_host(src.data(), 16, tail); },
+                       {"exceeds tensor", "cuda"});
     const std::string where = "on cuda:" + std::to_string(id);
     test::expect_error("OOM", [&] { backend->alloc(size_t(1) << 52); }, {"out of GPU memory", where.c_str()});
     auto after = backend->alloc(1 << 20);  // an OOM leaves the device usable
     EXPECT(after->data() != nullptr, "allocation after OOM failed");
   }
-  test::expect_error("make_cuda_backend(n)", [&] { mixq::make_cuda_backend(n); }, {"no CUDA device", "visible"});
+  test::expect_error("make_cuda_backend(n)", [&] { mixq::make_cuda_backend(mixq::Device{mixq::DeviceKind::Cuda, n, 0}); },
+                     {"no CUDA device", "visible"});
 }
 
 }  // namespace
