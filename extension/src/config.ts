@@ -8,7 +8,7 @@ import * as path from 'node:path';
 
 import * as vscode from 'vscode';
 
-import type { ServerSettings } from '../../server/src/protocol';
+import type { ServerSettings } from '#protocol';
 
 export const SECTION = 'mixq';
 

@@ -2,7 +2,7 @@
  * The one place server/client state becomes the status bar item's text, tooltip and click action.
  * No vscode import: unit-tested in Node.
  */
-import type { ServerStatus } from '../../server/src/protocol';
+import type { ServerStatus } from '#protocol';
 
 export type ClientPhase = 'starting' | 'running' | 'restarting' | 'crashed' | 'stopped';
 

@@ -40,7 +40,7 @@ import {
   type ServerSettings,
   type ServerState,
   type ServerStatus,
-} from './protocol';
+} from '#protocol';
 
 /** Merges partial settings over the defaults, ignoring values of the wrong type (user settings are untrusted). */
 export function normalizeSettings(base: ServerSettings, patch: Partial<ServerSettings> | undefined): ServerSettings {

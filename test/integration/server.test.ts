@@ -10,7 +10,7 @@ import type * as postprocessModule from '../../server/src/completion/postprocess
 import type * as promptModule from '../../server/src/completion/prompt';
 import type * as templatesModule from '../../server/src/completion/templates';
 import type * as engineModule from '../../server/src/engine';
-import type * as protocol from '../../server/src/protocol';
+import type * as protocol from '#protocol';
 import type * as tokenizerModule from '../../server/src/tokenizer';
 import { serverModule, tinyModelDir } from '../helpers';
 import { ghostText, needsAddon, TestServer } from './lsp-client';

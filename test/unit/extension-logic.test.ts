@@ -5,7 +5,7 @@ import { test } from 'node:test';
 
 import type * as restartModule from '../../extension/src/restartPolicy';
 import type * as statusModule from '../../extension/src/status';
-import type * as protocol from '../../server/src/protocol';
+import type * as protocol from '#protocol';
 import { repoRoot } from '../helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports

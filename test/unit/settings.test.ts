@@ -3,12 +3,12 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
 
-import type * as protocol from '../../server/src/protocol';
+import { defaultServerSettings } from '#protocol';
+import type * as protocol from '#protocol';
 import type * as serverModuleType from '../../server/src/server';
 import { repoRoot, serverModule } from '../helpers';
 
 const { normalizeSettings } = serverModule<typeof serverModuleType>('server');
-const { defaultServerSettings } = serverModule<typeof protocol>('protocol');
 
 test('settings from the client are merged over the defaults; values of the wrong type are ignored', () => {
   const s = normalizeSettings(defaultServerSettings, {

@@ -13,7 +13,7 @@
  * previous one plus S, whose KV entries the engine holds already, so this costs little more than its generation.
  * A prefetch yields to any request, except one for exactly its state, which waits for it instead.
  */
-import type { CompletionCounters, CompletionTiming, ServerSettings } from '../protocol';
+import type { CompletionCounters, CompletionTiming, ServerSettings } from '#protocol';
 import { CompletionCache, type CacheKey } from './cache';
 import type { CompletionDocument, ContextProvider } from './context';
 import { AdaptiveDebounce } from './debounce';

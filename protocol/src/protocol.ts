@@ -1,6 +1,8 @@
 /**
  * The MixQ editor protocol, declared once: every custom `mixq/<verb>` message between the VS Code client
- * (extension/) and the language server (server/src/server.ts). Both sides import this file.
+ * (extension/) and the language server (server/src/server.ts). Both import this project as `#protocol` (the
+ * package.json "imports" entry: types and bundling from this source, Node from out/protocol/protocol.js); neither
+ * side reaches into the other's sources.
  *
  * Only `vscode-languageserver-protocol` (types + message type constructors) is imported here, so the client
  * bundle does not pull in any server-only module. Inline completion itself is the standard LSP 3.18
