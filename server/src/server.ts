@@ -1,6 +1,6 @@
 /**
  * The MixQ language server: answers LSP 3.18 `textDocument/inlineCompletion` with the local model, plus the custom
- * `mixq/*` messages of ./protocol. Started by the VS Code client over IPC, or by tests over stdio
+ * `mixq/*` messages of #protocol (protocol/src). Started by the VS Code client over IPC, or by tests over stdio
  * (`node out/server/server.js --stdio`).
  *
  * The model runs in the native addon's worker threads; this process's event loop only routes messages, so
