@@ -11,7 +11,7 @@
  * the KV cache of the previous prompt + generated tokens and reuses the longest common prefix, so with a layout
  * that grows at its end (SPM, prefix-only) a keystroke evaluates only the last few prompt tokens.
  *
- * Prefetch: after answering with suggestion S, the service queues (behind any running generation) the suggestion for
+ * Prefetch: after answering with suggestion S, the service queues the generation of the suggestion for
  * the document with S accepted, and caches it; Tab then gets the next suggestion from the cache. The prompt is the
  * previous one plus S, whose KV entries the engine holds already, so this costs little more than its generation.
  * A prefetch yields to any request, except one for exactly its state, which waits for it instead.
