@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // Bundles the VS Code client (dist/extension.js) and the language server (dist/server.js) with esbuild, and copies
 // the native addon next to the server (server/src/native.ts loadAddon() finds it as <dist>/mixq.node).
-// Checks that the client bundle pulls in nothing server-only: from server/src only the protocol files.
+// The protocol project (protocol/src, imported as `#protocol`: package.json "imports") is bundled from its sources
+// (the `mixq-source` condition), so bundling needs no tsc build first.
+// Checks that the client bundle pulls in nothing server-only: nothing from server/, no vscode-languageserver.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,6 +24,7 @@ const common = {
   minify: production,
   logLevel: 'warning',
   metafile: true,
+  conditions: ['mixq-source'],
   // native.ts require()s the addon by a computed path at run time; nothing to bundle there.
   logOverride: { 'unsupported-require-call': 'silent' },
 };
@@ -39,8 +42,12 @@ const server = await esbuild.build({
 });
 
 const serverOnly = Object.keys(client.metafile.inputs).filter(
-  (f) => (f.startsWith('server/src/') && f !== 'server/src/protocol.ts' && f !== 'server/src/uxProtocol.ts') || f.includes('node_modules/vscode-languageserver/'),
+  (f) => f.startsWith('server/') || f.includes('node_modules/vscode-languageserver/'),
 );
+if (!Object.keys(client.metafile.inputs).includes('protocol/src/protocol.ts')) {
+  console.error('bundle: the client bundle does not contain protocol/src/protocol.ts (the #protocol import resolved elsewhere)');
+  process.exit(1);
+}
 if (serverOnly.length > 0) {
   console.error(`bundle: the client bundle pulls in server-only modules:\n  ${serverOnly.join('\n  ')}`);
   process.exit(1);

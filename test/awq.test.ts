@@ -12,12 +12,12 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
 
-import type * as calibrationModule from '../server/src/calibration';
+import type * as calibrationModule from '../server/src/cli/calibration';
 import type * as nativeModule from '../server/src/native';
 import type * as tokenizerModule from '../server/src/tokenizer';
 import { cliPath, loadReference, loadReferenceFigures, needsFixtures, repoRoot, serverModule, sharedFixtures, tinyModelDir } from './helpers';
 
-const { buildCalibration, readCalibrationDocuments } = serverModule<typeof calibrationModule>('calibration');
+const { buildCalibration, readCalibrationDocuments } = serverModule<typeof calibrationModule>('cli/calibration');
 const { MixqTokenizer } = serverModule<typeof tokenizerModule>('tokenizer');
 const { loadAddon } = serverModule<typeof nativeModule>('native');
 

@@ -52,3 +52,42 @@ test('rejects malformed and out-of-range numbers', () => {
 test('--help skips the required-flag check', () => {
   assert.equal(parseFlags(['--help'], specs).help, true);
 });
+
+const { deviceFlags, deviceOptions } = serverModule<typeof argsModule>('cli/args');
+const deviceSpecs = { model: { type: 'string', help: 'dir' }, ...deviceFlags } as const;
+/** parseFlags + deviceOptions, as generate/ppl/bench run them. */
+const devices = (argv: string[]): argsModule.DeviceOptions => deviceOptions(parseFlags(argv, deviceSpecs));
+const deviceFails = (argv: string[], message: RegExp): void =>
+  assert.throws(() => devices(argv), (e: Error) => e instanceof UsageError && message.test(e.message), argv.join(' '));
+
+test('device flags: --device, --devices, --placement and --split reach the load options', () => {
+  assert.deepEqual(devices([]), {});
+  assert.deepEqual(devices(['--device', 'cuda']), { device: 'cuda' });
+  for (const d of ['cpu', 'cuda', 'auto', 'cuda:1']) assert.deepEqual(devices([`--device=${d}`]), { device: d });
+  assert.deepEqual(devices(['--devices', 'cpu:0,cpu:1,cpu:2']), { devices: ['cpu:0', 'cpu:1', 'cpu:2'] });
+  assert.deepEqual(devices(['--devices', 'cuda:0, cuda:1', '--placement', 'expert']), { devices: ['cuda:0', 'cuda:1'], placement: 'expert' });
+  assert.deepEqual(
+    devices(['--devices', 'cpu:0,cpu:1', '--placement', 'layer', '--split', '3,1.5']),
+    { devices: ['cpu:0', 'cpu:1'], placement: 'layer', split: [3, 1.5] },
+  );
+  assert.deepEqual(devices(['--devices', 'cpu:0,cpu:1', '--split', '1,1']), { devices: ['cpu:0', 'cpu:1'], split: [1, 1] });
+});
+
+test('device flags: bad values are usage errors naming the flag', () => {
+  deviceFails(['--device', 'tpu'], /--device: "tpu" is not cpu, cuda, cuda:N or auto/);
+  deviceFails(['--device', 'cuda:x'], /--device: "cuda:x"/);
+  deviceFails(['--devices', 'cpu:0,,cpu:1'], /--devices: .* empty entry/);
+  deviceFails(['--devices', 'cpu0'], /--devices: "cpu0" is not a device like cpu:0/);
+  deviceFails(['--devices', 'gpu:0'], /--devices: "gpu:0"/);
+  deviceFails(['--devices', 'cpu:0,cpu:0'], /--devices: cpu:0 is named twice/);
+  deviceFails(['--device', 'cpu', '--devices', 'cpu:0,cpu:1'], /one of --device, --devices/);
+  deviceFails(['--devices', 'cpu:0,cpu:1', '--placement', 'row'], /--placement: "row" is not layer or expert/);
+  deviceFails(['--devices', 'cpu:0,cpu:1', '--split', '1,x'], /--split: "1,x" is not a comma-separated list of numbers/);
+  deviceFails(['--devices', 'cpu:0,cpu:1', '--split', '1,0'], /--split: 0 is not a proportion > 0/);
+  deviceFails(['--devices', 'cpu:0,cpu:1', '--split', '1,-2'], /--split: -2 is not a proportion > 0/);
+  deviceFails(['--devices', 'cpu:0,cpu:1', '--split', '1,1,1'], /--split: 3 proportion\(s\) for 2 device\(s\)/);
+  deviceFails(['--devices', 'cpu:0,cpu:1', '--split', '1'], /--split: 1 proportion\(s\) for 2/);
+  deviceFails(['--split', '1,1'], /--split needs --devices/);
+  deviceFails(['--devices', 'cpu:0,cpu:1', '--placement', 'expert', '--split', '1,1'], /--split applies to --placement layer only/);
+  deviceFails(['--devices'], /--devices needs a value/);
+});

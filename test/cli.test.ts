@@ -110,6 +110,106 @@ test('generate with sampling is reproducible for a seed', () => {
   assert.equal((a.generated_ids as number[]).length, 16);
 });
 
+test('generate --json reports the placement; --devices/--placement give the same greedy ids as one device', { skip: needsFixtures }, () => {
+  const p = loadReference().prompts[0];
+  const base = ['generate', '--model', tinyModelDir, '--ids', p.input_ids.join(','), '--max-tokens', '32', '--greedy', '--json'];
+  const single = json(mixq(...base));
+  assert.ok('placement' in single, 'generate --json has a placement key');
+  const placement = single.placement as { mode: string; devices: { name: string }[]; layers: string[]; experts: string[][] };
+  assert.equal(placement.layers.length, 4, 'the device of each of the 4 layers');
+  assert.ok(placement.experts.every((e) => e.length > 0));
+  assert.deepEqual(single.devices, placement.devices.map((d) => d.name));
+  for (const mode of ['layer', 'expert']) {
+    const spread = json(mixq(...base, '--devices', 'cpu:0,cpu:1', '--placement', mode));
+    assert.deepEqual(spread.generated_ids, p.greedy_32, `--placement ${mode}`);
+    const got = spread.placement as { mode: string };
+    // An addon from before the placement planner ignores --devices and reports one device.
+    if (got.mode !== 'single') {
+      assert.equal(got.mode, mode);
+      assert.deepEqual(spread.devices, ['cpu:0', 'cpu:1']);
+    }
+  }
+  // Human-readable output: the devices line goes to stderr, stdout stays the completion.
+  const human = mixq('generate', '--model', tinyModelDir, '--ids', p.input_ids.join(','), '--max-tokens', '4');
+  assert.equal(human.code, 0, human.stderr);
+  assert.match(human.stderr, /^\[devices \S.* \((one device|layer split|expert parallel)\)\]$/m);
+  assert.doesNotMatch(human.stdout, /devices/);
+});
+
+test('ppl --json prints the perplexity with full double precision, the same with each placement', { skip: needsFixtures }, () => {
+  const args = ['ppl', '--model', tinyModelDir, '--ids', path.join(sharedFixtures!, 'valid_ids.safetensors'), '--windows', '4', '--seq', '64', '--json'];
+  const runs = [[], ['--devices', 'cpu:0,cpu:1', '--placement', 'layer'], ['--devices', 'cpu:0,cpu:1,cpu:2', '--placement', 'expert']].map((extra) => {
+    const r = mixq(...args, ...extra);
+    const literal = /"ppl":([^,}]+)/.exec(r.stdout)?.[1];
+    const out = json(r);
+    assert.ok(literal, r.stdout);
+    // The printed literal is the double's shortest round-trip form, not a rounded one.
+    assert.equal(Number(literal), out.ppl);
+    assert.equal(String(out.ppl), literal);
+    assert.ok(literal.replace(/^[\d]*\./, '').length > 6, `ppl ${literal} has more than a few decimals`);
+    return out.ppl as number;
+  });
+  assert.equal(runs[1], runs[0], 'layer split over 2 devices: the same perplexity');
+  assert.equal(runs[2], runs[0], 'expert parallel over 3 devices: the same perplexity');
+});
+
+/** A stand-in addon (MIXQ_ADDON) that logs the options it gets and reports a two-device layer split. */
+const FAKE_ADDON = String.raw`
+const fs = require('node:fs');
+const log = (what, value) => fs.appendFileSync(process.env.MIXQ_FAKE_LOG, JSON.stringify({ what, value }) + '\n');
+const placement = {
+  mode: 'layer', embed: 'cpu:0', lmHead: 'cpu:1',
+  devices: [{ name: 'cpu:0', weightBytes: 100, arenaBytes: 120 }, { name: 'cpu:1', weightBytes: 50, arenaBytes: 60 }],
+  layers: ['cpu:0', 'cpu:0', 'cpu:0', 'cpu:1'], experts: [0, 1, 2, 3].map((l) => Array(8).fill(l < 3 ? 'cpu:0' : 'cpu:1')),
+};
+module.exports = {
+  version: 'fake', cudaCompiled: false, devices: () => ['cpu'], cpuFeatures: () => [],
+  async loadModel(dir, opts) {
+    log('loadModel', opts);
+    return {
+      info: () => ({ modelType: 'mixtral', numLayers: 4, numExperts: 8, vocabSize: 8192, device: 'cpu:0', threads: 1, description: 'fake',
+        weightBytes: 150, devices: ['cpu:0', 'cpu:1'], placement }),
+      generate(req, onToken) {
+        const tokens = [473, 457];
+        return { cancel() {}, result: Promise.resolve().then(() => {
+          for (const t of tokens) onToken && onToken(t);
+          return { tokens, stopReason: 'max_tokens', promptTokens: req.prompt.length, reusedTokens: 0, evaluatedTokens: req.prompt.length + 1, prefillMs: 1, decodeMs: 1 };
+        }) };
+      },
+      dispose() {},
+    };
+  },
+  async bench(opts) { log('bench', opts); return { prefillTokens: 1, decodeTokens: 1, decodeLayerMs: [] }; },
+};
+`;
+
+test('device flags reach the addon (loadModel, bench); generate reports the addon\'s placement', () => {
+  const fake = path.join(tmp, 'fake-addon.js');
+  const log = path.join(tmp, 'fake-addon.log');
+  fs.writeFileSync(fake, FAKE_ADDON);
+  const env = { ...process.env, MIXQ_ADDON: fake, MIXQ_FAKE_LOG: log };
+  const run = (...args: string[]): Run => {
+    const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', env });
+    return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+  };
+  const flags = ['--devices', 'cpu:0,cpu:1', '--placement', 'layer', '--split', '3,1'];
+  const out = json(run('generate', '--model', tinyModelDir, '--ids', '1,2', '--max-tokens', '2', ...flags, '--json'));
+  assert.deepEqual(out.devices, ['cpu:0', 'cpu:1']);
+  assert.deepEqual((out.placement as { layers: string[] }).layers, ['cpu:0', 'cpu:0', 'cpu:0', 'cpu:1']);
+  const human = run('generate', '--model', tinyModelDir, '--ids', '1,2', '--max-tokens', '2', '--devices', 'cpu:0,cpu:1', '--placement', 'expert');
+  assert.equal(human.code, 0, human.stderr);
+  assert.match(human.stderr, /^\[devices cpu:0, cpu:1 \(layer split\)\]$/m);
+  assert.equal(run('bench', '--synthetic', 'tiny', '--devices', 'cuda:0,cuda:1', '--split', '1,2', '--json').code, 0);
+  const calls = fs.readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { what: string; value: Record<string, unknown> });
+  assert.deepEqual(calls.map((c) => c.what), ['loadModel', 'loadModel', 'bench']);
+  assert.deepEqual(
+    [calls[0].value.devices, calls[0].value.placement, calls[0].value.split, calls[0].value.device],
+    [['cpu:0', 'cpu:1'], 'layer', [3, 1], undefined],
+  );
+  assert.deepEqual([calls[1].value.devices, calls[1].value.placement, calls[1].value.split], [['cpu:0', 'cpu:1'], 'expert', undefined]);
+  assert.deepEqual([calls[2].value.devices, calls[2].value.split, calls[2].value.synthetic], [['cuda:0', 'cuda:1'], [1, 2], 'tiny']);
+});
+
 test('ppl on valid_ids.safetensors (120 windows × 512) is within 0.1% of valid_ppl_fp32', { skip: needsFixtures }, () => {
   const expected = loadReferenceFigures().valid_ppl_fp32 as number;
   const out = json(mixq('ppl', '--model', tinyModelDir, '--ids', path.join(sharedFixtures!, 'valid_ids.safetensors'), '--json'));
@@ -167,6 +267,10 @@ const errorCases: [string, () => string[], number, RegExp][] = [
     fs.writeFileSync(f, Buffer.concat([len, header, Buffer.from(Int32Array.from([1, 2, 3, 4]).buffer)]));
     return ['ppl', '--model', tinyModelDir, '--ids', f];
   }, 2, /few\.safetensors: 4 tokens, fewer than --windows 120 × --seq 512/],
+  ['--split count differs from --devices', () => ['generate', '--model', tinyModelDir, '--ids', '1', '--devices', 'cpu:0,cpu:1', '--split', '1'], 2, /--split: 1 proportion\(s\) for 2 device/],
+  ['--split not > 0', () => ['ppl', '--model', tinyModelDir, '--ids', 'x.safetensors', '--devices', 'cpu:0,cpu:1', '--split', '1,0'], 2, /--split: 0 is not a proportion > 0/],
+  ['bad --placement', () => ['bench', '--synthetic', 'tiny', '--devices', 'cpu:0,cpu:1', '--placement', 'rows'], 2, /--placement: "rows" is not layer or expert/],
+  ['bad --device', () => ['generate', '--model', tinyModelDir, '--ids', '1', '--device', 'tpu'], 2, /--device: "tpu"/],
   ['bench: both model and synthetic', () => ['bench', '--model', tinyModelDir, '--synthetic', 'tiny'], 2, /exactly one of --model, --synthetic/],
 ];
 

@@ -77,3 +77,32 @@ test('reference prompt texts stream whole characters (including the unicode prom
     for (const c of chunks) assert.ok(!c.includes('\uFFFD'), `${p.name}: ${JSON.stringify(c)}`);
   }
 });
+
+test('streaming decodes O(n) ids in all (each push decodes a window, not the whole stream)', { skip: needsFixtures }, () => {
+  // Every reference continuation and prompt text, one after another: a long stream with byte-fallback runs.
+  const ref = loadReference();
+  const ids = ref.prompts.flatMap((p) => [...p.greedy_32, ...tok.encode(p.text, { addSpecialTokens: false })]);
+  let decodedIds = 0;
+  let calls = 0;
+  const counting: detokenizerModule.Detokenizable = {
+    decode: (window, options) => {
+      calls++;
+      decodedIds += window.length;
+      return tok.decode(window, options);
+    },
+    isByteFallback: (id) => tok.isByteFallback(id),
+  };
+  for (const skipSpecialTokens of [false, true]) {
+    decodedIds = 0;
+    calls = 0;
+    const detok = new IncrementalDetokenizer(counting, { skipSpecialTokens });
+    let streamed = '';
+    for (const id of ids) streamed += detok.push(id);
+    streamed += detok.flush();
+    assert.equal(streamed, tok.decode(ids, { skipSpecialTokens }), 'the streamed text equals the full decode');
+    // Re-decoding the stream at every token would be n(n+1)/2 ids.
+    assert.ok(ids.length > 300, `${ids.length} ids`);
+    assert.ok(decodedIds <= 6 * ids.length, `${decodedIds} ids decoded for ${ids.length} pushed`);
+    assert.ok(calls <= 2 * ids.length + 2, `${calls} decode calls for ${ids.length} pushed`);
+  }
+});

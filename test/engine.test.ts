@@ -76,9 +76,19 @@ test('the addon exports exactly what native.ts declares', () => {
       modelType: true, hiddenSize: true, intermediateSize: true, numLayers: true, numHeads: true, numKvHeads: true,
       headDim: true, numExperts: true, topK: true, vocabSize: true, bosTokenId: true, eosTokenId: true, contextLength: true,
       maxPositionEmbeddings: true, slidingWindow: true, weightBytes: true, quantization: true, device: true, threads: true,
-      description: true,
+      description: true, devices: true, placement: true,
     };
-    assert.deepEqual(infoKeys, Object.keys(declared).sort());
+    // An addon from before the placement planner (issue 8) reports neither `devices` nor `placement`.
+    const placementKeys = ['devices', 'placement'];
+    const expected = Object.keys(declared).filter((k) => infoKeys.includes('placement') || !placementKeys.includes(k));
+    assert.deepEqual(infoKeys, expected.sort());
+    const info = native.info();
+    if (info.placement) {
+      const placementShape: Record<keyof nativeModule.NativePlacement, true> = { mode: true, devices: true, embed: true, lmHead: true, layers: true, experts: true };
+      assert.deepEqual(Object.keys(info.placement).sort(), Object.keys(placementShape).sort());
+      assert.equal(info.placement.layers.length, info.numLayers);
+      assert.deepEqual(info.devices, info.placement.devices.map((d) => d.name));
+    }
   });
 });
 

@@ -5,7 +5,7 @@
  */
 import * as vscode from 'vscode';
 
-import { PartialAcceptNotification } from '../../server/src/uxProtocol';
+import { PartialAcceptNotification } from '#protocol';
 import type { CompletionObserver, Ctx } from './ctx';
 import { CompletionStats, insertedAt } from './stats';
 

@@ -8,7 +8,7 @@ import * as path from 'node:path';
 
 import * as vscode from 'vscode';
 
-import type { ServerSettings } from '../../server/src/protocol';
+import type { ServerSettings } from '#protocol';
 
 export const SECTION = 'mixq';
 
@@ -35,6 +35,8 @@ export function serverSettings(extensionPath: string): Partial<ServerSettings> {
     modelPath: resolveModelPath(c.get<string>('modelPath', ''), extensionPath),
     device: c.get<ServerSettings['device']>('device', 'auto'),
     gpus: c.get<number[]>('gpus', []),
+    devices: c.get<string[]>('devices', []),
+    placement: c.get<ServerSettings['placement']>('placement', 'layer'),
     threads: c.get<number>('threads', 0),
     contextLength: c.get<number>('contextLength', 0),
     maxTokens: c.get<number>('maxTokens', 64),

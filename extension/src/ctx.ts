@@ -19,7 +19,7 @@ import {
   StatusRequest,
   type InitializationOptions,
   type ServerStatus,
-} from '../../server/src/protocol';
+} from '#protocol';
 import { completionsEnabled, languageEnabled, SECTION, serverSettings } from './config';
 import { ModelNotices } from './notices';
 import { RestartPolicy } from './restartPolicy';

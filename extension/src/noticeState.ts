@@ -3,7 +3,7 @@
  * the previous one, a state that needs none (loading, ready) clears it, and a notice the user closed stays closed
  * until the state changes. No vscode import: unit-tested in Node (./notices shows them).
  */
-import type { ServerStatus } from '../../server/src/protocol';
+import type { ServerStatus } from '#protocol';
 
 /** Notice texts may hold `[label](command:id)` links: VS Code renders them in notifications as clickable actions. */
 export interface Notice {

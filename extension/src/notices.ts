@@ -6,7 +6,7 @@
  */
 import * as vscode from 'vscode';
 
-import type { ServerStatus } from '../../server/src/protocol';
+import type { ServerStatus } from '#protocol';
 import { modelNotice, NoticeState } from './noticeState';
 
 export class ModelNotices implements vscode.Disposable {

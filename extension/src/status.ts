@@ -2,7 +2,7 @@
  * The one place server/client state becomes the status bar item's text, tooltip and click action.
  * No vscode import: unit-tested in Node.
  */
-import type { ServerStatus } from '../../server/src/protocol';
+import type { ModelSummary, ServerStatus } from '#protocol';
 
 export type ClientPhase = 'starting' | 'running' | 'restarting' | 'crashed' | 'stopped';
 
@@ -25,6 +25,27 @@ function fmtMs(ms: number): string {
   return ms >= 1000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms)} ms`;
 }
 
+function fmtBytes(bytes: number): string {
+  return bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(1)} GiB` : `${(bytes / 2 ** 20).toFixed(0)} MiB`;
+}
+
+const MODE_NAMES = { single: 'one device', layer: 'layer split', expert: 'expert parallel' } as const;
+
+/** The devices in use, short: "cpu", "cuda:0+cuda:1 layer". */
+function devicesText(m: ModelSummary | undefined): string {
+  if (!m) return '';
+  const devices = m.devices && m.devices.length > 0 ? m.devices : [m.device];
+  const mode = m.placement && m.placement.mode !== 'single' ? ` ${m.placement.mode}` : '';
+  return devices.join('+') + mode;
+}
+
+/** The tooltip's line: each device with the weight bytes it holds, and the placement mode. */
+function devicesLine(m: ModelSummary | undefined): string {
+  if (!m?.placement) return '';
+  const p = m.placement;
+  return `Devices: ${p.devices.map((d) => `${d.name} (${fmtBytes(d.weightBytes)})`).join(', ')} · ${MODE_NAMES[p.mode] ?? p.mode}`;
+}
+
 export function renderStatus(view: StatusView): RenderedStatus {
   const s = view.server;
   const menu = 'mixq.showMenu';
@@ -45,7 +66,7 @@ export function renderStatus(view: StatusView): RenderedStatus {
       break;
   }
   const m = s.model;
-  const parts = [m?.name ?? 'model', m?.device ?? ''];
+  const parts = [m?.name ?? 'model', devicesText(m)];
   if (!view.enabled) parts.push('off');
   else if (s.activeGenerations > 0) parts.push('generating');
   else if (s.last) {
@@ -56,6 +77,7 @@ export function renderStatus(view: StatusView): RenderedStatus {
   const lines = [
     `Model: ${m?.path ?? '?'}`,
     m?.description ?? '',
+    devicesLine(m),
     `Template: ${m?.template ?? '?'} · context ${m?.contextLength ?? '?'} tokens`,
     `Completions: ${view.enabled ? 'on' : 'off'}`,
   ];

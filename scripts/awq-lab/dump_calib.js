@@ -4,7 +4,7 @@
 const fs = require('fs');
 const path = require('path');
 const { MixqTokenizer } = require('../../out/server/tokenizer.js');
-const { buildCalibration, readCalibrationDocuments } = require('../../out/server/calibration.js');
+const { buildCalibration, readCalibrationDocuments } = require('../../out/server/cli/calibration.js');
 const shared = path.join(__dirname, '..', '..', '..', 'shared', 'fixtures');
 fs.mkdirSync('.lab', { recursive: true });
 fs.copyFileSync(path.join(shared, 'valid_ids.safetensors'), '.lab/valid_ids.safetensors');

@@ -20,8 +20,19 @@
  *   3. the newly decoded window starts with the text already emitted for it (decoders that strip or merge
  *      across token boundaries are handled by decoding a window that starts one chunk back, so the new
  *      text is read in context).
+ *
+ * Cost: each push decodes only the window (the last emitted chunk's ids + those since), never the whole stream,
+ * so streaming n tokens decodes O(n) ids in all (the text of the chunk before the window is decoded once per
+ * chunk, not once per push). A window grows only over ids that give no final text yet (an incomplete character,
+ * skipped special tokens).
  */
-import type { DecodeOptions, MixqTokenizer } from './tokenizer';
+import type { DecodeOptions } from './tokenizer';
+
+/** What the detokenizer needs of a tokenizer (MixqTokenizer; the completion model's view of it). */
+export interface Detokenizable {
+  decode(ids: readonly number[], options?: DecodeOptions): string;
+  isByteFallback(id: number): boolean;
+}
 
 export class IncrementalDetokenizer {
   private readonly ids: number[] = [];
@@ -30,9 +41,11 @@ export class IncrementalDetokenizer {
   /** Ids before this index have been emitted. */
   private readOffset = 0;
   private emitted = '';
+  /** decode(ids[prefixOffset, readOffset)), once per chunk. */
+  private before: string | undefined;
 
   constructor(
-    private readonly tokenizer: MixqTokenizer,
+    private readonly tokenizer: Detokenizable,
     private readonly options: DecodeOptions = {},
   ) {}
 
@@ -60,7 +73,7 @@ export class IncrementalDetokenizer {
 
   private advance(final: boolean): string {
     if (this.readOffset === this.ids.length) return '';
-    const before = this.tokenizer.decode(this.ids.slice(this.prefixOffset, this.readOffset), this.options);
+    const before = (this.before ??= this.tokenizer.decode(this.ids.slice(this.prefixOffset, this.readOffset), this.options));
     const window = this.tokenizer.decode(this.ids.slice(this.prefixOffset), this.options);
     if (!final) {
       if (window.length <= before.length || window.endsWith('\uFFFD') || !window.startsWith(before)) return '';
@@ -70,6 +83,7 @@ export class IncrementalDetokenizer {
     const chunk = window.startsWith(before) ? window.slice(before.length) : window.slice(Math.min(before.length, window.length));
     this.prefixOffset = this.readOffset;
     this.readOffset = this.ids.length;
+    this.before = undefined;
     this.emitted += chunk;
     return chunk;
   }

@@ -1,6 +1,7 @@
 /**
  * The engine as the language server and the CLI use it: a model loaded by the native addon plus its tokenizer,
- * with generations serialised (one at a time per engine, never blocking the event loop).
+ * with every request going through one scheduler (./scheduler: one at a time per engine, in order, cancellable,
+ * never blocking the event loop). The only module that loads the addon (tests may inject one).
  *
  * Exported API:
  *
@@ -19,6 +20,9 @@
  *   engine.stats                                              // totals of evaluated / reused tokens
  *   await engine.dispose()                                    // cancels everything, then frees the model
  *
+ *   await Engine.bench({ synthetic: 'tiny', devices: ['cpu:0', 'cpu:1'] })   // the addon's benchmark
+ *   const job = Engine.quantize({ source, output, method: 'awq', calibIds }, onProgress); await job.promise
+ *
  * Requests run in the order they were made. A request that is cancelled before it starts resolves at once with
  * stopReason 'cancelled' and no tokens, without touching the KV cache. The KV cache is reused across requests
  * for the longest common prefix of token ids (the native engine reports reused/evaluated counts).
@@ -30,13 +34,20 @@ import { IncrementalDetokenizer } from './detokenizer';
 import {
   loadAddon,
   type NativeAddon,
+  type NativeBenchOptions,
+  type NativeBenchResult,
   type NativeEngine,
   type NativeGenerateRequest,
   type NativeGenerateResult,
   type NativeLoadOptions,
   type NativeModelInfo,
   type NativePerplexityResult,
+  type NativePlacement,
+  type NativeQuantization,
+  type NativeQuantizeOptions,
+  type NativeQuantizeProgress,
 } from './native';
+import { Scheduler } from './scheduler';
 import { MixqTokenizer } from './tokenizer';
 
 export interface EngineLoadOptions extends NativeLoadOptions {
@@ -53,6 +64,8 @@ export interface GenerationOptions {
   onText?: (chunk: string) => void;
   /** Cancel the running request and every queued one before queueing this one. */
   cancelPrevious?: boolean;
+  /** Called when the request leaves the queue and starts in the engine (not called when cancelled while queued). */
+  onStart?: () => void;
 }
 
 export interface GenerationResult extends NativeGenerateResult {
@@ -77,24 +90,36 @@ export interface EngineStats {
   last?: GenerationResult;
 }
 
-/** One queued unit of work: a generation or a perplexity run. */
-interface Job {
-  cancelled: boolean;
-  nativeCancel?: () => void;
-  /** Runs the job; resolves (never rejects) to the function that settles its promise, called once it has left the queue. */
-  start(): Promise<() => void>;
-  resolveCancelled(): void;
+export class EngineError extends Error {}
+
+/**
+ * The model info with `devices` and `placement` always present: an addon from before the placement planner reports
+ * neither, which means the whole model on its one device.
+ */
+export function withPlacement(info: Omit<NativeModelInfo, 'devices' | 'placement'> & Partial<Pick<NativeModelInfo, 'devices' | 'placement'>>): NativeModelInfo {
+  const single = info.device || 'cpu';
+  const placement: NativePlacement = info.placement ?? {
+    mode: 'single',
+    devices: [{ name: single, weightBytes: info.weightBytes, arenaBytes: 0 }],
+    embed: single,
+    lmHead: single,
+    layers: Array.from({ length: info.numLayers }, () => single),
+    experts: Array.from({ length: info.numLayers }, () => Array.from({ length: info.numExperts }, () => single)),
+  };
+  const devices = info.devices && info.devices.length > 0 ? info.devices : placement.devices.map((d) => d.name);
+  return { ...info, devices, placement };
 }
 
-export class EngineError extends Error {}
+/** The result of a generation cancelled before it started: no tokens, the KV cache untouched. */
+export function cancelledResult(request: NativeGenerateRequest): NativeGenerateResult {
+  return { tokens: [], stopReason: 'cancelled', promptTokens: request.prompt.length, reusedTokens: 0, evaluatedTokens: 0, prefillMs: 0, decodeMs: 0 };
+}
 
 export class Engine {
   readonly info: NativeModelInfo;
   readonly stats: EngineStats = { generations: 0, evaluatedTokens: 0, reusedTokens: 0 };
-  private readonly queue: Job[] = [];
-  private running: Job | undefined;
-  /** Settles when the running job has ended and the next one (if any) has been started. */
-  private runningDone: Promise<void> | undefined;
+  /** Every request to the native engine goes through this one queue. */
+  private readonly scheduler = new Scheduler();
   private disposed = false;
 
   private constructor(
@@ -102,7 +127,7 @@ export class Engine {
     private readonly native: NativeEngine,
     readonly tokenizer: MixqTokenizer | undefined,
   ) {
-    this.info = native.info();
+    this.info = withPlacement(native.info());
   }
 
   /**
@@ -125,9 +150,23 @@ export class Engine {
     return new Engine(dir, native, tokenizer);
   }
 
+  /** The addon's benchmark: it loads the model folder (or builds the synthetic one) itself, apart from any Engine. */
+  static bench(options: NativeBenchOptions, addon: NativeAddon = loadAddon()): Promise<NativeBenchResult> {
+    return addon.bench(options);
+  }
+
+  /** Quantizes a 16-bit model folder (a long job on the addon's worker threads; cancel() leaves nothing on disk). */
+  static quantize(
+    options: NativeQuantizeOptions,
+    onProgress?: (p: NativeQuantizeProgress) => void,
+    addon: NativeAddon = loadAddon(),
+  ): NativeQuantization {
+    return addon.quantize(options, onProgress);
+  }
+
   /** True while a request runs or waits. */
   get busy(): boolean {
-    return this.running !== undefined || this.queue.length > 0;
+    return this.scheduler.busy;
   }
 
   /** Queues a generation; see the file comment. */
@@ -135,26 +174,12 @@ export class Engine {
     this.assertLive();
     if (options.cancelPrevious) this.cancelAll();
     const queuedAt = performance.now();
-    let settle!: { resolve: (r: GenerationResult) => void; reject: (e: unknown) => void };
-    const result = new Promise<GenerationResult>((resolve, reject) => (settle = { resolve, reject }));
     const detok =
       this.tokenizer && options.onText ? new IncrementalDetokenizer(this.tokenizer, { skipSpecialTokens: true }) : undefined;
-
-    const job: Job = {
-      cancelled: false,
-      resolveCancelled: () =>
-        settle.resolve({
-          tokens: [],
-          stopReason: 'cancelled',
-          promptTokens: request.prompt.length,
-          reusedTokens: 0,
-          evaluatedTokens: 0,
-          prefillMs: 0,
-          decodeMs: 0,
-          text: '',
-          queuedMs: performance.now() - queuedAt,
-        }),
-      start: async () => {
+    const job = this.scheduler.submit<GenerationResult>({
+      onStart: options.onStart,
+      cancelledBeforeStart: () => ({ ...cancelledResult(request), text: '', queuedMs: performance.now() - queuedAt }),
+      run: async (ctx) => {
         const queuedMs = performance.now() - queuedAt;
         const onToken = (token: number): void => {
           options.onToken?.(token);
@@ -164,50 +189,35 @@ export class Engine {
           }
         };
         const streaming = options.onToken || detok ? onToken : undefined;
-        try {
-          // A request the addon rejects (bad ids, bad sampling values) throws here; its promise rejects.
-          const handle = this.native.generate(request, streaming);
-          job.nativeCancel = () => handle.cancel();
-          if (job.cancelled) handle.cancel();
-          const r = await handle.result;
-          if (detok) {
-            const rest = detok.flush();
-            if (rest) options.onText!(rest);
-          }
-          const text = this.tokenizer ? this.tokenizer.decode(r.tokens, { skipSpecialTokens: true }) : '';
-          const full: GenerationResult = { ...r, text, queuedMs };
-          this.stats.generations++;
-          this.stats.evaluatedTokens += r.evaluatedTokens;
-          this.stats.reusedTokens += r.reusedTokens;
-          this.stats.last = full;
-          return () => settle.resolve(full);
-        } catch (e) {
-          return () => settle.reject(e);
+        // A request the addon rejects (bad ids, bad sampling values) throws here; its promise rejects.
+        const handle = this.native.generate(request, streaming);
+        ctx.onCancel(() => handle.cancel());
+        const r = await handle.result;
+        if (detok) {
+          const rest = detok.flush();
+          if (rest) options.onText!(rest);
         }
+        const text = this.tokenizer ? this.tokenizer.decode(r.tokens, { skipSpecialTokens: true }) : '';
+        const full: GenerationResult = { ...r, text, queuedMs };
+        this.stats.generations++;
+        this.stats.evaluatedTokens += r.evaluatedTokens;
+        this.stats.reusedTokens += r.reusedTokens;
+        this.stats.last = full;
+        return full;
       },
-    };
-    this.enqueue(job);
-    return {
-      result,
-      cancel: () => this.cancelJob(job),
-    };
+    });
+    return { result: job.result, cancel: () => job.cancel() };
   }
 
   /** Perplexity over `windows` windows of `seq` tokens of `ids` (see fixtures README); queued like a generation. */
   perplexity(ids: Int32Array, windows: number, seq: number): Promise<NativePerplexityResult> {
     this.assertLive();
-    return new Promise<NativePerplexityResult>((resolve, reject) => {
-      const job: Job = {
-        cancelled: false,
-        resolveCancelled: () => reject(new EngineError('perplexity cancelled')),
-        start: () =>
-          this.native.perplexity(ids, windows, seq).then(
-            (r) => () => resolve(r),
-            (e: unknown) => () => reject(e),
-          ),
-      };
-      this.enqueue(job);
-    });
+    return this.scheduler.submit<NativePerplexityResult>({
+      cancelledBeforeStart: () => {
+        throw new EngineError('perplexity cancelled');
+      },
+      run: () => this.native.perplexity(ids, windows, seq),
+    }).result;
   }
 
   /** Token ids held in the KV cache (only meaningful while idle). */
@@ -225,13 +235,12 @@ export class Engine {
 
   /** Cancels the running request and every queued one. */
   cancelAll(): void {
-    for (const job of this.queue) this.cancelJob(job);
-    if (this.running) this.cancelJob(this.running);
+    this.scheduler.cancelAll();
   }
 
   /** Resolves once nothing runs or waits. */
-  async idle(): Promise<void> {
-    while (this.runningDone) await this.runningDone;
+  idle(): Promise<void> {
+    return this.scheduler.idle();
   }
 
   /** Cancels everything, waits for the running request to end, then frees the model. */
@@ -245,38 +254,5 @@ export class Engine {
 
   private assertLive(): void {
     if (this.disposed) throw new EngineError('the engine has been disposed');
-  }
-
-  private cancelJob(job: Job): void {
-    if (job.cancelled) return;
-    job.cancelled = true;
-    if (job === this.running) {
-      job.nativeCancel?.();
-      return;
-    }
-    const i = this.queue.indexOf(job);
-    if (i >= 0) {
-      this.queue.splice(i, 1);
-      job.resolveCancelled();
-    }
-  }
-
-  private enqueue(job: Job): void {
-    this.queue.push(job);
-    this.pump();
-  }
-
-  private pump(): void {
-    if (this.running) return;
-    const job = this.queue.shift();
-    if (!job) return;
-    this.running = job;
-    this.runningDone = job.start().then((settle) => {
-      // Settled after leaving `running`, so `busy` is false when the last result resolves.
-      this.running = undefined;
-      this.runningDone = undefined;
-      this.pump();
-      settle();
-    });
   }
 }

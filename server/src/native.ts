@@ -3,11 +3,27 @@
 
 export type StopReason = 'eos' | 'stop_id' | 'max_tokens' | 'cancelled' | 'context_full' | 'callback';
 
+/** How a model is spread over several devices: contiguous layers per device, or each layer's experts. */
+export type NativePlacementMode = 'layer' | 'expert';
+
 export interface NativeLoadOptions {
   device?: string;        // 'cpu' | 'cuda' | 'cuda:N' | 'auto'
-  gpus?: number[];
+  gpus?: number[];        // cuda:N for each N (devices overrides it)
+  devices?: string[];     // e.g. ['cpu:0', 'cpu:1'] (virtual CPU devices) or ['cuda:0', 'cuda:1']; overrides device
+  placement?: NativePlacementMode; // with several devices; default 'layer'
+  split?: number[];       // layer-split proportions, one per device; empty/absent = from free memory
   threads?: number;       // 0 = all hardware threads
   contextLength?: number; // KV capacity; 0 = model default
+}
+
+/** Where every part of the model lives (the placement planner's report). */
+export interface NativePlacement {
+  mode: 'single' | 'layer' | 'expert';
+  devices: { name: string; weightBytes: number; arenaBytes: number }[];
+  embed: string;          // device of the embedding table
+  lmHead: string;         // device of the final norm + lm_head
+  layers: string[];       // [layer] device of the decoder layer's attention
+  experts: string[][];    // [layer][expert] device
 }
 
 export interface NativeModelInfo {
@@ -31,6 +47,8 @@ export interface NativeModelInfo {
   device: string;
   threads: number;
   description: string;
+  devices: string[];      // the devices in use, in placement order
+  placement: NativePlacement;
 }
 
 export interface NativeGenerateRequest {
@@ -107,6 +125,9 @@ export interface NativeBenchOptions {
   decodeTokens?: number;
   threads?: number;
   device?: string;
+  devices?: string[];           // as NativeLoadOptions
+  placement?: NativePlacementMode;
+  split?: number[];
 }
 
 /** Options of quantize() (native/addon/addon_quantize.cc → native/src/quant/quantize.h). */

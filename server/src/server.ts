@@ -1,6 +1,6 @@
 /**
  * The MixQ language server: answers LSP 3.18 `textDocument/inlineCompletion` with the local model, plus the custom
- * `mixq/*` messages of ./protocol. Started by the VS Code client over IPC, or by tests over stdio
+ * `mixq/*` messages of #protocol (protocol/src). Started by the VS Code client over IPC, or by tests over stdio
  * (`node out/server/server.js --stdio`).
  *
  * The model runs in the native addon's worker threads; this process's event loop only routes messages, so
@@ -27,6 +27,7 @@ import { combinedSources, OpenFilesContextProvider, RecentDocuments } from './co
 import { openCompletionModel, type CompletionModel } from './completion/model';
 import { CompletionService, zeroCounters, type ServiceSettings } from './completion/service';
 import { chooseTemplate } from './completion/templates';
+import type { EngineLoadOptions } from './engine';
 import {
   ConfigureNotification,
   defaultServerSettings,
@@ -40,8 +41,18 @@ import {
   type ServerSettings,
   type ServerState,
   type ServerStatus,
-} from './protocol';
-import { PartialAcceptNotification, type PartialAcceptParams } from './uxProtocol';
+  PartialAcceptNotification,
+  type PartialAcceptParams,
+} from '#protocol';
+
+/** Values a setting may take beyond its type (user settings are untrusted; package.json's enums are advisory). */
+const SETTING_VALUES: Partial<Record<keyof ServerSettings, (value: unknown) => boolean>> = {
+  device: (v) => v === 'auto' || v === 'cpu' || v === 'cuda',
+  placement: (v) => v === 'layer' || v === 'expert',
+  gpus: (v) => (v as unknown[]).every((g) => Number.isInteger(g) && (g as number) >= 0),
+  devices: (v) => (v as unknown[]).every((d) => typeof d === 'string' && /^(cpu|cuda):\d+$/.test(d)),
+  stopSequences: (v) => (v as unknown[]).every((s) => typeof s === 'string'),
+};
 
 /** Merges partial settings over the defaults, ignoring values of the wrong type (user settings are untrusted). */
 export function normalizeSettings(base: ServerSettings, patch: Partial<ServerSettings> | undefined): ServerSettings {
@@ -51,11 +62,23 @@ export function normalizeSettings(base: ServerSettings, patch: Partial<ServerSet
     const value = patch[key];
     if (value === undefined || value === null) continue;
     const expected = defaultServerSettings[key];
-    if (Array.isArray(expected) ? Array.isArray(value) : typeof value === typeof expected) {
-      (out as unknown as Record<string, unknown>)[key] = value;
-    }
+    if (!(Array.isArray(expected) ? Array.isArray(value) : typeof value === typeof expected)) continue;
+    if (SETTING_VALUES[key] && !SETTING_VALUES[key]!(value)) continue;
+    (out as unknown as Record<string, unknown>)[key] = value;
   }
   return out;
+}
+
+/** The engine's load options from the settings: devices (else gpus, else device) and the placement mode. */
+export function loadOptions(s: ServerSettings): EngineLoadOptions {
+  return {
+    device: s.device,
+    gpus: s.gpus.length > 0 ? s.gpus : undefined,
+    devices: s.devices.length > 0 ? s.devices : undefined,
+    placement: s.placement,
+    threads: s.threads,
+    contextLength: s.contextLength,
+  };
 }
 
 function serviceSettings(s: ServerSettings): ServiceSettings {
@@ -93,7 +116,7 @@ class ModelHost {
   ) {}
 
   private static key(s: ServerSettings): string {
-    return JSON.stringify([path.resolve(s.modelPath), s.device, s.gpus, s.threads, s.contextLength]);
+    return JSON.stringify([path.resolve(s.modelPath), loadOptions(s)]);
   }
 
   /** Applies settings: (re)loads when the model/device changed, else updates the running service. */
@@ -162,12 +185,7 @@ class ModelHost {
       const t0 = performance.now();
       try {
         if (fs.existsSync(dir) && !fs.existsSync(path.join(dir, 'config.json'))) throw new Error(`no config.json in ${dir}: not a model folder`);
-        const model = await openCompletionModel(dir, {
-          device: settings.device,
-          gpus: settings.gpus.length > 0 ? settings.gpus : undefined,
-          threads: settings.threads,
-          contextLength: settings.contextLength,
-        });
+        const model = await openCompletionModel(dir, loadOptions(settings));
         if (seq !== this.loadSeq) {
           await model.dispose();
           return;
@@ -201,6 +219,8 @@ class ModelHost {
         name: model.name,
         description: model.info.description,
         device: model.info.device,
+        devices: model.info.devices,
+        placement: { mode: model.info.placement.mode, devices: model.info.placement.devices },
         quantization: model.info.quantization,
         template: svc.template.id,
         contextLength: model.info.contextLength,
@@ -291,7 +311,9 @@ export function startServer(connection: Connection): void {
   });
 
   connection.onRequest(LoadModelRequest, async (params: LoadModelParams): Promise<LoadModelResult> => {
-    settings = normalizeSettings(settings, { modelPath: params.modelPath, device: params.device, gpus: params.gpus });
+    settings = normalizeSettings(settings, {
+      modelPath: params.modelPath, device: params.device, gpus: params.gpus, devices: params.devices, placement: params.placement,
+    });
     await host.load(settings);
     const status = host.status();
     return { ok: status.state === 'ready', error: status.state === 'error' ? status.message : undefined, status };

@@ -21,10 +21,9 @@ import {
   type ProtocolConnection,
 } from 'vscode-languageserver-protocol/node';
 
-import type * as protocol from '../../server/src/protocol';
-import { repoRoot, serverModule } from '../helpers';
-
-const P = serverModule<typeof protocol>('protocol');
+import * as P from '#protocol';
+import type * as protocol from '#protocol';
+import { repoRoot } from '../helpers';
 
 /** The compiled server, or another build of it (MIXQ_TEST_SERVER=dist/server.js tests the bundle). */
 export const serverScript = process.env.MIXQ_TEST_SERVER ? path.resolve(repoRoot, process.env.MIXQ_TEST_SERVER) : path.join(repoRoot, 'out', 'server', 'server.js');

@@ -2,12 +2,11 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
-import type * as protocol from '../../server/src/protocol';
-import type * as uxProtocol from '../../server/src/uxProtocol';
-import { serverModule, tinyModelDir } from '../helpers';
+import * as protocol from '#protocol';
+import { tinyModelDir } from '../helpers';
 import { ghostText, needsAddon, TestServer } from './lsp-client';
 
-const { PartialAcceptNotification } = serverModule<typeof uxProtocol>('uxProtocol');
+const { PartialAcceptNotification } = protocol;
 const SETTINGS: Partial<protocol.ServerSettings> = {
   modelPath: tinyModelDir, device: 'cpu', maxTokens: 48, timeCapMs: 20_000, debounceMs: 30, contextFromOpenFiles: false, prefetch: true,
 };

@@ -10,7 +10,7 @@ import type * as postprocessModule from '../../server/src/completion/postprocess
 import type * as promptModule from '../../server/src/completion/prompt';
 import type * as templatesModule from '../../server/src/completion/templates';
 import type * as engineModule from '../../server/src/engine';
-import type * as protocol from '../../server/src/protocol';
+import type * as protocol from '#protocol';
 import type * as tokenizerModule from '../../server/src/tokenizer';
 import { serverModule, tinyModelDir } from '../helpers';
 import { ghostText, needsAddon, TestServer } from './lsp-client';
@@ -203,6 +203,32 @@ describe('language server over JSON-RPC', { skip: needsAddon }, () => {
     const good = await server.loadModel({ modelPath: tinyModelDir });
     assert.equal(good.ok, true, good.error);
     assert.equal(good.status.model?.name, 'mixq-tiny-code');
+  });
+
+  test('mixq.devices / mixq.placement reload the model; mixq/status names the devices; the same suggestion', async () => {
+    const uri = 'file:///work/placed.py';
+    const { text, offset } = doc('def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n    |\n');
+    await server.open(uri, text);
+    const before = await server.status();
+    assert.ok(before.model?.devices && before.model.devices.length === 1, `one device: ${JSON.stringify(before.model?.devices)}`);
+    assert.deepEqual(before.model.placement?.devices.map((d) => d.name), before.model.devices);
+    const single = ghostText(await server.complete(uri, offset));
+
+    // A reload builds a new completion service: its counters start at zero (a completion preceded each change).
+    const reloaded = (st: protocol.ServerStatus): boolean => st.state === 'ready' && st.counters.requests === 0;
+    for (const placement of ['layer', 'expert'] as const) {
+      await server.configure({ ...SETTINGS, devices: ['cpu:0', 'cpu:1'], placement });
+      const s = await server.waitFor(reloaded, 60_000);
+      // An addon from before the placement planner ignores the devices and reports its one device.
+      if (s.model?.placement?.mode !== 'single') {
+        assert.equal(s.model?.placement?.mode, placement);
+        assert.deepEqual(s.model?.devices, ['cpu:0', 'cpu:1']);
+      }
+      assert.equal(ghostText(await server.complete(uri, offset)), single, `${placement}: the same greedy suggestion as one device`);
+    }
+    await server.configure({ ...SETTINGS, devices: [], placement: 'layer' });
+    const back = await server.waitFor(reloaded, 60_000);
+    assert.equal(back.model?.devices?.length, 1);
   });
 });
 

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 
 import type * as restartModule from '../../extension/src/restartPolicy';
 import type * as statusModule from '../../extension/src/status';
-import type * as protocol from '../../server/src/protocol';
+import type * as protocol from '#protocol';
 import { repoRoot } from '../helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -61,4 +61,18 @@ test('status bar: model, device, last latency and tokens/s; states; click action
   const crashed = renderStatus({ phase: 'crashed', enabled: true, server: undefined, detail: 'stopped 4 times' });
   assert.deepEqual([crashed.text, crashed.tooltip], ['$(error) MixQ: server stopped', 'stopped 4 times']);
   assert.equal(renderStatus({ phase: 'restarting', enabled: true, server: undefined }).text, '$(loading~spin) MixQ: restarting');
+});
+
+test('status bar: the devices in use and the placement mode', () => {
+  const placed: protocol.ModelSummary = {
+    ...model, device: 'cuda', devices: ['cuda:0', 'cuda:1'],
+    placement: { mode: 'layer', devices: [{ name: 'cuda:0', weightBytes: 12.5 * 2 ** 30, arenaBytes: 0 }, { name: 'cuda:1', weightBytes: 11 * 2 ** 30, arenaBytes: 0 }] },
+  };
+  const r = renderStatus({ phase: 'running', enabled: true, server: { ...base, model: placed } });
+  assert.equal(r.text, '$(sparkle) MixQ: mixq-tiny-code · cuda:0+cuda:1 layer · ready');
+  assert.match(r.tooltip, /Devices: cuda:0 \(12\.5 GiB\), cuda:1 \(11\.0 GiB\) · layer split/);
+  const single: protocol.ModelSummary = { ...model, devices: ['cpu'], placement: { mode: 'single', devices: [{ name: 'cpu', weightBytes: 35 * 2 ** 20, arenaBytes: 0 }] } };
+  const one = renderStatus({ phase: 'running', enabled: true, server: { ...base, model: single } });
+  assert.equal(one.text, '$(sparkle) MixQ: mixq-tiny-code · cpu · ready');
+  assert.match(one.tooltip, /Devices: cpu \(35 MiB\) · one device/);
 });

@@ -3,10 +3,18 @@
  * Tokenizer: one token per UTF-16 unit (id = code + 1000); markers get small ids. Generation replays the text
  * `continuation(prompt)` returns, one token per `msPerToken`, and honours cancel() before each token, like the
  * engine. KV reuse is simulated: the longest common prefix of the previous prompt + output and the new prompt.
+ * Like the real Engine, generations go through the server's Scheduler in front of a fake native engine that
+ * rejects a second concurrent generation.
  */
+import type * as engineModule from '../../server/src/engine';
 import type { NativeGenerateRequest, NativeGenerateResult } from '../../server/src/native';
-import type { CompletionModel, ModelGeneration } from '../../server/src/completion/model';
+import type { CompletionModel, ModelGeneration, ModelGenerationOptions } from '../../server/src/completion/model';
+import type * as schedulerModule from '../../server/src/scheduler';
 import type { VocabularyInfo } from '../../server/src/completion/templates';
+import { serverModule } from '../helpers';
+
+const { Scheduler } = serverModule<typeof schedulerModule>('scheduler');
+const { cancelledResult, withPlacement } = serverModule<typeof engineModule>('engine');
 
 export const FAKE_MARKERS: Record<string, number> = {
   '<s>': 1, '</s>': 2, '<fim_prefix>': 3, '<fim_middle>': 4, '<fim_suffix>': 5,
@@ -31,14 +39,22 @@ export interface FakeModelOptions {
 export class FakeModel implements CompletionModel {
   readonly name = 'fake';
   readonly path = '/fake';
-  readonly info = { description: 'fake model', device: 'cpu', quantization: 'none', contextLength: 4096 };
+  readonly info = withPlacement({
+    description: 'fake model', device: 'cpu', quantization: 'none', contextLength: 4096, modelType: 'fake', hiddenSize: 8,
+    intermediateSize: 8, numLayers: 2, numHeads: 1, numKvHeads: 1, headDim: 8, numExperts: 2, topK: 1, vocabSize: 70_000,
+    bosTokenId: 1, eosTokenId: 2, maxPositionEmbeddings: 4096, slidingWindow: 0, weightBytes: 0, threads: 1,
+  });
   readonly bosId = 1;
   readonly eosId = 2;
   readonly vocab: VocabularyInfo;
   generations: Array<{ req: NativeGenerateRequest; result?: NativeGenerateResult }> = [];
   running = 0;
   maxRunning = 0;
+  /** decode() calls and the ids they decoded, all together (tests check decoding work stays linear). */
+  decodeCalls = 0;
+  decodedIds = 0;
   private cached: number[] = [];
+  private readonly scheduler = new Scheduler();
 
   constructor(private readonly opts: FakeModelOptions = {}) {
     const names = opts.markers ?? ['<s>', '</s>', '<fim_prefix>', '<fim_middle>', '<fim_suffix>'];
@@ -54,6 +70,8 @@ export class FakeModel implements CompletionModel {
   }
 
   decode(ids: readonly number[]): string {
+    this.decodeCalls++;
+    this.decodedIds += ids.length;
     return ids.filter((id) => id >= 1000).map((id) => String.fromCharCode(id - 1000)).join('');
   }
 
@@ -66,7 +84,25 @@ export class FakeModel implements CompletionModel {
     return [...this.cached];
   }
 
-  generate(req: NativeGenerateRequest, onToken?: (token: number) => void): ModelGeneration {
+  isByteFallback(): boolean {
+    return false;
+  }
+
+  generate(req: NativeGenerateRequest, options: ModelGenerationOptions = {}): ModelGeneration {
+    const job = this.scheduler.submit<NativeGenerateResult>({
+      onStart: options.onStart,
+      cancelledBeforeStart: () => cancelledResult(req),
+      run: (ctx) => {
+        const g = this.nativeGenerate(req, options.onToken);
+        ctx.onCancel(() => g.cancel());
+        return g.result;
+      },
+    });
+    return { result: job.result, cancel: () => job.cancel() };
+  }
+
+  /** The fake native engine: one generation at a time, like the addon. */
+  private nativeGenerate(req: NativeGenerateRequest, onToken?: (token: number) => void): ModelGeneration {
     if (this.running > 0) throw new Error('engine busy: one generation at a time');
     this.running++;
     this.maxRunning = Math.max(this.maxRunning, this.running);

@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { test } from 'node:test';
 
 import type * as noticeModule from '../../extension/src/noticeState';
-import type * as protocol from '../../server/src/protocol';
+import type * as protocol from '#protocol';
 import { repoRoot } from '../helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports

@@ -38,6 +38,21 @@ test('a suggestion is the post-processed continuation; the engine stops once the
   assert.equal(svc.counters.completed, 1);
 });
 
+test('streamed tokens are detokenized incrementally: decoding work is linear in the generated tokens', async () => {
+  const n = 400;
+  const model = new FakeModel({ msPerToken: 0, continuation: () => 'x'.repeat(n + 10) });
+  const svc = new CompletionService(model, { ...settings, maxTokens: n, timeCapMs: 60_000 });
+  const out = await svc.complete(request('s = "|', 1, new Map()));
+  const gen = model.generations[0].result!;
+  assert.equal(gen.tokens.length, n);
+  assert.equal(out.kind, 'suggestion');
+  assert.equal(out.kind === 'suggestion' && out.text, model.decode(gen.tokens), 'the suggestion is the full decode');
+  // Re-decoding every prefix would decode n(n+1)/2 = 80200 ids; the incremental detokenizer decodes a window of
+  // the last chunk + the new token per token (the prompt's tokenization and the final decode add 2n at most).
+  assert.ok(model.decodedIds <= 5 * n, `${model.decodedIds} ids decoded for ${n} tokens`);
+  assert.ok(model.decodeCalls <= 2 * n + 4, `${model.decodeCalls} decode calls for ${n} tokens`);
+});
+
 test('a burst of edits + requests: all but the last are cancelled, one generation at a time, none left running', async () => {
   const model = new FakeModel({ msPerToken: 2, continuation: (p, m) => `# ${m.show(p).length}`.padEnd(30, '.') });
   const svc = new CompletionService(model, { ...settings, debounceMs: 20 });

@@ -3,12 +3,12 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
 
-import type * as protocol from '../../server/src/protocol';
+import { defaultServerSettings } from '#protocol';
+import type * as protocol from '#protocol';
 import type * as serverModuleType from '../../server/src/server';
 import { repoRoot, serverModule } from '../helpers';
 
-const { normalizeSettings } = serverModule<typeof serverModuleType>('server');
-const { defaultServerSettings } = serverModule<typeof protocol>('protocol');
+const { loadOptions, normalizeSettings } = serverModule<typeof serverModuleType>('server');
 
 test('settings from the client are merged over the defaults; values of the wrong type are ignored', () => {
   const s = normalizeSettings(defaultServerSettings, {
@@ -27,6 +27,19 @@ test('settings from the client are merged over the defaults; values of the wrong
   const t = normalizeSettings(s, { bogus: 1 } as unknown as Partial<protocol.ServerSettings>);
   assert.deepEqual(t, s);
   assert.equal(defaultServerSettings.modelPath, '');
+});
+
+test('device settings: devices, placement and gpus reach the load options; bad values are ignored', () => {
+  const s = normalizeSettings(defaultServerSettings, { modelPath: '/m', devices: ['cuda:0', 'cuda:1'], placement: 'expert', gpus: [2] });
+  assert.deepEqual(
+    loadOptions(s),
+    { device: 'auto', gpus: [2], devices: ['cuda:0', 'cuda:1'], placement: 'expert', threads: 0, contextLength: 0 },
+  );
+  assert.deepEqual(loadOptions(defaultServerSettings), { device: 'auto', gpus: undefined, devices: undefined, placement: 'layer', threads: 0, contextLength: 0 });
+  const bad = normalizeSettings(s, {
+    placement: 'rows' as 'layer', devices: ['gpu0'], gpus: [-1, 1.5] as number[], device: 'tpu' as 'cpu',
+  });
+  assert.deepEqual([bad.placement, bad.devices, bad.gpus, bad.device], ['expert', ['cuda:0', 'cuda:1'], [2], 'auto']);
 });
 
 test('every server setting is a mixq.* setting of the extension, with the same default', () => {

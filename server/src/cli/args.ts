@@ -7,11 +7,14 @@
  *
  * Syntax: `--name value`, `--name=value`, booleans as `--name`. Names are kebab-case on the command line and
  * camelCase in the result (`--max-tokens` → maxTokens).
+ *
+ * Also here: the device flags of the commands that run a model (`deviceFlags`) and their cross-checks
+ * (`deviceOptions`: --device | --devices, --placement, --split) into the engine's load/bench options.
  */
 
 export class UsageError extends Error {}
 
-export type FlagType = 'string' | 'boolean' | 'int' | 'number' | 'intList';
+export type FlagType = 'string' | 'boolean' | 'int' | 'number' | 'intList' | 'numberList' | 'stringList';
 
 export interface FlagSpec {
   type: FlagType;
@@ -32,9 +35,11 @@ type ValueOf<S extends FlagSpec> = S['type'] extends 'string'
   ? string
   : S['type'] extends 'boolean'
     ? boolean
-    : S['type'] extends 'intList'
+    : S['type'] extends 'intList' | 'numberList'
       ? number[]
-      : number;
+      : S['type'] extends 'stringList'
+        ? string[]
+        : number;
 
 export type Flags<T extends FlagSpecs> = { [K in keyof T]: ValueOf<T[K]> | undefined } & { help: boolean };
 
@@ -56,6 +61,19 @@ function parseIntList(flag: string, raw: string): number[] {
     throw new UsageError(`${flag}: "${raw}" is not a comma-separated list of non-negative integers`);
   }
   return parts.map((p) => Number(p));
+}
+
+function parseNumberList(flag: string, raw: string): number[] {
+  const parts = raw.split(',').map((p) => p.trim());
+  const values = parts.map((p) => (p === '' ? NaN : Number(p)));
+  if (values.some((v) => !Number.isFinite(v))) throw new UsageError(`${flag}: "${raw}" is not a comma-separated list of numbers`);
+  return values;
+}
+
+function parseStringList(flag: string, raw: string): string[] {
+  const parts = raw.split(',').map((p) => p.trim());
+  if (parts.some((p) => p === '')) throw new UsageError(`${flag}: "${raw}" has an empty entry`);
+  return parts;
 }
 
 /** Parses argv against specs. `--help`/`-h` is always accepted and sets `help` (required flags are then not checked). */
@@ -108,6 +126,12 @@ export function parseFlags<T extends FlagSpecs>(argv: readonly string[], specs: 
       case 'intList':
         out[key] = parseIntList(flag, raw);
         break;
+      case 'numberList':
+        out[key] = parseNumberList(flag, raw);
+        break;
+      case 'stringList':
+        out[key] = parseStringList(flag, raw);
+        break;
     }
   }
   if (!out.help) {
@@ -126,4 +150,54 @@ export function formatFlags(specs: FlagSpecs): string {
   });
   const width = Math.max(...rows.map((r) => r[0].length)) + 2;
   return rows.map(([left, right]) => left.padEnd(width) + right).join('\n');
+}
+
+/** Where a command's model runs: --device, or --devices with --placement and --split (generate, ppl, bench). */
+export const deviceFlags = {
+  device: { type: 'string', help: 'cpu | cuda | cuda:N | auto (default cpu)', valueName: 'device' },
+  devices: { type: 'stringList', help: 'spread the model over these devices: cpu:0,cpu:1 (virtual CPU devices) | cuda:0,cuda:1', valueName: 'd0,d1,…' },
+  placement: { type: 'string', help: 'over --devices: layer (contiguous layers per device, the default) | expert (each layer\'s experts spread)', valueName: 'layer|expert' },
+  split: { type: 'numberList', help: 'layer proportions per device (> 0, one per --devices entry; default: from free memory)', valueName: 'p0,p1,…' },
+} satisfies FlagSpecs;
+
+/** The load/bench options the device flags give (NativeLoadOptions / NativeBenchOptions fields). */
+export interface DeviceOptions {
+  device?: string;
+  devices?: string[];
+  placement?: 'layer' | 'expert';
+  split?: number[];
+}
+
+const DEVICE = /^(cpu|cuda|auto|cuda:\d+)$/;
+const PLACED_DEVICE = /^(cpu|cuda):\d+$/;
+
+/** Checks the device flags together; every error names the flag. */
+export function deviceOptions(f: { device?: string; devices?: string[]; placement?: string; split?: number[] }): DeviceOptions {
+  if (f.device !== undefined && !DEVICE.test(f.device)) throw new UsageError(`--device: "${f.device}" is not cpu, cuda, cuda:N or auto`);
+  if (f.device !== undefined && f.devices !== undefined) throw new UsageError('give one of --device, --devices (--devices names every device)');
+  if (f.devices !== undefined) {
+    for (const d of f.devices) {
+      if (!PLACED_DEVICE.test(d)) throw new UsageError(`--devices: "${d}" is not a device like cpu:0 or cuda:1`);
+    }
+    const twice = f.devices.find((d, i) => f.devices!.indexOf(d) !== i);
+    if (twice !== undefined) throw new UsageError(`--devices: ${twice} is named twice`);
+  }
+  if (f.placement !== undefined && f.placement !== 'layer' && f.placement !== 'expert') {
+    throw new UsageError(`--placement: "${f.placement}" is not layer or expert`);
+  }
+  if (f.split !== undefined) {
+    if (f.devices === undefined) throw new UsageError('--split needs --devices (one proportion per device)');
+    if (f.placement === 'expert') throw new UsageError('--split applies to --placement layer only');
+    const bad = f.split.find((v) => !(v > 0));
+    if (bad !== undefined) throw new UsageError(`--split: ${bad} is not a proportion > 0`);
+    if (f.split.length !== f.devices.length) {
+      throw new UsageError(`--split: ${f.split.length} proportion(s) for ${f.devices.length} device(s) of --devices`);
+    }
+  }
+  const out: DeviceOptions = {};
+  if (f.device !== undefined) out.device = f.device;
+  if (f.devices !== undefined) out.devices = f.devices;
+  if (f.placement !== undefined) out.placement = f.placement;
+  if (f.split !== undefined) out.split = f.split;
+  return out;
 }

@@ -2,8 +2,8 @@
  * `mixq bench`: prefill and decode tokens/s, per-layer decode time, peak memory, and the machine's memcpy
  * bandwidth measured in the same run — on a model folder or on random weights of a named shape.
  */
-import { loadAddon } from '../native';
-import { parseFlags, UsageError } from './args';
+import { Engine } from '../engine';
+import { deviceFlags, deviceOptions, parseFlags, UsageError } from './args';
 import type { CliIo, Command } from './command';
 import { jsonLine } from './common';
 
@@ -14,27 +14,28 @@ const flags = {
   prefillTokens: { type: 'int', help: 'prompt length for the prefill measurement', min: 1 },
   decodeTokens: { type: 'int', help: 'tokens decoded for the decode measurement', min: 1 },
   threads: { type: 'int', help: 'CPU worker threads (default: all)', min: 0 },
-  device: { type: 'string', help: 'cpu | cuda | cuda:N (default cpu)', valueName: 'device' },
+  ...deviceFlags,
   json: { type: 'boolean', help: 'print the result as one JSON object' },
 } as const;
 
 export const benchCommand: Command = {
   name: 'bench',
   summary: 'prefill/decode speed, per-layer time, memory bandwidth ratio',
-  usage: '(--model DIR | --synthetic mixtral-8x7b [--layers N]) [--prefill-tokens N] [--decode-tokens N] [--json]',
+  usage: '(--model DIR | --synthetic mixtral-8x7b [--layers N]) [--prefill-tokens N] [--decode-tokens N] [--device cpu|cuda|auto | --devices cpu:0,cpu:1 [--placement layer|expert] [--split 1,1]] [--json]',
   flags,
   async run(argv: readonly string[], io: CliIo): Promise<number> {
     const f = parseFlags(argv, flags);
     if ((f.model === undefined) === (f.synthetic === undefined)) throw new UsageError('give exactly one of --model, --synthetic');
     if (f.layers !== undefined && f.synthetic === undefined) throw new UsageError('--layers applies to --synthetic only');
-    const r = await loadAddon().bench({
+    const devices = deviceOptions(f);
+    const r = await Engine.bench({
       model: f.model,
       synthetic: f.synthetic,
       layers: f.layers,
       prefillTokens: f.prefillTokens,
       decodeTokens: f.decodeTokens,
       threads: f.threads,
-      device: f.device,
+      ...devices,
     });
     if (f.json) {
       io.stdout.write(jsonLine(r));

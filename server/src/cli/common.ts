@@ -1,11 +1,12 @@
 /**
  * Flags and helpers shared by the `mixq` subcommands that load a model.
  */
-import type { FlagSpecs } from './args';
+import type { NativePlacement } from '../native';
+import { deviceFlags, type FlagSpecs } from './args';
 
-/** --device / --threads / --context-length: how the engine is placed. */
+/** --device / --devices / --placement / --split / --threads / --context-length: how the engine is placed. */
 export const engineFlags = {
-  device: { type: 'string', help: 'cpu | cuda | cuda:N | auto (default cpu)', valueName: 'device' },
+  ...deviceFlags,
   threads: { type: 'int', help: 'CPU worker threads (default: all hardware threads)', min: 0 },
   contextLength: { type: 'int', help: 'KV cache capacity in tokens (default: min(model max, 4096))', min: 0 },
 } satisfies FlagSpecs;
@@ -18,4 +19,11 @@ export function jsonLine(value: unknown): string {
 /** Tokens per second, 0 when nothing was timed. */
 export function perSecond(tokens: number, ms: number): number {
   return ms > 0 ? (tokens * 1000) / ms : 0;
+}
+
+/** One line naming the devices in use and the placement mode, e.g. "devices cpu:0, cpu:1 (layer split)". */
+export function describePlacement(placement: NativePlacement): string {
+  const names = placement.devices.map((d) => d.name).join(', ');
+  const mode = placement.mode === 'single' ? 'one device' : placement.mode === 'layer' ? 'layer split' : 'expert parallel';
+  return `devices ${names} (${mode})`;
 }

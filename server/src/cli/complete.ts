@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { EngineCompletionModel } from '../completion/model';
 import { CompletionService, type ServiceSettings } from '../completion/service';
 import { Engine } from '../engine';
-import { defaultServerSettings, type FimTemplateSetting } from '../protocol';
+import { defaultServerSettings, type FimTemplateSetting } from '#protocol';
 import { parseFlags, UsageError } from './args';
 import type { CliIo, Command } from './command';
 import { engineFlags, jsonLine } from './common';

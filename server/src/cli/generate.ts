@@ -5,9 +5,9 @@ import * as fs from 'node:fs';
 
 import { Engine } from '../engine';
 import type { NativeGenerateRequest } from '../native';
-import { parseFlags, UsageError } from './args';
+import { deviceOptions, parseFlags, UsageError } from './args';
 import type { CliIo, Command } from './command';
-import { engineFlags, jsonLine, perSecond } from './common';
+import { describePlacement, engineFlags, jsonLine, perSecond } from './common';
 
 const flags = {
   model: { type: 'string', help: 'model folder (config.json, *.safetensors, tokenizer.json)', valueName: 'dir', required: true },
@@ -32,7 +32,7 @@ const flags = {
 export const generateCommand: Command = {
   name: 'generate',
   summary: 'complete a prompt with the model',
-  usage: '--model DIR (--prompt TEXT | --prompt-file F | --ids 1,2,3) [--suffix TEXT [--fim spm|psm]] [--max-tokens N] [--greedy | --temperature T [--top-k K] [--top-p P] [--seed S]] [--json]',
+  usage: '--model DIR (--prompt TEXT | --prompt-file F | --ids 1,2,3) [--suffix TEXT [--fim spm|psm]] [--max-tokens N] [--greedy | --temperature T [--top-k K] [--top-p P] [--seed S]] [--device cpu|cuda|auto | --devices cpu:0,cpu:1 [--placement layer|expert] [--split 1,1]] [--json]',
   flags,
   async run(argv: readonly string[], io: CliIo): Promise<number> {
     const f = parseFlags(argv, flags);
@@ -43,6 +43,7 @@ export const generateCommand: Command = {
     if (f.fim !== undefined && f.fim !== 'spm' && f.fim !== 'psm') throw new UsageError(`--fim: "${f.fim}" is not spm or psm`);
     const sampling = f.temperature !== undefined || f.topK !== undefined || f.topP !== undefined || f.seed !== undefined;
     if (f.greedy && sampling) throw new UsageError('--greedy cannot be combined with --temperature, --top-k, --top-p or --seed');
+    const devices = deviceOptions(f);
 
     let promptText: string | undefined = f.prompt;
     if (f.promptFile !== undefined) {
@@ -53,7 +54,7 @@ export const generateCommand: Command = {
       }
     }
 
-    const engine = await Engine.load(f.model!, { device: f.device, threads: f.threads, contextLength: f.contextLength });
+    const engine = await Engine.load(f.model!, { ...devices, threads: f.threads, contextLength: f.contextLength });
     try {
       let prompt: number[];
       if (promptText !== undefined && f.suffix !== undefined) {
@@ -82,6 +83,8 @@ export const generateCommand: Command = {
         stopIds: f.stopIds,
         ignoreEos: f.ignoreEos,
       };
+      // stdout carries the completion only; where the model runs goes to stderr.
+      if (!f.json) io.stderr.write(`[${describePlacement(engine.info.placement)}]\n`);
       const generation = engine.generate(request, f.json ? {} : { onText: (chunk) => io.stdout.write(chunk) });
       // Ctrl-C stops the generation at the next token; what was produced is still printed.
       const onSigint = (): void => generation.cancel();
@@ -102,6 +105,8 @@ export const generateCommand: Command = {
             decode_tokens_per_s: perSecond(Math.max(0, r.tokens.length - 1), r.decodeMs),
             model: engine.modelDir,
             device: engine.info.device,
+            devices: engine.info.devices,
+            placement: engine.info.placement,
             threads: engine.info.threads,
           }),
         );

@@ -3,9 +3,9 @@
  * window w = ids[seq·w : seq·w + seq], each predicting its own next tokens (seq − 1 per window), no overlap.
  */
 import { Engine } from '../engine';
-import { parseFlags, UsageError } from './args';
+import { deviceOptions, parseFlags, UsageError } from './args';
 import type { CliIo, Command } from './command';
-import { engineFlags, jsonLine } from './common';
+import { describePlacement, engineFlags, jsonLine } from './common';
 import { readSafetensorsTensor } from './safetensors';
 
 const flags = {
@@ -21,10 +21,11 @@ const flags = {
 export const pplCommand: Command = {
   name: 'ppl',
   summary: 'perplexity on a held-out token stream',
-  usage: '--model DIR --ids FILE.safetensors [--windows 120] [--seq 512] [--json]',
+  usage: '--model DIR --ids FILE.safetensors [--windows 120] [--seq 512] [--device cpu|cuda|auto | --devices cpu:0,cpu:1 [--placement layer|expert] [--split 1,1]] [--json]',
   flags,
   async run(argv: readonly string[], io: CliIo): Promise<number> {
     const f = parseFlags(argv, flags);
+    const devices = deviceOptions(f);
     const windows = f.windows ?? 120;
     const seq = f.seq ?? 512;
     const tensor = readSafetensorsTensor(f.ids!, f.tensor ?? 'ids', 'I32');
@@ -32,17 +33,21 @@ export const pplCommand: Command = {
     if (ids.length < windows * seq) {
       throw new UsageError(`${f.ids}: ${ids.length} tokens, fewer than --windows ${windows} × --seq ${seq} = ${windows * seq}`);
     }
-    const engine = await Engine.load(f.model!, { device: f.device, threads: f.threads, contextLength: f.contextLength ?? seq, tokenizer: false });
+    const engine = await Engine.load(f.model!, { ...devices, threads: f.threads, contextLength: f.contextLength ?? seq, tokenizer: false });
     try {
       const bad = ids.subarray(0, windows * seq).find((id) => id < 0 || id >= engine.info.vocabSize);
       if (bad !== undefined) throw new UsageError(`${f.ids}: token id ${bad} is outside the vocabulary (${engine.info.vocabSize})`);
       const r = await engine.perplexity(ids.subarray(0, windows * seq), windows, seq);
       if (f.json) {
-        io.stdout.write(jsonLine({ ppl: r.ppl, tokens: r.tokens, nll: r.nll, windows, seq, ms: r.ms, model: engine.modelDir, device: engine.info.device }));
+        // JSON numbers are the doubles themselves (shortest round-trip form): no rounding on this path.
+        io.stdout.write(jsonLine({
+          ppl: r.ppl, tokens: r.tokens, nll: r.nll, windows, seq, ms: r.ms, model: engine.modelDir, device: engine.info.device,
+          devices: engine.info.devices, placement: engine.info.placement,
+        }));
       } else {
         io.stdout.write(
           `perplexity ${r.ppl.toFixed(4)} (mean NLL ${r.nll.toFixed(5)}) over ${r.tokens} predicted tokens, ` +
-            `${windows} windows × ${seq}, ${(r.ms / 1000).toFixed(1)} s\n`,
+            `${windows} windows × ${seq}, ${(r.ms / 1000).toFixed(1)} s; ${describePlacement(engine.info.placement)}\n`,
         );
       }
       return 0;

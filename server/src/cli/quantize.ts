@@ -6,10 +6,11 @@
  */
 import * as path from 'node:path';
 
-import { buildCalibration, readCalibrationDocuments } from '../calibration';
-import { loadAddon, type NativeQuantizeProgress } from '../native';
+import { Engine } from '../engine';
+import type { NativeQuantizeProgress } from '../native';
 import { MixqTokenizer } from '../tokenizer';
 import { parseFlags, UsageError } from './args';
+import { buildCalibration, readCalibrationDocuments } from './calibration';
 import type { CliIo, Command } from './command';
 import { jsonLine } from './common';
 
@@ -85,7 +86,7 @@ export const quantizeCommand: Command = {
       if (line !== lastLine) io.stderr.write(line + '\n');
       lastLine = line;
     };
-    const job = loadAddon().quantize(
+    const job = Engine.quantize(
       {
         source, output, method, groupSize: groupSize as 32 | 64 | 128, zeroPoint: !f.symmetric, calibIds, samples, seqLen, threads: f.threads,
         ...(method === 'awq' ? { rounding, propagate } : {}),

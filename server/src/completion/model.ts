@@ -5,7 +5,7 @@
  */
 import * as path from 'node:path';
 
-import { Engine, type EngineLoadOptions } from '../engine';
+import { Engine, type EngineLoadOptions, type GenerationOptions } from '../engine';
 import type { NativeGenerateRequest, NativeGenerateResult, NativeModelInfo } from '../native';
 import type { MixqTokenizer } from '../tokenizer';
 import type { PromptTokenizer } from './prompt';
@@ -13,20 +13,28 @@ import { KNOWN_MARKER_NAMES, type VocabularyInfo } from './templates';
 
 export interface ModelGeneration {
   readonly result: Promise<NativeGenerateResult>;
-  /** Stops before the next token; result resolves with stopReason 'cancelled'. */
+  /** Queued: dropped (never runs). Running: stops before the next token. Either way stopReason is 'cancelled'. */
   cancel(): void;
 }
+
+/** onToken: each id as soon as it is sampled; onStart: the generation left the engine's queue and runs. */
+export type ModelGenerationOptions = Pick<GenerationOptions, 'onToken' | 'onStart'>;
 
 export interface CompletionModel extends PromptTokenizer {
   readonly name: string;
   readonly path: string;
-  readonly info: Pick<NativeModelInfo, 'description' | 'device' | 'quantization' | 'contextLength'>;
+  readonly info: Pick<NativeModelInfo, 'description' | 'device' | 'quantization' | 'contextLength' | 'devices' | 'placement'>;
   readonly eosId: number | undefined;
   readonly vocab: VocabularyInfo;
   /** Text of generated ids, special tokens skipped. */
   decode(ids: readonly number[]): string;
-  /** Generations run one at a time, in order; `onToken` sees each id as soon as it is sampled. */
-  generate(req: NativeGenerateRequest, onToken?: (token: number) => void): ModelGeneration;
+  /** A `<0xNN>` byte-fallback token (for the incremental detokenizer). */
+  isByteFallback(id: number): boolean;
+  /**
+   * Queues a generation in the engine's one scheduler: generations run one at a time, in submission order; a
+   * cancelled queued one never runs.
+   */
+  generate(req: NativeGenerateRequest, options?: ModelGenerationOptions): ModelGeneration;
   dispose(): void | Promise<void>;
 }
 
@@ -74,8 +82,12 @@ export class EngineCompletionModel implements CompletionModel {
     return this.tokenizer.decode(ids, { skipSpecialTokens: true });
   }
 
-  generate(req: NativeGenerateRequest, onToken?: (token: number) => void): ModelGeneration {
-    return this.engine.generate(req, { onToken });
+  isByteFallback(id: number): boolean {
+    return this.tokenizer.isByteFallback(id);
+  }
+
+  generate(req: NativeGenerateRequest, options: ModelGenerationOptions = {}): ModelGeneration {
+    return this.engine.generate(req, options);
   }
 
   dispose(): Promise<void> {

@@ -3,17 +3,21 @@
  * with early stop → post-processing → answer; with cancellation at every step.
  *
  * One engine runs one generation at a time, so the newest request wins: a new request (or an edit of the document)
- * cancels every older one. A request still waiting is dropped at once; a generating one is cancelled inside the
- * engine, which stops before its next token, and the new request waits for that before starting. The engine keeps
+ * cancels every older one. The engine's one scheduler (../scheduler, inside the model's generate) orders the
+ * generations; this service keeps no queue of its own. A request still debouncing, or queued in the scheduler,
+ * is dropped at once; a generating one is cancelled inside the engine, which stops before its next token, while
+ * the new request waits behind it in the scheduler. Streamed tokens go through the incremental detokenizer, so
+ * the early-stop check reads the text so far without decoding all tokens again at every token. The engine keeps
  * the KV cache of the previous prompt + generated tokens and reuses the longest common prefix, so with a layout
  * that grows at its end (SPM, prefix-only) a keystroke evaluates only the last few prompt tokens.
  *
- * Prefetch: after answering with suggestion S, the service computes (when the engine is free) the suggestion for
+ * Prefetch: after answering with suggestion S, the service queues the generation of the suggestion for
  * the document with S accepted, and caches it; Tab then gets the next suggestion from the cache. The prompt is the
  * previous one plus S, whose KV entries the engine holds already, so this costs little more than its generation.
  * A prefetch yields to any request, except one for exactly its state, which waits for it instead.
  */
-import type { CompletionCounters, CompletionTiming, ServerSettings } from '../protocol';
+import type { CompletionCounters, CompletionTiming, ServerSettings } from '#protocol';
+import { IncrementalDetokenizer } from '../detokenizer';
 import { CompletionCache, type CacheKey } from './cache';
 import type { CompletionDocument, ContextProvider } from './context';
 import { AdaptiveDebounce } from './debounce';
@@ -105,8 +109,8 @@ export class CompletionService {
 
   private readonly debounce: AdaptiveDebounce;
   private readonly live = new Set<Ticket>();
-  /** Settles when the engine's current generation has ended (cancelled ones included). */
-  private engineIdle: Promise<unknown> = Promise.resolve();
+  /** Generations submitted to the engine and not yet settled (shutdown waits for them). */
+  private readonly generations = new Set<Promise<unknown>>();
   private readonly stopIds: number[];
   private disposed = false;
 
@@ -157,7 +161,7 @@ export class CompletionService {
   async shutdown(): Promise<void> {
     this.disposed = true;
     for (const t of this.live) t.cancel('shutdown');
-    await this.engineIdle;
+    await Promise.all([...this.generations]);
   }
 
   private cancelled(ticket: Ticket, stage: 'waiting' | 'generating' | 'done'): CompletionOutcome {
@@ -292,14 +296,6 @@ export class CompletionService {
 
     if (!req.invoked) await ticket.sleep(delay);
     if (ticket.cancelled) return this.cancelled(ticket, 'waiting');
-    // The engine may still be finishing a cancelled generation (it stops before its next token).
-    while (true) {
-      const idle = this.engineIdle;
-      await idle;
-      if (ticket.cancelled) return this.cancelled(ticket, 'waiting');
-      if (idle === this.engineIdle) break;
-    }
-    const waitMs = this.now() - t0;
 
     const prompt = buildPrompt(this.model, this.template, req, {
       maxPrefixTokens: this.settings.maxPrefixTokens,
@@ -308,46 +304,55 @@ export class CompletionService {
     }, this.providers);
 
     const tokens: number[] = [];
+    const detok = new IncrementalDetokenizer(this.model);
     let stopBy: 'postprocess' | 'time_cap' | undefined;
+    let startedAt: number | undefined;
+    let timer: ReturnType<typeof setTimeout> | undefined;
     const generation = this.model.generate(
       { prompt: prompt.ids, maxTokens: this.settings.maxTokens, greedy: true, stopIds: this.stopIds },
-      (token) => {
-        if (this.stopIds.includes(token) || stopBy || ticket.cancelled) return;
-        tokens.push(token);
-        // Stop as soon as post-processing has decided where the suggestion ends.
-        if (postprocess(this.model.decode(tokens), ppContext).final) {
-          stopBy = 'postprocess';
-          generation.cancel();
-        }
+      {
+        onStart: () => {
+          // Left the scheduler's queue: the engine works for this request from here; the time cap counts from here.
+          startedAt = this.now();
+          this.activeGenerations++;
+          this.onChange(); // the status bar shows "generating"
+          timer = setTimeout(() => {
+            stopBy ??= 'time_cap';
+            generation.cancel();
+          }, this.settings.timeCapMs);
+        },
+        onToken: (token) => {
+          if (this.stopIds.includes(token) || stopBy || ticket.cancelled) return;
+          tokens.push(token);
+          // Stop as soon as post-processing has decided where the suggestion ends; the text only changes when
+          // the detokenizer emits a chunk.
+          if (detok.push(token) && postprocess(detok.text, ppContext).final) {
+            stopBy = 'postprocess';
+            generation.cancel();
+          }
+        },
       },
     );
-    this.activeGenerations++;
-    this.onChange(); // the status bar shows "generating"
     const done = generation.result.finally(() => {
-      this.activeGenerations--;
+      clearTimeout(timer);
+      if (startedAt !== undefined) this.activeGenerations--;
     });
-    this.engineIdle = done.catch(() => undefined);
+    const settled = done.catch(() => undefined);
+    this.generations.add(settled);
+    void settled.then(() => this.generations.delete(settled));
     let cancelledAt: number | undefined;
     ticket.onCancel(() => {
       cancelledAt = this.now();
       generation.cancel();
     });
-    const timer = setTimeout(() => {
-      stopBy ??= 'time_cap';
-      generation.cancel();
-    }, this.settings.timeCapMs);
-    let result;
-    try {
-      result = await done;
-    } finally {
-      clearTimeout(timer);
-    }
+    const result = await done;
+    const waitMs = (startedAt ?? this.now()) - t0;
     // Engine work counts whoever asked for it.
     this.counters.evaluatedTokens += result.evaluatedTokens;
-    if (cancelledAt !== undefined) {
+    if (cancelledAt !== undefined && startedAt !== undefined) {
       this.counters.maxCancelToStopMs = Math.max(this.counters.maxCancelToStopMs, this.now() - cancelledAt);
     }
-    if (ticket.cancelled) return this.cancelled(ticket, 'generating');
+    if (ticket.cancelled) return this.cancelled(ticket, startedAt === undefined ? 'waiting' : 'generating');
     if (req.currentVersion() !== req.version) {
       ticket.cancel('stale');
       return this.cancelled(ticket, 'done');

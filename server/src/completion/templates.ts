@@ -14,7 +14,7 @@
  *   deepseek       BOS <｜fim▁begin｜>P<｜fim▁hole｜>S<｜fim▁end｜>
  *   prefix-only    BOS P                                          (models without FIM tokens, e.g. Mixtral base)
  */
-import type { FimTemplateSetting } from '../protocol';
+import type { FimTemplateSetting } from '#protocol';
 
 export type FimTemplateId = Exclude<FimTemplateSetting, 'auto'>;
 

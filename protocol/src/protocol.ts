@@ -1,6 +1,8 @@
 /**
  * The MixQ editor protocol, declared once: every custom `mixq/<verb>` message between the VS Code client
- * (extension/) and the language server (server/src/server.ts). Both sides import this file.
+ * (extension/) and the language server (server/src/server.ts). Both import this project as `#protocol` (the
+ * package.json "imports" entry: types and bundling from this source, Node from out/protocol/protocol.js); neither
+ * side reaches into the other's sources.
  *
  * Only `vscode-languageserver-protocol` (types + message type constructors) is imported here, so the client
  * bundle does not pull in any server-only module. Inline completion itself is the standard LSP 3.18
@@ -19,13 +21,20 @@ export type FimTemplateSetting =
   | 'deepseek'
   | 'prefix-only';
 
+/** How a model is spread over several devices (mixq.placement). */
+export type PlacementSetting = 'layer' | 'expert';
+
 /** Settings the server uses (the client sends the `mixq.*` configuration section, minus client-only keys). */
 export interface ServerSettings {
   /** A model folder (config.json, safetensors, tokenizer.json). '' = none configured. */
   modelPath: string;
   device: 'auto' | 'cpu' | 'cuda';
-  /** GPU ids for multi-GPU placement; [] = engine default. */
+  /** GPU ids for multi-GPU placement (cuda:N each); [] = engine default. */
   gpus: number[];
+  /** Devices to spread the model over, e.g. ['cuda:0', 'cuda:1'] or ['cpu:0', 'cpu:1']; overrides device and gpus; [] = unused. */
+  devices: string[];
+  /** With several devices: layer split or expert parallel. */
+  placement: PlacementSetting;
   /** CPU worker threads; 0 = all hardware threads. */
   threads: number;
   /** KV cache capacity in tokens; 0 = model default. */
@@ -52,6 +61,8 @@ export const defaultServerSettings: ServerSettings = {
   modelPath: '',
   device: 'auto',
   gpus: [],
+  devices: [],
+  placement: 'layer',
   threads: 0,
   contextLength: 0,
   maxTokens: 64,
@@ -67,6 +78,13 @@ export const defaultServerSettings: ServerSettings = {
 
 export type ServerState = 'noModel' | 'loading' | 'ready' | 'error';
 
+/** Where the loaded model lives: the placement mode and the bytes on each device. */
+export interface PlacementSummary {
+  /** 'single': the whole model on one device. */
+  mode: 'single' | 'layer' | 'expert';
+  devices: { name: string; weightBytes: number; arenaBytes: number }[];
+}
+
 export interface ModelSummary {
   path: string;
   /** Folder name, e.g. "mixq-tiny-code". */
@@ -74,6 +92,9 @@ export interface ModelSummary {
   /** Engine's one-line description (layers, experts, dtype, device, threads). */
   description: string;
   device: string;
+  /** The devices in use, in placement order (absent from servers before multi-device placement: `device`). */
+  devices?: string[];
+  placement?: PlacementSummary;
   quantization: string;
   /** The FIM template in use (resolved from `auto`). */
   template: string;
@@ -151,6 +172,8 @@ export interface LoadModelParams {
   modelPath: string;
   device?: ServerSettings['device'];
   gpus?: number[];
+  devices?: string[];
+  placement?: PlacementSetting;
 }
 
 export interface LoadModelResult {
@@ -166,7 +189,7 @@ export const StatusRequest = new RequestType0<ServerStatus, void>('mixq/status')
 /** client → server: load (or switch to) a model; resolves once loaded or failed. */
 export const LoadModelRequest = new RequestType<LoadModelParams, LoadModelResult, void>('mixq/loadModel');
 
-/** client → server: settings changed (all of them); a changed model path/device reloads the model. */
+/** client → server: settings changed (all of them); a changed model path/device/placement reloads the model. */
 export const ConfigureNotification = new NotificationType<Partial<ServerSettings>>('mixq/configure');
 
 /** server → client: state, model, last latency/tokens per second changed. */
@@ -179,3 +202,22 @@ export const ResetCountersRequest = new RequestType0<ServerStatus, void>('mixq/r
 export interface InitializationOptions {
   settings: Partial<ServerSettings>;
 }
+
+// ---- partial accept (issue 14) ----
+
+export interface PartialAcceptParams {
+  uri: string;
+  /** The document's version with the accepted text inserted. */
+  version: number;
+  /** The cursor after the accepted text (UTF-16 offset). */
+  offset: number;
+  /** What was accepted of the shown suggestion. */
+  acceptedText: string;
+  kind: 'word' | 'line';
+}
+
+/**
+ * client → server: the user accepted the start of the shown suggestion (editor.action.inlineSuggest.acceptNextWord /
+ * acceptNextLine); the rest is served from the cache at the new cursor and the prefetch of accepting all of it goes on.
+ */
+export const PartialAcceptNotification = new NotificationType<PartialAcceptParams>('mixq/didPartiallyAccept');

@@ -1,5 +1,6 @@
 /**
- * Calibration data for the quantizer: documents → token ids [samples × seqLen], seeded and reproducible.
+ * Calibration data for `mixq quantize` (./quantize, its only user): documents → token ids [samples × seqLen],
+ * seeded and reproducible.
  *
  *   const docs = readCalibrationDocuments(path);   // a .jsonl of {"text"}, a folder of source files, or a text file
  *   const set = buildCalibration(tokenizer, docs, { samples: 128, seqLen: 512, seed: 0 });
@@ -15,7 +16,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import type { MixqTokenizer } from './tokenizer';
+import type { MixqTokenizer } from '../tokenizer';
 
 export class CalibrationError extends Error {}
 
