@@ -16,6 +16,7 @@
 #include "device_guard.h"
 #include "gemv_w4a16.h"
 #include "ops_cuda.h"
+#include "ops/router.h"
 #include "rms_norm.h"
 
 namespace mixq {

@@ -18,7 +18,7 @@ __global__ void embed_kernel(const T* table, int64_t hidden, const int32_t* ids,
 void launch_embed(const void* table, DType dtype, int64_t hidden, const int32_t* ids, int64_t n, float* x,
                   cudaStream_t stream) {
   if (n == 0) return;
-  const dim3 grid(unsigned(n)), block(256);
+  const dim3 grid(static_cast<unsigned>(n)), block(256);
   switch (dtype) {
     case DType::BF16: embed_kernel<<<grid, block, 0, stream>>>(static_cast<const __nv_bfloat16*>(table), hidden, ids, x); break;
     case DType::F16: embed_kernel<<<grid, block, 0, stream>>>(static_cast<const __half*>(table), hidden, ids, x); break;

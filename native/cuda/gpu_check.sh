@@ -1,30 +1,46 @@
 #!/usr/bin/env bash
-# Builds the CUDA backend's tests and benchmark for the GPU at hand, runs them, and keeps the logs.
-#   native/cuda/gpu_check.sh OUT_DIR [ARCH]     (ARCH default 90a-real: H100/H200)
-# Writes OUT_DIR/{env.txt,build.log,ctest.log (verbose: every case's error),sanitizer.log,bench.json,bench.txt}. Only the CUDA targets are
-# built, so this works while the CPU engine is mid-change. Exit status: that of ctest.
+# Builds the CUDA backend, its tests and the benchmarks for the GPU at hand, runs them, and keeps the logs.
+#   native/cuda/gpu_check.sh OUT_DIR [ARCH] [BENCH_ARGS...]   (ARCH default 90a-real: H100/H200)
+# Fixtures: ../shared/fixtures beside the checkout, else a copy carried in .gl/fixtures (linked there).
+# Writes OUT_DIR/{env.txt,build.log,ctest.log,test_*.log,sanitizer.log,bench.json,bench.txt,mixq_bench_cuda.json}.
+# Exit status: that of the CUDA ctest run.
 set -u -o pipefail
 out=${1:?usage: gpu_check.sh OUT_DIR [ARCH]}
 arch=${2:-90a-real}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=$root/build-gpu
 mkdir -p "$out"
+if [ ! -d "$root/../shared/fixtures" ] && [ -d "$root/.gl/fixtures" ]; then
+  mkdir -p "$root/../shared" && ln -sfn "$root/.gl/fixtures" "$root/../shared/fixtures"
+fi
 { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv; nvcc --version | tail -2; } \
   >"$out/env.txt" 2>&1
-targets="test_cuda_device test_cuda_rms_norm test_cuda_moe_align test_cuda_gemv_w4a16 cuda_bench"
-if ! { cmake -S "$root" -B "$build" -DMIXQ_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$arch" -DCMAKE_BUILD_TYPE=Release &&
+targets="test_cuda_device test_cuda_rms_norm test_cuda_moe_align test_cuda_gemv_w4a16 cuda_bench test_backend_ops
+         test_gpu_model test_placement mixq_bench"
+gen=""; command -v ninja >/dev/null && gen="-G Ninja"
+if ! { cmake -S "$root" -B "$build" $gen -DMIXQ_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$arch" -DCMAKE_BUILD_TYPE=Release &&
        cmake --build "$build" -j"$(nproc)" --target $targets; } >"$out/build.log" 2>&1; then
-  tail -40 "$out/build.log"
+  grep -E "error" "$out/build.log" | head -30
+  tail -20 "$out/build.log"
   exit 1
 fi
 cd "$build/native"
 ctest -L cuda -V >"$out/ctest.log" 2>&1
 status=$?
 grep -E "Test +#|tests passed|FAIL" "$out/ctest.log"
+export MIXQ_CHECK_DEVICES=1
+for t in test_backend_ops test_gpu_model test_placement; do
+  timeout 300 "./$t" >"$out/$t.log" 2>&1
+  echo "$t exit $?: $(tail -1 "$out/$t.log")"
+  grep -E "^FAIL" "$out/$t.log" | head -20
+done
+grep -E "^ok .*(cuda|logical|greedy|ppl)" "$out/test_gpu_model.log" | head -20
 ./cuda_bench >"$out/bench.json" 2>"$out/bench.txt"
 echo "cuda_bench exit $?"
-cat "$out/bench.txt"
-# Memory and race checks of the small kernels (the sanitizer slows kernels ~100×; the GEMV test is too long).
+timeout 300 ./mixq_bench --synthetic mixtral-8x7b --layers 32 --weights awq --device cuda --prefill 512 --decode 32 \
+  --memcpy-mib 256 >"$out/mixq_bench_cuda.json" 2>&1
+echo "mixq_bench cuda exit $?: $(head -c 700 "$out/mixq_bench_cuda.json")"
+# Memory and race checks (the sanitizer slows kernels ~100×).
 if command -v compute-sanitizer >/dev/null; then
   for t in test_cuda_moe_align test_cuda_rms_norm; do
     for tool in memcheck racecheck; do
@@ -33,6 +49,9 @@ if command -v compute-sanitizer >/dev/null; then
       echo "exit $?" >>"$out/sanitizer.log"
     done
   done
+  echo "== memcheck test_backend_ops" >>"$out/sanitizer.log"
+  timeout 240 compute-sanitizer --tool memcheck --error-exitcode 3 ./test_backend_ops >>"$out/sanitizer.log" 2>&1
+  echo "exit $?" >>"$out/sanitizer.log"
   grep -E "^== |^exit|ERROR SUMMARY|RACECHECK SUMMARY" "$out/sanitizer.log"
 fi
 exit "$status"
