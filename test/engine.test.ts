@@ -32,7 +32,7 @@ const prompt = (): number[] => engine.tokenizer!.encode('def fibonacci(n):\n    
 test('addon surface: version, devices, cpu features, model info', () => {
   assert.equal(typeof addon.version, 'string');
   assert.equal(typeof addon.cudaCompiled, 'boolean');
-  assert.ok(addon.devices().includes('cpu'));
+  assert.ok(addon.devices().includes('cpu:0'));
   assert.ok(Array.isArray(addon.cpuFeatures()));
   const info = native.info();
   assert.equal(info.modelType, 'mixtral');
