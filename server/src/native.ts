@@ -180,7 +180,7 @@ export interface NativeQuantization {
 export interface NativeAddon {
   version: string;
   cudaCompiled: boolean;
-  devices(): string[];          // ['cpu', 'cuda:0', ...]
+  devices(): string[];          // ['cpu:0', 'cuda:0', ...]
   cpuFeatures(): string[];      // ['avx2', 'fma', 'avx512f', ...]
   loadModel(dir: string, opts?: NativeLoadOptions): Promise<NativeEngine>;
   bench(opts: NativeBenchOptions): Promise<NativeBenchResult>;
