@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -103,6 +104,7 @@ class CudaBackendImpl final : public CudaBackend {
     DeviceGuard guard(dev_.index);
     cudaStreamSynchronize(stream_);
     cudaStreamDestroy(stream_);
+    if (pinned_) cudaFreeHost(pinned_);
   }
 
   Device device() const override { return dev_; }
@@ -175,14 +177,9 @@ class CudaBackendImpl final : public CudaBackend {
     require(ids.dtype == DType::I32 && x.rows() == ids.numel() && x.row_size() == table.row_size() &&
                 x.dtype == DType::F32,
             "embed", "ids " + ids.shape_str() + " / x " + x.shape_str() + " do not match table " + table.shape_str());
-    // Ids are checked on the host (they are few): a kernel cannot report an out-of-range id.
-    std::vector<int32_t> host(size_t(ids.numel()));
-    to_host(ids, host.data(), ids.nbytes());
-    for (int32_t id : host)
-      if (id < 0 || id >= table.rows())
-        throw Error("token id " + std::to_string(id) + " is out of range (vocab size " + std::to_string(table.rows()) + ")");
+    // Ids were range-checked on the host by the caller (Context::eval); the kernel clamps as a last guard.
     DeviceGuard guard(dev_.index);
-    cuda::launch_embed(table.raw(), table.dtype, table.row_size(), ids.data<int32_t>(), ids.numel(), x.data<float>(),
+    cuda::launch_embed(table.raw(), table.dtype, table.rows(), table.row_size(), ids.data<int32_t>(), ids.numel(), x.data<float>(),
                        stream_);
   }
 
@@ -291,11 +288,40 @@ class CudaBackendImpl final : public CudaBackend {
     return gemv_ws_.raw();
   }
 
+  // Temporaries of the ops, one per role, grown when a call needs more (work on one stream is ordered, so reuse
+  // across calls is safe).
+  Tensor& scratch(DType dt, std::vector<int64_t> shape, const std::string& role) {
+    Tensor& t = scratch_[role];
+    Tensor want;
+    want.dtype = dt;
+    want.shape = shape;
+    if (!t.buffer || t.buffer->size() < want.nbytes()) {
+      t = empty(dt, shape, role);
+      return t;
+    }
+    t.dtype = dt;
+    t.shape = std::move(shape);
+    return t;
+  }
+  // Pinned host ints for asynchronous uploads of routes.
+  int32_t* pinned_ints(int64_t count) {
+    if (pinned_count_ < count) {
+      if (pinned_) cudaFreeHost(pinned_);
+      pinned_ = nullptr;
+      CUDA_CHECK(cudaMallocHost(&pinned_, size_t(count) * sizeof(int32_t)));
+      pinned_count_ = count;
+    }
+    return static_cast<int32_t*>(pinned_);
+  }
+
   Device dev_;
   std::string name_;
   cudaStream_t stream_ = nullptr;
   std::shared_ptr<Arena> arena_;
   Tensor x16_, gemv_ws_;
+  std::map<std::string, Tensor> scratch_;
+  void* pinned_ = nullptr;
+  int64_t pinned_count_ = 0;
 };
 
 std::unique_ptr<Linear> CudaBackendImpl::prepare_linear(const LinearSource& src) {
@@ -399,40 +425,55 @@ void CudaBackendImpl::moe_experts(const ExpertSet& set, const Tensor& x, const T
   const int k = int(ids.row_size());
   require(ids.rows() == n && weights.numel() == ids.numel() && slots.numel() == n * k * hidden, "moe_experts",
           "x " + x.shape_str() + ", ids " + ids.shape_str() + ", slots " + slots.shape_str() + " do not match");
-  // Routing is read back to the host to group the slots by expert (one synchronisation per layer).
+  // 1. The routes come back to the host once (the one synchronisation of the layer) and are grouped by expert:
+  //    rows (token of each slot) and slot indices, expert after expert, uploaded in one asynchronous copy from
+  //    pinned memory (reused only after the next synchronisation, which waits for that copy).
+  DeviceGuard guard(dev_.index);
   std::vector<int32_t> id(size_t(ids.numel()));
   to_host(ids, id.data(), ids.nbytes());
+  const int64_t slots_n = n * k;
+  int32_t* lists = pinned_ints(2 * slots_n);  // [rows of every expert..., slot indices of every expert...]
+  struct Group { int expert; int64_t begin, count; };
+  std::vector<Group> groups;
+  int64_t m_max = 0, at = 0;
   for (size_t e = 0; e < set.experts.size(); ++e) {
     if (!set.experts[e]) continue;
-    std::vector<int32_t> rows, slot;
-    for (int64_t t = 0; t < n; ++t)
-      for (int j = 0; j < k; ++j)
-        if (id[size_t(t * k + j)] == int32_t(e)) {
-          rows.push_back(int32_t(t));
-          slot.push_back(int32_t(t * k + j));
-        }
-    if (rows.empty()) continue;
-    const ExpertWeights& ex = *set.experts[e];
-    check_linear_device("moe_experts", dev_, *ex.w1);
-    const int64_t m = int64_t(rows.size()), inter = ex.w1->out_features;
-    Tensor rows_t = empty(DType::I32, {m}, "expert rows"), slot_t = empty(DType::I32, {m}, "expert slots");
-    from_host(rows.data(), rows.size() * 4, rows_t);
-    from_host(slot.data(), slot.size() * 4, slot_t);
-    Tensor xe = empty(DType::F32, {m, hidden}, "expert input");
-    Tensor a = empty(DType::F32, {m, inter}, "gate"), b = empty(DType::F32, {m, inter}, "up");
-    Tensor ye = empty(DType::F32, {m, hidden}, "expert output");
-    {
-      DeviceGuard guard(dev_.index);
-      cuda::launch_gather_rows(x.data<float>(), rows_t.data<int32_t>(), m, hidden, xe.data<float>(), stream_);
+    const int64_t begin = at;
+    for (int64_t s = 0; s < slots_n; ++s)
+      if (id[size_t(s)] == int32_t(e)) {
+        lists[at] = int32_t(s / k);
+        lists[slots_n + at] = int32_t(s);
+        ++at;
+      }
+    if (at > begin) {
+      groups.push_back({int(e), begin, at - begin});
+      m_max = std::max(m_max, at - begin);
+      check_linear_device("moe_experts", dev_, *set.experts[e]->w1);
     }
+  }
+  if (groups.empty()) return;
+  Tensor& list_t = scratch(DType::I32, {2 * slots_n}, "moe routes");
+  CUDA_CHECK(cudaMemcpyAsync(list_t.raw(), lists, size_t(2 * slots_n) * 4, cudaMemcpyHostToDevice, stream_));
+  // 2. Per expert, on its rows only: gather, w1 and w3, SwiGLU, w2, weighted scatter into the slots.
+  const int64_t inter = set.experts[size_t(groups[0].expert)]->w1->out_features;
+  Tensor& xe_all = scratch(DType::F32, {m_max * hidden}, "moe expert input");
+  Tensor& a_all = scratch(DType::F32, {m_max * inter}, "moe gate");
+  Tensor& b_all = scratch(DType::F32, {m_max * inter}, "moe up");
+  Tensor& ye_all = scratch(DType::F32, {m_max * hidden}, "moe expert output");
+  for (const Group& g : groups) {
+    const ExpertWeights& ex = *set.experts[size_t(g.expert)];
+    Tensor xe = xe_all.reshaped({m_max, hidden}).slice_rows(0, g.count);
+    Tensor a = a_all.reshaped({m_max, inter}).slice_rows(0, g.count);
+    Tensor b = b_all.reshaped({m_max, inter}).slice_rows(0, g.count);
+    Tensor ye = ye_all.reshaped({m_max, hidden}).slice_rows(0, g.count);
+    cuda::launch_gather_rows(x.data<float>(), list_t.data<int32_t>() + g.begin, g.count, hidden, xe.data<float>(),
+                             stream_);
     linear(*ex.w1, xe, a);
     linear(*ex.w3, xe, b);
     swiglu(a, b);
     linear(*ex.w2, a, ye);
-    DeviceGuard guard(dev_.index);
-    cuda::launch_scatter_weighted(ye.data<float>(), slot_t.data<int32_t>(), m, hidden, weights.data<float>(),
-                                  slots.data<float>(), stream_);
-    CUDA_CHECK(cudaStreamSynchronize(stream_));  // the temporaries above are freed when this iteration ends
+    cuda::launch_scatter_weighted(ye.data<float>(), list_t.data<int32_t>() + slots_n + g.begin, g.count, hidden,
+                                  weights.data<float>(), slots.data<float>(), stream_);
   }
 }
 

@@ -11,7 +11,7 @@
 namespace mixq::cuda {
 
 // x[n, hidden] = table[ids[t]] (bf16/fp16/f32) widened to f32. ids were range-checked by the caller.
-void launch_embed(const void* table, DType dtype, int64_t hidden, const int32_t* ids, int64_t n, float* x,
+void launch_embed(const void* table, DType dtype, int64_t vocab, int64_t hidden, const int32_t* ids, int64_t n, float* x,
                   cudaStream_t stream);
 
 // x[n, heads·hd] rotated in place (rotate_half pairs) at positions[n], inv_freq[hd/2]: the CPU's exact angles

@@ -74,7 +74,8 @@ class Backend {
   virtual std::unique_ptr<Linear> prepare_linear(const LinearSource& src) = 0;
 
   // ---- the op set (shapes and limits: ops/*.h; references: ops/*.cpp) ----------------------------------------
-  // x[n, hidden] f32 = rows `ids` [n] i32 of table [vocab, hidden] (bf16/fp16/f32); throws on an id out of range.
+  // x[n, hidden] f32 = rows `ids` [n] i32 of table [vocab, hidden] (bf16/fp16/f32). Ids must be in range: the
+  // caller checks them on the host (Context::eval); the CPU throws on a bad one, a GPU clamps it.
   virtual void embed(const Tensor& table, const Tensor& ids, Tensor& x) = 0;
   // y[rows, d] = w[d] ⊙ x / sqrt(mean(x²) + eps); y may alias x. Per-head q/k norms: rows = n·heads, d = head_dim.
   virtual void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y) = 0;

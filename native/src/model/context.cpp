@@ -109,6 +109,10 @@ void Context::eval(const std::vector<int32_t>& tokens, EvalCapture& out) {
   const int64_t n = int64_t(tokens.size());
   const int64_t n_past = int64_t(impl->tokens.size());
   if (n == 0) throw Error("eval: no tokens");
+  for (int32_t id : tokens)  // here, on the host: a device's embedding kernel cannot report a bad id
+    if (id < 0 || id >= c.vocab_size) {
+      throw Error("token id " + std::to_string(id) + " is out of range (vocab size " + std::to_string(c.vocab_size) + ")");
+    }
   if (n_past + n > impl->capacity) {
     throw Error("context full: " + std::to_string(n_past) + " cached + " + std::to_string(n) +
                 " new tokens exceed the capacity of " + std::to_string(impl->capacity));
