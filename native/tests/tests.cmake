@@ -24,6 +24,7 @@ set(MIXQ_TESTS
   test_bench
   test_placement
   test_backend_ops
+  test_profiler
   test_gpu_model
 )
 foreach(t ${MIXQ_TESTS})
