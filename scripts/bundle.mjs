@@ -4,6 +4,8 @@
 // The protocol project (protocol/src, imported as `#protocol`: package.json "imports") is bundled from its sources
 // (the `mixq-source` condition), so bundling needs no tsc build first.
 // Checks that the client bundle pulls in nothing server-only: nothing from server/, no vscode-languageserver.
+// The profiler webview (extension/webview/profiler.ts with @vscode-elements/elements and uPlot) is bundled for the
+// browser into dist/webview/profiler.js + profiler.css: the only files its Content-Security-Policy lets it load.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -41,6 +43,27 @@ const server = await esbuild.build({
   outfile: path.join(dist, 'server.js'),
 });
 
+// The webview: one IIFE script and one stylesheet (uPlot's CSS + ours), nothing loaded at run time.
+const webview = await esbuild.build({
+  bundle: true,
+  platform: 'browser',
+  format: 'iife',
+  target: 'chrome120',
+  sourcemap: production ? false : 'inline',
+  minify: production,
+  logLevel: 'warning',
+  metafile: true,
+  legalComments: 'linked',
+  entryPoints: { profiler: path.join(root, 'extension', 'webview', 'profiler.ts') },
+  outdir: path.join(dist, 'webview'),
+  conditions: ['mixq-source'],
+});
+const webviewNode = Object.keys(webview.metafile.inputs).filter((f) => f.startsWith('server/') || f.includes('vscode-languageserver'));
+if (webviewNode.length > 0) {
+  console.error(`bundle: the webview bundle pulls in server or LSP modules:\n  ${webviewNode.join('\n  ')}`);
+  process.exit(1);
+}
+
 const serverOnly = Object.keys(client.metafile.inputs).filter(
   (f) => f.startsWith('server/') || f.includes('node_modules/vscode-languageserver/'),
 );
@@ -64,4 +87,5 @@ if (fs.existsSync(addon)) {
 
 const size = (f) => `${(fs.statSync(f).size / 1024).toFixed(0)} KiB`;
 console.log(`bundle: dist/extension.js ${size(path.join(dist, 'extension.js'))}, dist/server.js ${size(path.join(dist, 'server.js'))}` +
+  `, dist/webview/profiler.js ${size(path.join(dist, 'webview', 'profiler.js'))}` +
   `${fs.existsSync(addonOut) ? `, dist/mixq.node ${size(addonOut)}` : ''} (${Object.keys(server.metafile.inputs).length} server inputs)`);

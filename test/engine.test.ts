@@ -52,13 +52,14 @@ test('the addon exports exactly what native.ts declares', () => {
   // Typed as Record<keyof …>: adding a member to native.ts without listing it here fails to compile.
   const addonKeys: Record<keyof nativeModule.NativeAddon, 'function' | 'string' | 'boolean'> = {
     version: 'string', cudaCompiled: 'boolean', devices: 'function', cpuFeatures: 'function',
-    loadModel: 'function', bench: 'function', quantize: 'function',
+    loadModel: 'function', bench: 'function', quantize: 'function', measureCopyBandwidth: 'function',
   };
   for (const [key, type] of Object.entries(addonKeys)) {
     assert.equal(typeof (addon as unknown as Record<string, unknown>)[key], type, `addon.${key}`);
   }
   const engineKeys: Record<keyof nativeModule.NativeEngine, true> = {
     info: true, generate: true, perplexity: true, cachedTokens: true, reset: true, dispose: true,
+    setProfiling: true, profile: true, resetProfile: true,
   };
   for (const key of Object.keys(engineKeys)) {
     assert.equal(typeof (native as unknown as Record<string, unknown>)[key], 'function', `engine.${key}`);
@@ -188,6 +189,43 @@ test('an exception in onToken stops the generation and rejects the result with i
   // The engine is usable afterwards.
   const r = await native.generate({ prompt: prompt(), maxTokens: 2 }).result;
   assert.equal(r.tokens.length, 2);
+});
+
+test('profiling: off records nothing; on counts every op of the forward pass, also read while a generation runs', async () => {
+  native.resetProfile();
+  await native.generate({ prompt: [1, 415, 2936], maxTokens: 2 }).result;
+  const off = native.profile();
+  assert.equal(off.enabled, false);
+  assert.deepEqual(off.devices.map((d) => [d.device, d.kind, d.kernels.length, d.events.length]), [['cpu:0', 'cpu', 0, 0]]);
+  assert.deepEqual(off.steps, []);
+
+  native.reset(); // a cold cache: the prompt is one prefill pass
+  native.setProfiling(true);
+  let during: nativeModule.NativeProfile | undefined;
+  const gen = native.generate({ prompt: [1, 415, 2936, 906], maxTokens: 4, ignoreEos: true }, () => {
+    during ??= native.profile(); // on the JS thread while the worker evaluates
+  });
+  const r = await gen.result;
+  const on = native.profile();
+  native.setProfiling(false);
+  assert.ok(during && during.enabled, 'profile() answers while a generation runs');
+  assert.equal(on.enabled, true);
+  const calls = Object.fromEntries(on.devices[0].kernels.map((k) => [k.name, k.calls]));
+  const evals = r.tokens.length; // the prompt's pass gives the first token, each further token one decode pass
+  for (const op of ['embed', 'rms_norm', 'linear', 'rope', 'attention', 'router', 'moe_experts', 'moe_combine', 'add']) {
+    assert.ok(calls[op] > 0, `${op}: ${calls[op]} calls`);
+  }
+  assert.equal(calls.embed, evals, 'one embedding per forward pass');
+  assert.equal(on.steps.filter((s) => s.name === 'prefill').length, 1);
+  assert.equal(on.steps.filter((s) => s.name === 'decode').length, evals - 1);
+  const linear = on.devices[0].kernels.find((k) => k.name === 'linear')!;
+  assert.ok(linear.bytes > 0 && linear.totalUs > 0);
+  const events = on.devices[0].events;
+  assert.ok(events.every((e, i) => i === 0 || e.startUs >= events[i - 1].startUs), 'events oldest first');
+  native.resetProfile();
+  assert.deepEqual(native.profile().devices[0].kernels, []);
+  const gbps = await addon.measureCopyBandwidth({ mib: 16, threads: 1 });
+  assert.ok(gbps > 0.1, `copy bandwidth ${gbps} GB/s`);
 });
 
 test('bad requests are rejected with messages naming the field', () => {

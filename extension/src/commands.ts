@@ -7,8 +7,10 @@ import * as path from 'node:path';
 
 import * as vscode from 'vscode';
 
+import { ProfileModelRequest, ProfileProgressNotification, type ProfileModelParams, type ProfileProgress } from '#protocol';
 import { bundledModelPath, completionsEnabled, SECTION } from './config';
 import type { Ctx } from './ctx';
+import { ProfilerPanel } from './profilerPanel';
 
 type Command = (...args: unknown[]) => unknown;
 
@@ -83,6 +85,7 @@ export function showMenu(ctx: Ctx): Command {
       { label: '$(folder-opened) Select Model…', description: ctx.serverStatus?.model?.path, command: 'mixq.selectModel' },
       { label: '$(debug-restart) Restart Server', command: 'mixq.restartServer' },
       { label: '$(graph) Show Statistics', description: ctx.statsSummary?.(), command: 'mixq.showStatistics' },
+      { label: '$(pulse) Open Profiler', command: 'mixq.openProfiler' },
       { label: '$(output) Show Log', command: 'mixq.showLog' },
       { label: '$(gear) Settings', command: 'mixq.openSettings' },
     ];
@@ -93,4 +96,59 @@ export function showMenu(ctx: Ctx): Command {
 
 export function openSettings(): Command {
   return () => vscode.commands.executeCommand('workbench.action.openSettings', '@ext:mixq.mixq');
+}
+
+export function openProfiler(ctx: Ctx): Command {
+  return () => {
+    ProfilerPanel.show(ctx);
+  };
+}
+
+/** The standard benchmark of `MixQ: Profile Model`: prefill 128 random tokens, decode 64 (command args override). */
+export const PROFILE_RUN: ProfileModelParams = { prefillTokens: 128, decodeTokens: 64 };
+
+/** Runs the benchmark on the loaded model with progress and cancel, then opens the profiler on its results. */
+export function profileModel(ctx: Ctx): Command {
+  return async (arg?: unknown) => {
+    const params = { ...PROFILE_RUN, ...(typeof arg === 'object' && arg ? (arg as Partial<ProfileModelParams>) : {}) };
+    const client = ctx.client;
+    if (!client || !ctx.running) {
+      void vscode.window.showErrorMessage('MixQ: the server is not running (MixQ: Restart Server).');
+      return;
+    }
+    if (ctx.serverStatus?.state !== 'ready') {
+      void vscode.window.showErrorMessage(`MixQ: no model is ready to profile${ctx.serverStatus?.message ? ` (${ctx.serverStatus.message})` : ''}.`);
+      return;
+    }
+    const result = await vscode.window.withProgress(
+      { location: vscode.ProgressLocation.Notification, title: 'MixQ: profiling the model', cancellable: true },
+      async (progress, token) => {
+        let reported = 0;
+        const sub = client.onNotification(ProfileProgressNotification, (p: ProfileProgress) => {
+          const fraction = p.phase === 'done' ? 1 : p.total > 0 ? (0.1 + 0.8 * p.done / p.total) : 0;
+          const message = p.phase === 'queued' ? 'waiting for the running completion…'
+            : p.phase === 'prefill' ? `prefill ${params.prefillTokens} tokens…`
+              : p.phase === 'decode' ? `decode ${p.done}/${p.total}`
+                : p.phase === 'ceilings' ? 'measuring the copy bandwidth…' : 'done';
+          progress.report({ message, increment: Math.max(0, (fraction - reported) * 100) });
+          reported = Math.max(reported, fraction);
+        });
+        try {
+          return await client.sendRequest(ProfileModelRequest, params, token);
+        } catch (e) {
+          if (!token.isCancellationRequested) void vscode.window.showErrorMessage(`MixQ: profiling failed: ${(e as Error).message}`);
+          return undefined;
+        } finally {
+          sub.dispose();
+        }
+      },
+    );
+    if (!result) return;
+    const perSec = (n: number, ms: number): string => (ms > 0 ? ((n * 1000) / ms).toFixed(1) : '–');
+    const note = result.cancelled
+      ? `Profile Model cancelled after ${result.decodeTokens} tokens`
+      : `Profile Model: prefill ${result.prefillTokens} tokens (${perSec(result.prefillTokens, result.prefillMs)} tokens/s), ` +
+        `decode ${result.decodeTokens} (${perSec(Math.max(0, result.decodeTokens - 1), result.decodeMs)} tokens/s)`;
+    ProfilerPanel.show(ctx, { data: result.profile, note });
+  };
 }

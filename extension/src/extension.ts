@@ -1,7 +1,7 @@
 /** Entry of the MixQ VS Code extension: lifecycle, status and commands; the language server does the rest. */
 import * as vscode from 'vscode';
 
-import { openSettings, restartServer, selectModel, showLog, showMenu, toggleCompletions } from './commands';
+import { openProfiler, openSettings, profileModel, restartServer, selectModel, showLog, showMenu, toggleCompletions } from './commands';
 import { acceptPartially, createStats, DID_ACCEPT_COMMAND, didAccept, resetStatistics, showStatistics, statsObserver } from './completionUx';
 import { Ctx } from './ctx';
 
@@ -25,6 +25,8 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     vscode.commands.registerCommand(DID_ACCEPT_COMMAND, didAccept(stats)),
     vscode.commands.registerCommand('mixq.showStatistics', showStatistics(stats)),
     vscode.commands.registerCommand('mixq.resetStatistics', resetStatistics(stats)),
+    vscode.commands.registerCommand('mixq.openProfiler', openProfiler(ctx)),
+    vscode.commands.registerCommand('mixq.profileModel', profileModel(ctx)),
   );
   await ctx.start();
 }

@@ -124,6 +124,9 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
                         InstanceMethod<&EngineWrap::Perplexity>("perplexity"),
                         InstanceMethod<&EngineWrap::CachedTokens>("cachedTokens"),
                         InstanceMethod<&EngineWrap::Reset>("reset"),
+                        InstanceMethod<&EngineWrap::SetProfiling>("setProfiling"),
+                        InstanceMethod<&EngineWrap::Profile>("profile"),
+                        InstanceMethod<&EngineWrap::ResetProfile>("resetProfile"),
                         InstanceMethod<&EngineWrap::Dispose>("dispose")});
   }
 
@@ -155,6 +158,20 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     EngineState& s = live(info.Env());
     if (s.busy) throw Napi::Error::New(info.Env(), "reset(): a generation is running");
     s.context->truncate(0);
+    return info.Env().Undefined();
+  }
+
+  // Profiling is thread-safe in the engine (a flag and counters under a short lock): these run on the JS thread, also
+  // while a generation runs on a worker.
+  Napi::Value SetProfiling(const Napi::CallbackInfo& info) {
+    EngineState& s = live(info.Env());
+    if (info.Length() < 1 || !info[0].IsBoolean()) throw Napi::TypeError::New(info.Env(), "setProfiling(enabled: boolean)");
+    s.model->set_profiling(info[0].As<Napi::Boolean>().Value());
+    return info.Env().Undefined();
+  }
+  Napi::Value Profile(const Napi::CallbackInfo& info);
+  Napi::Value ResetProfile(const Napi::CallbackInfo& info) {
+    live(info.Env()).model->reset_profile();
     return info.Env().Undefined();
   }
 
@@ -202,6 +219,55 @@ Napi::Object PlacementObject(Napi::Env env, const mixq::Model& model) {
   p.Set("layers", layers);
   p.Set("experts", experts);
   return p;
+}
+
+// {name, stream, startUs, durUs}[] (native.ts NativeProfileEvent)
+Napi::Array EventsArray(Napi::Env env, const std::vector<mixq::ProfileEvent>& events) {
+  Napi::Array arr = Napi::Array::New(env, events.size());
+  for (size_t i = 0; i < events.size(); i++) {
+    Napi::Object e = Napi::Object::New(env);
+    e.Set("name", events[i].name);
+    e.Set("stream", events[i].stream);
+    e.Set("startUs", events[i].start_us);
+    e.Set("durUs", events[i].dur_us);
+    arr.Set(static_cast<uint32_t>(i), e);
+  }
+  return arr;
+}
+
+// native.ts NativeProfile
+Napi::Object ProfileObject(Napi::Env env, const mixq::ModelProfile& p) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("enabled", p.enabled);
+  Napi::Array devices = Napi::Array::New(env, p.devices.size());
+  for (size_t i = 0; i < p.devices.size(); i++) {
+    const mixq::DeviceProfile& d = p.devices[i];
+    Napi::Object dev = Napi::Object::New(env);
+    dev.Set("device", d.device);
+    dev.Set("kind", d.kind);
+    dev.Set("backend", d.backend);
+    Napi::Array kernels = Napi::Array::New(env, d.profile.kernels.size());
+    for (size_t j = 0; j < d.profile.kernels.size(); j++) {
+      const mixq::KernelStats& k = d.profile.kernels[j];
+      Napi::Object ko = Napi::Object::New(env);
+      ko.Set("name", k.name);
+      ko.Set("calls", static_cast<double>(k.calls));
+      ko.Set("totalUs", k.total_us);
+      ko.Set("bytes", static_cast<double>(k.bytes));
+      kernels.Set(static_cast<uint32_t>(j), ko);
+    }
+    dev.Set("kernels", kernels);
+    dev.Set("events", EventsArray(env, d.profile.events));
+    dev.Set("droppedEvents", static_cast<double>(d.profile.dropped_events));
+    devices.Set(static_cast<uint32_t>(i), dev);
+  }
+  o.Set("devices", devices);
+  o.Set("steps", EventsArray(env, p.steps.events));
+  return o;
+}
+
+Napi::Value EngineWrap::Profile(const Napi::CallbackInfo& info) {
+  return ProfileObject(info.Env(), live(info.Env()).model->profile());
 }
 
 Napi::Value EngineWrap::Info(const Napi::CallbackInfo& info) {
@@ -612,6 +678,7 @@ class BenchWorker : public Napi::AsyncWorker {
     Napi::Array features = Napi::Array::New(env, result_.cpu_features.size());
     for (size_t i = 0; i < result_.cpu_features.size(); i++) features.Set(static_cast<uint32_t>(i), result_.cpu_features[i]);
     o.Set("cpuFeatures", features);
+    if (result_.profiled) o.Set("profile", ProfileObject(env, result_.profile));
     deferred_.Resolve(o);
   }
   void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
@@ -638,8 +705,45 @@ Napi::Value Bench(const Napi::CallbackInfo& info) {
   opts.decode_tokens = optInt(o, "decodeTokens", opts.decode_tokens, 1);
   opts.threads = optInt(o, "threads", opts.threads, 0);
   opts.device = optString(o, "device", opts.device);
+  opts.profile = optBool(o, "profile", false);
+  opts.memcpy_bytes = static_cast<size_t>(optInt(o, "memcpyMib", 1024, 1)) << 20;
   ParsePlacement(env, o, &opts.devices, &opts.placement, &opts.split);
   auto* worker = new BenchWorker(env, opts);
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+// measureCopyBandwidth({mib, threads?}) → Promise<number>: host memcpy GB/s (read + write) on a worker thread.
+class CopyBandwidthWorker : public Napi::AsyncWorker {
+ public:
+  CopyBandwidthWorker(Napi::Env env, size_t bytes, int threads)
+      : Napi::AsyncWorker(env, "mixq.measureCopyBandwidth"), deferred_(Napi::Promise::Deferred::New(env)),
+        bytes_(bytes), threads_(threads) {}
+  Napi::Promise Promise() const { return deferred_.Promise(); }
+  void Execute() override {
+    try {
+      gbps_ = mixq::measure_memcpy_gbps(bytes_, threads_);
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void OnOK() override { deferred_.Resolve(Napi::Number::New(Env(), gbps_)); }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  size_t bytes_;
+  int threads_;
+  double gbps_ = 0;
+};
+
+Napi::Value MeasureCopyBandwidth(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "measureCopyBandwidth({mib, threads?})");
+  Napi::Object o = info[0].As<Napi::Object>();
+  const int mib = optInt(o, "mib", 256, 1);
+  auto* worker = new CopyBandwidthWorker(env, static_cast<size_t>(mib) << 20, optInt(o, "threads", 0, 0));
   Napi::Promise promise = worker->Promise();
   worker->Queue();
   return promise;
@@ -671,6 +775,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cpuFeatures", Napi::Function::New(env, CpuFeatures, "cpuFeatures"));
   exports.Set("loadModel", Napi::Function::New(env, LoadModel, "loadModel"));
   exports.Set("bench", Napi::Function::New(env, Bench, "bench"));
+  exports.Set("measureCopyBandwidth", Napi::Function::New(env, MeasureCopyBandwidth, "measureCopyBandwidth"));
   mixq_addon::InitQuantize(env, exports);
   return exports;
 }

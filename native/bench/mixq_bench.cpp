@@ -1,7 +1,8 @@
 // mixq_bench: the engine benchmark as a plain C++ program (no Node), printing one JSON object.
 //   mixq_bench --model DIR | --synthetic mixtral-8x7b|tiny [--layers N] [--weights bf16|awq]
 //              [--prefill N] [--decode N] [--threads N] [--memcpy-mib N]
-//              [--device D | --devices cpu:0,cpu:1,...] [--placement layer|expert] [--split 1,1]
+//              [--device D | --devices cpu:0,cpu:1,...] [--placement layer|expert] [--split 1,1] [--profile]
+// --profile: time every op of the measured prefill + decode ("profile" in the JSON: per device and op).
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -68,10 +69,11 @@ int main(int argc, char** argv) {
       }
     } else if (a == "--placement") o.placement = need(i);
     else if (a == "--split") o.split = parse_split(need(i));
+    else if (a == "--profile") o.profile = true;
     else if (a == "--help" || a == "-h") {
       std::printf("usage: mixq_bench (--model DIR | --synthetic mixtral-8x7b|tiny [--layers N] [--weights bf16|awq]) [--prefill N] "
                   "[--decode N] [--threads N] [--memcpy-mib N] [--device D | --devices cpu:0,cpu:1] [--placement layer|expert] "
-                  "[--split 1,1]\n");
+                  "[--split 1,1] [--profile]\n");
       return 0;
     } else {
       std::fprintf(stderr, "mixq_bench: unknown argument %s\n", a.c_str());

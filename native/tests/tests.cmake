@@ -24,6 +24,7 @@ set(MIXQ_TESTS
   test_bench
   test_placement
   test_backend_ops
+  test_profiler
   test_gpu_model
 )
 foreach(t ${MIXQ_TESTS})
@@ -48,3 +49,7 @@ target_link_libraries(dense_bench PRIVATE mixq_engine)
 
 add_executable(awq_bench ${CMAKE_CURRENT_LIST_DIR}/../bench/awq_bench.cpp)
 target_link_libraries(awq_bench PRIVATE mixq_engine)
+
+# The profiler's own cost per op, off and on (docs/BENCHMARKS.md).
+add_executable(profiler_bench ${CMAKE_CURRENT_LIST_DIR}/../bench/profiler_bench.cpp)
+target_link_libraries(profiler_bench PRIVATE mixq_core)

@@ -10,6 +10,8 @@
  */
 import { NotificationType, RequestType, RequestType0 } from 'vscode-languageserver-protocol';
 
+import type { ProfileData } from './profile';
+
 /** How the FIM prompt is laid out; `auto` picks from the tokenizer's special tokens. */
 export type FimTemplateSetting =
   | 'auto'
@@ -221,3 +223,61 @@ export interface PartialAcceptParams {
  * acceptNextLine); the rest is served from the cache at the new cursor and the prefetch of accepting all of it goes on.
  */
 export const PartialAcceptNotification = new NotificationType<PartialAcceptParams>('mixq/didPartiallyAccept');
+
+// ---- profiling (issue 13) ----
+
+export * from './profile';
+
+export interface ProfileEnableParams {
+  enabled: boolean;
+}
+
+/**
+ * client → server: the engine's per-device op timings and recent events, with the ceilings measured so far. Answered at
+ * once from the engine's counters (a copy under a short lock), never queued behind a completion.
+ */
+export const ProfileRequest = new RequestType0<ProfileData, void>('mixq/profile');
+
+/**
+ * client → server: switch timing on or off. The server keeps the choice across model reloads; a restarted server starts
+ * with it off (the client switches it on again). Switching on measures the copy-bandwidth ceilings once, in the
+ * background.
+ */
+export const ProfileEnableRequest = new RequestType<ProfileEnableParams, ProfileData, void>('mixq/profileEnable');
+
+/** client → server: forget the statistics and events recorded so far (a new epoch). */
+export const ProfileResetRequest = new RequestType0<ProfileData, void>('mixq/profileReset');
+
+export interface ProfileModelParams {
+  /** Prompt tokens of the prefill (random ids). */
+  prefillTokens: number;
+  /** Tokens decoded after it. */
+  decodeTokens: number;
+}
+
+export interface ProfileModelResult {
+  /** The profile of the run alone (reset first), with the ceilings measured in the same run. */
+  profile: ProfileData;
+  prefillTokens: number;
+  decodeTokens: number;
+  prefillMs: number;
+  decodeMs: number;
+  cancelled: boolean;
+}
+
+/**
+ * client → server: the standard benchmark on the loaded model (device and placement as configured): profiling on,
+ * reset, prefill N random tokens, decode M, measure the ceilings. Queued in the engine's scheduler like a completion;
+ * cancelling the request stops it before its next token. Progress: ProfileProgressNotification.
+ */
+export const ProfileModelRequest = new RequestType<ProfileModelParams, ProfileModelResult, void>('mixq/profileModel');
+
+export interface ProfileProgress {
+  phase: 'queued' | 'prefill' | 'decode' | 'ceilings' | 'done';
+  /** Decoded tokens so far. */
+  done: number;
+  total: number;
+}
+
+/** server → client: how far the running mixq/profileModel is. */
+export const ProfileProgressNotification = new NotificationType<ProfileProgress>('mixq/profileProgress');

@@ -11,6 +11,7 @@ import type { CliIo, Command } from './cli/command';
 import { completeCommand } from './cli/complete';
 import { generateCommand } from './cli/generate';
 import { pplCommand } from './cli/ppl';
+import { profileCommand } from './cli/profile';
 import { quantizeCommand } from './cli/quantize';
 
 export const commands: readonly Command[] = [
@@ -18,6 +19,7 @@ export const commands: readonly Command[] = [
   generateCommand,
   pplCommand,
   benchCommand,
+  profileCommand,
   quantizeCommand,
 ];
 

@@ -20,6 +20,9 @@
  *   engine.stats                                              // totals of evaluated / reused tokens
  *   await engine.dispose()                                    // cancels everything, then frees the model
  *
+ *   engine.setProfiling(true); engine.profile(); engine.resetProfile()   // op timings per device (not queued)
+ *   await engine.copyBandwidth(256)                           // host memcpy GB/s (read + write), a worker thread
+ *
  *   await Engine.bench({ synthetic: 'tiny', devices: ['cpu:0', 'cpu:1'] })   // the addon's benchmark
  *   const job = Engine.quantize({ source, output, method: 'awq', calibIds }, onProgress); await job.promise
  *
@@ -43,6 +46,7 @@ import {
   type NativeModelInfo,
   type NativePerplexityResult,
   type NativePlacement,
+  type NativeProfile,
   type NativeQuantization,
   type NativeQuantizeOptions,
   type NativeQuantizeProgress,
@@ -126,6 +130,7 @@ export class Engine {
     readonly modelDir: string,
     private readonly native: NativeEngine,
     readonly tokenizer: MixqTokenizer | undefined,
+    private readonly addon: NativeAddon,
   ) {
     this.info = withPlacement(native.info());
   }
@@ -147,7 +152,7 @@ export class Engine {
     const addon = options.addon ?? loadAddon();
     const { addon: _addon, tokenizer: _tok, ...nativeOptions } = options;
     const native = await addon.loadModel(dir, nativeOptions);
-    return new Engine(dir, native, tokenizer);
+    return new Engine(dir, native, tokenizer, addon);
   }
 
   /** The addon's benchmark: it loads the model folder (or builds the synthetic one) itself, apart from any Engine. */
@@ -218,6 +223,30 @@ export class Engine {
       },
       run: () => this.native.perplexity(ids, windows, seq),
     }).result;
+  }
+
+  /**
+   * Op timing on every device of the model. Not queued: the engine switches, copies and resets its counters under a
+   * short lock, so these answer at once even while a generation runs.
+   */
+  setProfiling(enabled: boolean): void {
+    this.assertLive();
+    this.native.setProfiling(enabled);
+  }
+
+  profile(): NativeProfile {
+    this.assertLive();
+    return this.native.profile();
+  }
+
+  resetProfile(): void {
+    this.assertLive();
+    this.native.resetProfile();
+  }
+
+  /** Host memcpy bandwidth (read + write GB/s) over `mib` MiB, measured on a worker thread (the ceiling of CPU ops). */
+  copyBandwidth(mib: number): Promise<number> {
+    return this.addon.measureCopyBandwidth({ mib, threads: this.info.threads });
   }
 
   /** Token ids held in the KV cache (only meaningful while idle). */

@@ -103,10 +103,48 @@ export interface NativeBenchResult {
   loadMs: number;
   threads: number;
   cpuFeatures: string[];
+  profile?: NativeProfile;       // with NativeBenchOptions.profile: the timed prefill + decode only
+}
+
+/** One op's totals on one device (native/src/core/profiler.h KernelStats). */
+export interface NativeKernelStats {
+  name: string;
+  calls: number;
+  totalUs: number;
+  bytes: number;          // read + written, summed; 0 = unknown
+}
+
+/** One op run, µs on the engine's process-wide steady clock (ProfileEvent). */
+export interface NativeProfileEvent {
+  name: string;
+  stream: number;
+  startUs: number;
+  durUs: number;
+}
+
+export interface NativeDeviceProfile {
+  device: string;         // 'cpu:0'
+  kind: string;           // 'cpu' | 'cuda'
+  backend: string;        // the backend's description
+  kernels: NativeKernelStats[];
+  events: NativeProfileEvent[];   // the ring buffer, oldest first
+  droppedEvents: number;
+}
+
+/** Model::profile(): per device, plus the forward passes ('prefill' | 'decode') on the same clock. */
+export interface NativeProfile {
+  enabled: boolean;
+  devices: NativeDeviceProfile[];
+  steps: NativeProfileEvent[];
 }
 
 export interface NativeEngine {
   info(): NativeModelInfo;
+  // Op timing on every device of the model: off by default; costs nothing measurable while off.
+  setProfiling(enabled: boolean): void;
+  // A copy of the statistics and ring buffers (quick; safe while a generation runs).
+  profile(): NativeProfile;
+  resetProfile(): void;
   // One generation at a time per engine: a second call while one runs rejects with an Error.
   generate(req: NativeGenerateRequest, onToken?: (token: number) => void): NativeGeneration;
   // ids: the held-out stream; windows of `seq` tokens, each predicting its own next tokens.
@@ -128,6 +166,8 @@ export interface NativeBenchOptions {
   devices?: string[];           // as NativeLoadOptions
   placement?: NativePlacementMode;
   split?: number[];
+  profile?: boolean;            // time every op of the measured prefill + decode (result.profile)
+  memcpyMib?: number;           // buffer of the copy-bandwidth probe (default 1024)
 }
 
 /** Options of quantize() (native/addon/addon_quantize.cc → native/src/quant/quantize.h). */
@@ -184,6 +224,8 @@ export interface NativeAddon {
   cpuFeatures(): string[];      // ['avx2', 'fma', 'avx512f', ...]
   loadModel(dir: string, opts?: NativeLoadOptions): Promise<NativeEngine>;
   bench(opts: NativeBenchOptions): Promise<NativeBenchResult>;
+  /** Read + write GB/s of a multi-threaded host memcpy over `mib` MiB (best of 5), on a worker thread. */
+  measureCopyBandwidth(opts: { mib: number; threads?: number }): Promise<number>;
   /** Quantizes a 16-bit model folder to AutoAWQ GEMM int4 (AWQ or round-to-nearest). */
   quantize(opts: NativeQuantizeOptions, onProgress?: (p: NativeQuantizeProgress) => void): NativeQuantization;
 }

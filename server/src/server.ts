@@ -11,6 +11,7 @@ import * as path from 'node:path';
 
 import {
   createConnection,
+  ErrorCodes,
   InlineCompletionTriggerKind,
   LSPErrorCodes,
   ProposedFeatures,
@@ -43,7 +44,16 @@ import {
   type ServerStatus,
   PartialAcceptNotification,
   type PartialAcceptParams,
+  ProfileEnableRequest,
+  type ProfileEnableParams,
+  ProfileModelRequest,
+  type ProfileModelParams,
+  type ProfileModelResult,
+  ProfileProgressNotification,
+  ProfileRequest,
+  ProfileResetRequest,
 } from '#protocol';
+import { ProfileHost } from './profiling';
 
 /** Values a setting may take beyond its type (user settings are untrusted; package.json's enums are advisory). */
 const SETTING_VALUES: Partial<Record<keyof ServerSettings, (value: unknown) => boolean>> = {
@@ -113,6 +123,8 @@ class ModelHost {
     private readonly recent: RecentDocuments,
     private readonly notify: () => void,
     private readonly log: (msg: string) => void,
+    /** The loaded model changed (undefined: none); the profiler follows it. */
+    private readonly modelChanged: (model: CompletionModel | undefined) => void = () => undefined,
   ) {}
 
   private static key(s: ServerSettings): string {
@@ -157,6 +169,7 @@ class ModelHost {
     const old = { service: this.service, model: this.model };
     this.service = undefined;
     this.model = undefined;
+    this.modelChanged(undefined);
     this.requestedKey = '';
     this.state = state;
     this.message = message;
@@ -177,6 +190,7 @@ class ModelHost {
       const oldModel = this.model;
       this.service = undefined;
       this.model = undefined;
+      this.modelChanged(undefined);
       this.state = 'loading';
       this.message = `Loading ${dir}`;
       this.notify();
@@ -191,6 +205,7 @@ class ModelHost {
           return;
         }
         this.model = model;
+        this.modelChanged(model);
         this.service = this.makeService(model, this.settings);
         this.state = 'ready';
         this.message = undefined;
@@ -255,7 +270,8 @@ export function startServer(connection: Connection): void {
     });
   };
   const recent = new RecentDocuments();
-  const host = new ModelHost(documents, recent, notify, log);
+  const profiler = new ProfileHost(log);
+  const host = new ModelHost(documents, recent, notify, log, (model) => profiler.attach(model));
 
   connection.onInitialize((params): InitializeResult => {
     const init = params.initializationOptions as InitializationOptions | undefined;
@@ -317,6 +333,21 @@ export function startServer(connection: Connection): void {
     await host.load(settings);
     const status = host.status();
     return { ok: status.state === 'ready', error: status.state === 'error' ? status.message : undefined, status };
+  });
+
+  // Profiling: answered from the engine's counters at once (never queued behind a completion).
+  connection.onRequest(ProfileRequest, () => profiler.current());
+  connection.onRequest(ProfileEnableRequest, (params: ProfileEnableParams) => profiler.enable(params?.enabled === true));
+  connection.onRequest(ProfileResetRequest, () => profiler.reset());
+  connection.onRequest(ProfileModelRequest, async (params: ProfileModelParams, token): Promise<ProfileModelResult> => {
+    try {
+      return await profiler.runBenchmark(params, {
+        onProgress: (p) => void connection.sendNotification(ProfileProgressNotification, p),
+        onCancel: (listener) => token.onCancellationRequested(listener),
+      });
+    } catch (e) {
+      throw new ResponseError(ErrorCodes.InvalidRequest, (e as Error).message);
+    }
   });
 
   connection.onNotification(PartialAcceptNotification, async (params: PartialAcceptParams) => {

@@ -14,6 +14,7 @@
 #include "device.h"
 #include "linear.h"
 #include "ops/attention.h"
+#include "profiler.h"
 #include "tensor.h"
 
 namespace mixq {
@@ -49,6 +50,11 @@ class Backend {
   // Bytes this device holds now: its allocations plus weights it maps in place.
   virtual size_t arena_bytes() const = 0;
   virtual size_t peak_arena_bytes() const = 0;
+
+  // ---- profiling ----------------------------------------------------------------------------------------------
+  // This device's op timings (core/profiler.h), off until switched on. A synchronous backend opens a ProfileScope at
+  // each op entry; an asynchronous one records the events it timed itself (Profiler::record).
+  Profiler& profiler() const { return profiler_; }
 
   // ---- memory ---------------------------------------------------------------------------------------------
   // Throws mixq::Error naming the device and the bytes asked on out-of-memory.
@@ -103,6 +109,9 @@ class Backend {
   virtual void add(const Tensor& a, const Tensor& b, Tensor& y) = 0;
   // a = silu(a) ⊙ b elementwise (the SwiGLU of an expert whose parts are computed apart: the quantizer).
   virtual void swiglu(Tensor& a, const Tensor& b) = 0;
+
+ private:
+  mutable Profiler profiler_;  // mutable: timing an op does not change what a const backend computes
 };
 
 // ---- registry: backend libraries register a factory for their device kind at start-up ---------------------

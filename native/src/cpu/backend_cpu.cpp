@@ -147,19 +147,26 @@ class CpuBackend final : public Backend {
     return out;
   }
 
+  // Every op opens a ProfileScope first (one flag test while profiling is off); `bytes` is what it reads + writes.
   void from_host(const void* src, size_t bytes, Tensor& dst) override {
+    ProfileScope prof(profiler(), "from_host");
+    if (prof) prof.bytes = 2 * bytes;
     check_devices("from_host", dev_, {{"dst", &dst}});
     require(bytes <= dst.nbytes(), "from_host", "copy of " + std::to_string(bytes) + " bytes exceeds tensor " + dst.name);
     std::memcpy(dst.raw(), src, bytes);
   }
 
   void to_host(const Tensor& src, void* dst, size_t bytes) override {
+    ProfileScope prof(profiler(), "to_host");
+    if (prof) prof.bytes = 2 * bytes;
     check_devices("to_host", dev_, {{"src", &src}});
     require(bytes <= src.nbytes(), "to_host", "copy of " + std::to_string(bytes) + " bytes exceeds tensor " + src.name);
     std::memcpy(dst, src.raw(), bytes);
   }
 
   void copy(const Tensor& src, Tensor& dst) override {
+    ProfileScope prof(profiler(), "copy");
+    if (prof) prof.bytes = 2 * src.nbytes();
     const bool src_here = src.device() == dev_, dst_here = dst.device() == dev_;
     if (device_checks_enabled()) {
       require(src_here || dst_here, "copy",
@@ -191,6 +198,8 @@ class CpuBackend final : public Backend {
   }
 
   void embed(const Tensor& table, const Tensor& ids, Tensor& x) override {
+    ProfileScope prof(profiler(), "embed");
+    if (prof) prof.bytes = size_t(ids.numel()) * table.row_size() * dtype_size(table.dtype) + ids.nbytes() + x.nbytes();
     check_devices("embed", dev_, {{"table", &table}, {"ids", &ids}, {"x", &x}});
     require(ids.dtype == DType::I32 && x.rows() == ids.numel() && x.row_size() == table.row_size(), "embed",
             "ids " + ids.shape_str() + " / x " + x.shape_str() + " do not match table " + table.shape_str());
@@ -200,6 +209,8 @@ class CpuBackend final : public Backend {
   }
 
   void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y) override {
+    ProfileScope prof(profiler(), "rms_norm");
+    if (prof) prof.bytes = x.nbytes() + w.nbytes() + y.nbytes();
     check_devices("rms_norm", dev_, {{"x", &x}, {"w", &w}, {"y", &y}});
     require(w.numel() == x.row_size() && y.numel() == x.numel(), "rms_norm",
             "x " + x.shape_str() + ", w " + w.shape_str() + ", y " + y.shape_str() + " do not match");
@@ -208,6 +219,8 @@ class CpuBackend final : public Backend {
   }
 
   void rope(Tensor& x, const Tensor& positions, const Tensor& inv_freq, int heads, int head_dim) override {
+    ProfileScope prof(profiler(), "rope");
+    if (prof) prof.bytes = 2 * x.nbytes() + positions.nbytes() + inv_freq.nbytes();
     check_devices("rope", dev_, {{"x", &x}, {"positions", &positions}, {"inv_freq", &inv_freq}});
     require(x.row_size() == int64_t(heads) * head_dim && positions.numel() == x.rows() &&
                 inv_freq.numel() == head_dim / 2,
@@ -217,6 +230,10 @@ class CpuBackend final : public Backend {
 
   void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache, int64_t n_past,
                  const AttentionShape& s, Tensor& out) override {
+    ProfileScope prof(profiler(), "attention");
+    // q, k, v in; k, v appended to the caches; the caches' rows [0, n_past + n) read; out written.
+    if (prof) prof.bytes = q.nbytes() + 2 * (k.nbytes() + v.nbytes()) + out.nbytes() +
+                           2 * size_t(n_past + q.rows()) * k_cache.row_size() * sizeof(float);
     check_devices("attention", dev_,
                   {{"q", &q}, {"k", &k}, {"v", &v}, {"k_cache", &k_cache}, {"v_cache", &v_cache}, {"out", &out}});
     const int64_t n = q.rows(), kv_dim = int64_t(s.kv_heads) * s.head_dim;
@@ -231,6 +248,8 @@ class CpuBackend final : public Backend {
   }
 
   void linear(const Linear& w, const Tensor& x, Tensor& y) override {
+    ProfileScope prof(profiler(), "linear");
+    if (prof) prof.bytes = w.weight_bytes() + x.nbytes() + y.nbytes();
     check_devices("linear", dev_, {{"x", &x}, {"y", &y}});
     check_linear_device("linear", dev_, w);
     require(x.row_size() == w.in_features && y.row_size() == w.out_features && x.rows() == y.rows(), "linear",
@@ -240,6 +259,8 @@ class CpuBackend final : public Backend {
   }
 
   void router(const Tensor& logits, int top_k, bool renormalize, Tensor& ids, Tensor& weights) override {
+    ProfileScope prof(profiler(), "router");
+    if (prof) prof.bytes = logits.nbytes() + ids.nbytes() + weights.nbytes();
     check_devices("router", dev_, {{"logits", &logits}, {"ids", &ids}, {"weights", &weights}});
     const int64_t n = logits.rows(), E = logits.row_size();
     require(E >= 1 && E <= kMaxExperts && top_k >= 1 && top_k <= kMaxTopK && top_k <= E, "router",
@@ -256,6 +277,8 @@ class CpuBackend final : public Backend {
 
   void moe_combine(const std::vector<const Tensor*>& slots, const std::vector<int>& owner, const Tensor& ids,
                    Tensor& out) override {
+    ProfileScope prof(profiler(), "moe_combine");
+    if (prof) prof.bytes = ids.nbytes() + size_t(ids.numel()) * out.row_size() * sizeof(float) + out.nbytes();
     check_devices("moe_combine", dev_, {{"ids", &ids}, {"out", &out}});
     std::vector<const float*> rows;
     for (const Tensor* s : slots) {
@@ -269,6 +292,8 @@ class CpuBackend final : public Backend {
   }
 
   void add(const Tensor& a, const Tensor& b, Tensor& y) override {
+    ProfileScope prof(profiler(), "add");
+    if (prof) prof.bytes = a.nbytes() + b.nbytes() + y.nbytes();
     check_devices("add", dev_, {{"a", &a}, {"b", &b}, {"y", &y}});
     require(a.numel() == b.numel() && a.numel() == y.numel(), "add", "shapes " + a.shape_str() + " and " + b.shape_str());
     const float *pa = a.data<float>(), *pb = b.data<float>();
@@ -277,6 +302,8 @@ class CpuBackend final : public Backend {
   }
 
   void swiglu(Tensor& a, const Tensor& b) override {
+    ProfileScope prof(profiler(), "swiglu");
+    if (prof) prof.bytes = 2 * a.nbytes() + b.nbytes();
     check_devices("swiglu", dev_, {{"a", &a}, {"b", &b}});
     require(a.numel() == b.numel(), "swiglu", "shapes " + a.shape_str() + " and " + b.shape_str());
     float* pa = a.data<float>();
@@ -300,6 +327,7 @@ struct Route {
 
 void CpuBackend::moe_experts(const ExpertSet& set, const Tensor& x, const Tensor& ids, const Tensor& weights,
                              Tensor& slots) {
+  ProfileScope prof(profiler(), "moe_experts");
   check_devices("moe_experts", dev_, {{"x", &x}, {"ids", &ids}, {"weights", &weights}, {"slots", &slots}});
   const int64_t n = x.rows(), hidden = x.row_size();
   const int k = int(ids.row_size());
@@ -319,6 +347,13 @@ void CpuBackend::moe_experts(const ExpertSet& set, const Tensor& x, const Tensor
           r.slots.push_back(t * k + j);
         }
     if (!r.rows.empty()) routes.push_back(std::move(r));
+  }
+  if (prof) {  // the routed experts' weights once each, x in, the slots out
+    prof.bytes = x.nbytes() + ids.nbytes() + weights.nbytes() + slots.nbytes();
+    for (const Route& r : routes) {
+      const ExpertWeights& ex = *set.experts[size_t(r.expert)];
+      prof.bytes += ex.w1->weight_bytes() + ex.w2->weight_bytes() + ex.w3->weight_bytes();
+    }
   }
   for (const Route& r : routes) {
     const ExpertWeights& ex = *set.experts[size_t(r.expert)];

@@ -291,6 +291,10 @@ BenchResult run_bench(const BenchOptions& o) {
   // Warm-up: fault the mapping in and let the pool spin up (not timed).
   ctx.eval(std::vector<int32_t>(prompt.begin(), prompt.begin() + std::min<size_t>(8, prompt.size())), cap);
   ctx.truncate(0);
+  if (o.profile) {
+    model->reset_profile();
+    model->set_profiling(true);
+  }
 
   auto t0 = Clock::now();
   ctx.eval(prompt, cap);
@@ -309,6 +313,11 @@ BenchResult run_bench(const BenchOptions& o) {
     tok = int32_t(std::max_element(cap.logits.begin(), cap.logits.end()) - cap.logits.begin());
   }
   const double decode_ms = ms_since(t0);
+  if (o.profile) {
+    model->set_profiling(false);
+    r.profile = model->profile();
+    r.profiled = true;
+  }
   r.decode_tokens_per_sec = r.decode_tokens / (decode_ms * 1e-3);
   double all_layers = 0;
   for (double& s : layer_sum) {
@@ -343,7 +352,14 @@ std::string bench_result_json(const BenchResult& r) {
   s << std::setprecision(6) << ",\"loadMs\":" << r.load_ms << ",\"threads\":" << r.threads
     << ",\"description\":" << json_quote(r.description) << ",\"cpuFeatures\":[";
   for (size_t i = 0; i < r.cpu_features.size(); ++i) s << (i ? "," : "") << json_quote(r.cpu_features[i]);
-  s << "]}";
+  s << "]";
+  if (r.profiled) {
+    std::map<std::string, double> ceilings;
+    for (const DeviceProfile& d : r.profile.devices)
+      if (d.kind == "cpu") ceilings[d.device] = r.memcpy_gbps;
+    s << ",\"profile\":" << profile_json(r.profile, ceilings);
+  }
+  s << "}";
   return s.str();
 }
 

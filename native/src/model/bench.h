@@ -10,6 +10,7 @@
 
 #include "core/model_config.h"
 #include "core/tensor.h"
+#include "engine.h"
 
 namespace mixq {
 
@@ -27,6 +28,7 @@ struct BenchOptions {
   std::vector<double> split;
   size_t memcpy_bytes = size_t(1) << 30;  // buffer size of the bandwidth probe
   uint64_t seed = 1234;
+  bool profile = false;      // time every op of the measured prefill + decode (BenchResult::profile)
 };
 
 struct BenchResult {
@@ -46,6 +48,8 @@ struct BenchResult {
   std::string description;
   std::vector<std::string> cpu_features;
   int threads = 0;
+  bool profiled = false;
+  ModelProfile profile;                 // with BenchOptions::profile: the measured prefill + decode (not the warm-up)
 };
 
 BenchResult run_bench(const BenchOptions& opts);
@@ -55,6 +59,7 @@ double measure_memcpy_gbps(size_t bytes, int threads, int repeats = 5);
 // Peak resident set (VmHWM), bytes.
 size_t peak_rss_bytes();
 
+// One JSON object; with a profile, "profile" holds profile_json() with the memcpy bandwidth as each CPU device's ceiling.
 std::string bench_result_json(const BenchResult& r);
 
 // ---- synthetic weights (run_bench --synthetic, awq_bench) ----------------------------------------------------

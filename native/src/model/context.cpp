@@ -117,6 +117,7 @@ void Context::eval(const std::vector<int32_t>& tokens, EvalCapture& out) {
     throw Error("context full: " + std::to_string(n_past) + " cached + " + std::to_string(n) +
                 " new tokens exceed the capacity of " + std::to_string(impl->capacity));
   }
+  const ProfileScope step(m.steps, n == 1 ? "decode" : "prefill");  // the timeline's step bounds (when profiling)
   const int64_t hidden = c.hidden_size, hd = c.head_dim, vocab = c.vocab_size;
   const int64_t q_dim = int64_t(c.num_attention_heads) * hd, kv_dim = int64_t(c.num_key_value_heads) * hd;
   const int L = c.num_hidden_layers, K = c.num_experts_per_tok;

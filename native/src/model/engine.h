@@ -8,12 +8,14 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "core/error.h"
 #include "core/model_config.h"
+#include "core/profiler.h"
 #include "core/tensor.h"
 #include "placement.h"
 
@@ -41,6 +43,26 @@ struct DeviceUsage {
   size_t peak_arena_bytes = 0;
 };
 
+// One device's op timings (core/profiler.h) with what identifies the device.
+struct DeviceProfile {
+  std::string device;   // "cpu:1"
+  std::string kind;     // "cpu" | "cuda"
+  std::string backend;  // the backend's description
+  ProfileSnapshot profile;
+};
+
+// What profiling recorded since the last reset: per device (placement order), and the forward passes — "prefill"
+// (several tokens) and "decode" (one) — whose events bound each step's ops on the shared clock (the timeline).
+struct ModelProfile {
+  bool enabled = false;
+  std::vector<DeviceProfile> devices;
+  ProfileSnapshot steps;
+};
+
+// {"devices":[{"name","kind","backend","total_ms","kernels":[{"name","calls","total_ms","mean_us"[,"bytes","gbps"]}]}],
+//  "ceilings":{"copy_gbps":{device: GB/s}}} — the shape `mixq profile --json` prints (issue 9).
+std::string profile_json(const ModelProfile& p, const std::map<std::string, double>& copy_gbps);
+
 class Model {
  public:
   // Loads DIR (config.json + model.safetensors or sharded with model.safetensors.index.json).
@@ -55,6 +77,12 @@ class Model {
   int threads() const;               // CPU worker threads
   size_t weight_bytes() const;       // resident weight bytes (mapped)
   std::string description() const;   // e.g. "mixtral 4 layers, 8 experts top-2, bf16, cpu:0 (AVX-512, 2 threads)"
+  // Op timing on every device (and the step log), switchable at any time from any thread; off at load. While off an
+  // op costs one flag test; while on, a clock read and a short lock (CPU) per op.
+  void set_profiling(bool on);
+  bool profiling() const;
+  ModelProfile profile() const;  // a copy; safe while another thread evaluates
+  void reset_profile();
   std::string model_dir;
 
   struct Impl;

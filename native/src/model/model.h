@@ -58,6 +58,8 @@ struct Model::Impl {
   std::vector<std::unique_ptr<Backend>> backends;  // [device index of the plan]
   Plan plan;
   ModelWeights weights;
+  // The forward passes ("prefill" / "decode", Context::eval) on the profilers' clock, switched with the backends'.
+  Profiler steps{1024};
 };
 
 // f32 copy of a vector tensor of this model (norm weights), wherever it lives.

@@ -6,7 +6,7 @@
 import * as path from 'node:path';
 
 import { Engine, type EngineLoadOptions, type GenerationOptions } from '../engine';
-import type { NativeGenerateRequest, NativeGenerateResult, NativeModelInfo } from '../native';
+import type { NativeGenerateRequest, NativeGenerateResult, NativeModelInfo, NativeProfile } from '../native';
 import type { MixqTokenizer } from '../tokenizer';
 import type { PromptTokenizer } from './prompt';
 import { KNOWN_MARKER_NAMES, type VocabularyInfo } from './templates';
@@ -19,6 +19,16 @@ export interface ModelGeneration {
 
 /** onToken: each id as soon as it is sampled; onStart: the generation left the engine's queue and runs. */
 export type ModelGenerationOptions = Pick<GenerationOptions, 'onToken' | 'onStart'>;
+
+/** The engine's op timings (../profiling); a model without them (unit tests' fakes) reports an empty profile. */
+export interface ModelProfiling {
+  readonly vocabSize: number;
+  setProfiling(enabled: boolean): void;
+  profile(): NativeProfile;
+  resetProfile(): void;
+  /** Host memcpy GB/s (read + write) over `mib` MiB, measured on a worker thread. */
+  copyBandwidth(mib: number): Promise<number>;
+}
 
 export interface CompletionModel extends PromptTokenizer {
   readonly name: string;
@@ -35,6 +45,7 @@ export interface CompletionModel extends PromptTokenizer {
    * cancelled queued one never runs.
    */
   generate(req: NativeGenerateRequest, options?: ModelGenerationOptions): ModelGeneration;
+  readonly profiling?: ModelProfiling;
   dispose(): void | Promise<void>;
 }
 
@@ -55,6 +66,7 @@ export class EngineCompletionModel implements CompletionModel {
   readonly eosId: number | undefined;
   readonly info: NativeModelInfo;
   readonly tokenizer: MixqTokenizer;
+  readonly profiling: ModelProfiling;
 
   constructor(readonly engine: Engine) {
     if (!engine.tokenizer) throw new Error('the completion model needs the tokenizer');
@@ -64,6 +76,13 @@ export class EngineCompletionModel implements CompletionModel {
     this.bosId = this.tokenizer.bosId;
     this.eosId = this.tokenizer.eosId;
     this.vocab = { markers: scanMarkers(this.tokenizer), fimModes: this.tokenizer.fim?.modes };
+    this.profiling = {
+      vocabSize: engine.info.vocabSize,
+      setProfiling: (on) => engine.setProfiling(on),
+      profile: () => engine.profile(),
+      resetProfile: () => engine.resetProfile(),
+      copyBandwidth: (mib) => engine.copyBandwidth(mib),
+    };
   }
 
   get path(): string {

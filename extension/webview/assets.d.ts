@@ -1,0 +1,2 @@
+// CSS imported for esbuild (bundled into dist/webview/profiler.css).
+declare module '*.css';
