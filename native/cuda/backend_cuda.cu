@@ -91,7 +91,26 @@ void require(bool ok, const char* op, const std::string& what) {
   if (!ok) throw Error(std::string(op) + " (cuda): " + what);
 }
 
+class CudaBackendImpl;
+
+// Times one op with CUDA events while the device's profiler is on (nothing at all while it is off). Events are
+// resolved into the profiler when the stream is next synchronised (to_host, synchronize).
+class GpuOpScope {
+ public:
+  GpuOpScope(CudaBackendImpl& b, const char* name);
+  ~GpuOpScope();
+  GpuOpScope(const GpuOpScope&) = delete;
+  GpuOpScope& operator=(const GpuOpScope&) = delete;
+
+ private:
+  CudaBackendImpl* b_ = nullptr;
+  const char* name_;
+  cudaEvent_t start_ = nullptr;
+};
+
 class CudaBackendImpl final : public CudaBackend {
+  friend class GpuOpScope;
+
  public:
   explicit CudaBackendImpl(const Device& d) : dev_(d), arena_(std::make_shared<Arena>()) {
     DeviceGuard guard(d.index);
@@ -103,6 +122,11 @@ class CudaBackendImpl final : public CudaBackend {
   ~CudaBackendImpl() override {
     DeviceGuard guard(dev_.index);
     cudaStreamSynchronize(stream_);
+    for (const PendingOp& p : pending_) {
+      cudaEventDestroy(p.start);
+      cudaEventDestroy(p.stop);
+    }
+    if (base_) cudaEventDestroy(base_);
     cudaStreamDestroy(stream_);
     if (pinned_) cudaFreeHost(pinned_);
   }
@@ -140,6 +164,7 @@ class CudaBackendImpl final : public CudaBackend {
     DeviceGuard guard(dev_.index);
     CUDA_CHECK(cudaMemcpyAsync(dst, src.raw(), bytes, cudaMemcpyDeviceToHost, stream_));
     CUDA_CHECK(cudaStreamSynchronize(stream_));
+    resolve_profile();
   }
 
   void copy(const Tensor& src, Tensor& dst) override {
@@ -168,6 +193,7 @@ class CudaBackendImpl final : public CudaBackend {
   void synchronize() override {
     DeviceGuard guard(dev_.index);
     CUDA_CHECK(cudaStreamSynchronize(stream_));
+    resolve_profile();
   }
 
   std::unique_ptr<Linear> prepare_linear(const LinearSource& src) override;
@@ -179,6 +205,7 @@ class CudaBackendImpl final : public CudaBackend {
             "embed", "ids " + ids.shape_str() + " / x " + x.shape_str() + " do not match table " + table.shape_str());
     // Ids were range-checked on the host by the caller (Context::eval); the kernel clamps as a last guard.
     DeviceGuard guard(dev_.index);
+    GpuOpScope scope(*this, "embed");
     cuda::launch_embed(table.raw(), table.dtype, table.rows(), table.row_size(), ids.data<int32_t>(), ids.numel(), x.data<float>(),
                        stream_);
   }
@@ -188,6 +215,7 @@ class CudaBackendImpl final : public CudaBackend {
     require(w.numel() == x.row_size() && y.numel() == x.numel() && x.dtype == DType::F32, "rms_norm",
             "x " + x.shape_str() + ", w " + w.shape_str() + ", y " + y.shape_str() + " do not match");
     DeviceGuard guard(dev_.index);
+    GpuOpScope scope(*this, "rms_norm");
     cuda::launch_rms_norm(x.raw(), w.raw(), y.raw(), x.rows(), x.row_size(), eps, DType::F32, w.dtype, stream_);
     CUDA_CHECK_LAUNCH();
   }
@@ -198,6 +226,7 @@ class CudaBackendImpl final : public CudaBackend {
                 inv_freq.numel() == head_dim / 2,
             "rope", "x " + x.shape_str() + " is not [positions, " + std::to_string(heads) + "·" + std::to_string(head_dim) + "]");
     DeviceGuard guard(dev_.index);
+    GpuOpScope scope(*this, "rope");
     cuda::launch_rope(x.data<float>(), x.rows(), heads, head_dim, positions.data<int32_t>(), inv_freq.data<float>(),
                       stream_);
   }
@@ -212,6 +241,7 @@ class CudaBackendImpl final : public CudaBackend {
             "attention", "q " + q.shape_str() + ", k " + k.shape_str() + ", cache " + k_cache.shape_str() +
                              " at position " + std::to_string(n_past) + " do not match the attention shape");
     DeviceGuard guard(dev_.index);
+    GpuOpScope scope(*this, "attention");
     CUDA_CHECK(cudaMemcpyAsync(k_cache.data<float>() + n_past * kv_dim, k.raw(), k.nbytes(), cudaMemcpyDeviceToDevice, stream_));
     CUDA_CHECK(cudaMemcpyAsync(v_cache.data<float>() + n_past * kv_dim, v.raw(), v.nbytes(), cudaMemcpyDeviceToDevice, stream_));
     cuda::launch_attention(q.data<float>(), k_cache.data<float>(), v_cache.data<float>(), out.data<float>(), n, n_past,
@@ -227,6 +257,7 @@ class CudaBackendImpl final : public CudaBackend {
             std::to_string(E) + " experts top-" + std::to_string(top_k) + " (limits: E ≤ 256, k ≤ 8)");
     require(ids.numel() == n * top_k && weights.numel() == n * top_k, "router", "ids/weights are not [n, k]");
     DeviceGuard guard(dev_.index);
+    GpuOpScope scope(*this, "router");
     cuda::launch_router(logits.data<float>(), n, int(E), top_k, renormalize, ids.data<int32_t>(),
                         weights.data<float>(), stream_);
   }
@@ -249,6 +280,7 @@ class CudaBackendImpl final : public CudaBackend {
       src.owner[e] = uint8_t(owner[e]);
     }
     DeviceGuard guard(dev_.index);
+    GpuOpScope scope(*this, "moe_combine");
     cuda::launch_moe_combine(src, ids.data<int32_t>(), ids.rows(), int(ids.row_size()), out.row_size(),
                              out.data<float>(), stream_);
   }
@@ -257,6 +289,7 @@ class CudaBackendImpl final : public CudaBackend {
     check_devices("add", dev_, {{"a", &a}, {"b", &b}, {"y", &y}});
     require(a.numel() == b.numel() && a.numel() == y.numel(), "add", "shapes " + a.shape_str() + " and " + b.shape_str());
     DeviceGuard guard(dev_.index);
+    GpuOpScope scope(*this, "add");
     cuda::launch_add(a.data<float>(), b.data<float>(), y.data<float>(), a.numel(), stream_);
   }
 
@@ -264,6 +297,7 @@ class CudaBackendImpl final : public CudaBackend {
     check_devices("swiglu", dev_, {{"a", &a}, {"b", &b}});
     require(a.numel() == b.numel(), "swiglu", "shapes " + a.shape_str() + " and " + b.shape_str());
     DeviceGuard guard(dev_.index);
+    GpuOpScope scope(*this, "swiglu");
     cuda::launch_swiglu(a.data<float>(), b.data<float>(), a.numel(), stream_);
   }
 
@@ -314,15 +348,69 @@ class CudaBackendImpl final : public CudaBackend {
     return static_cast<int32_t*>(pinned_);
   }
 
+  // ---- profiling: events of ops not yet resolved, against a base event recorded on an idle stream ----------
+  struct PendingOp {
+    const char* name;
+    cudaEvent_t start, stop;
+  };
+  cudaEvent_t timing_event() {
+    cudaEvent_t e = nullptr;
+    CUDA_CHECK(cudaEventCreate(&e));
+    return e;
+  }
+  void ensure_profile_base() {
+    if (base_) return;
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    base_ = timing_event();
+    CUDA_CHECK(cudaEventRecord(base_, stream_));
+    CUDA_CHECK(cudaEventSynchronize(base_));
+    base_us_ = Profiler::now_us();
+  }
+  void resolve_profile() {
+    if (pending_.empty()) return;
+    for (const PendingOp& p : pending_) {
+      float at_ms = 0, dur_ms = 0;
+      CUDA_CHECK(cudaEventElapsedTime(&at_ms, base_, p.start));
+      CUDA_CHECK(cudaEventElapsedTime(&dur_ms, p.start, p.stop));
+      profiler().record(p.name, 0, base_us_ + 1000.0 * at_ms, 1000.0 * dur_ms);
+      cudaEventDestroy(p.start);
+      cudaEventDestroy(p.stop);
+    }
+    pending_.clear();
+    cudaEventDestroy(base_);
+    base_ = nullptr;  // a fresh base at the next profiled op: event times drift from the host clock over long runs
+  }
+
   Device dev_;
   std::string name_;
   cudaStream_t stream_ = nullptr;
   std::shared_ptr<Arena> arena_;
   Tensor x16_, gemv_ws_;
+  std::vector<PendingOp> pending_;
+  cudaEvent_t base_ = nullptr;
+  double base_us_ = 0;
   std::map<std::string, Tensor> scratch_;
   void* pinned_ = nullptr;
   int64_t pinned_count_ = 0;
 };
+
+GpuOpScope::GpuOpScope(CudaBackendImpl& b, const char* name) : name_(name) {
+  if (!b.profiler().enabled()) return;
+  b_ = &b;
+  b.ensure_profile_base();
+  start_ = b.timing_event();
+  CUDA_CHECK(cudaEventRecord(start_, b.stream_));
+}
+
+GpuOpScope::~GpuOpScope() {
+  if (!b_) return;
+  cudaEvent_t stop = nullptr;
+  if (cudaEventCreate(&stop) != cudaSuccess || cudaEventRecord(stop, b_->stream_) != cudaSuccess) {
+    cudaEventDestroy(start_);
+    return;
+  }
+  b_->pending_.push_back({name_, start_, stop});
+}
 
 std::unique_ptr<Linear> CudaBackendImpl::prepare_linear(const LinearSource& src) {
   auto l = std::make_unique<CudaLinear>();
@@ -391,6 +479,7 @@ void CudaBackendImpl::linear(const Linear& w, const Tensor& x, Tensor& y) {
           "linear", w.name + " [" + std::to_string(w.out_features) + ", " + std::to_string(w.in_features) + "]: x " +
                         x.shape_str() + ", y " + y.shape_str());
   DeviceGuard guard(dev_.index);
+  GpuOpScope scope(*this, l.weight.buffer ? "linear" : "linear_awq");
   const int64_t n = x.rows(), in = w.in_features, out = w.out_features;
   if (l.weight.buffer) {
     cuda::launch_linear_dense(x.data<float>(), l.weight.raw(), l.weight.dtype, l.transposed, y.data<float>(), n, in,
