@@ -23,6 +23,8 @@
 namespace mixq {
 namespace {
 
+#define REQUIRE(cond, op, what) MIXQ_CHECK_ARG(cond, std::string(op) + " (cuda)", what)
+
 using cuda::DeviceBuffer;
 using cuda::DeviceGuard;
 
@@ -87,10 +89,6 @@ class CudaLinear final : public Linear {
   std::string kind() const override { return kind_; }
 };
 
-void require(bool ok, const char* op, const std::string& what) {
-  if (!ok) throw Error(std::string(op) + " (cuda): " + what);
-}
-
 class CudaBackendImpl;
 
 // Times one op with CUDA events while the device's profiler is on (nothing at all while it is off). Events are
@@ -152,7 +150,7 @@ class CudaBackendImpl final : public CudaBackend {
 
   void from_host(const void* src, size_t bytes, Tensor& dst) override {
     check_devices("from_host", dev_, {{"dst", &dst}});
-    require(bytes <= dst.nbytes(), "from_host", "copy of " + std::to_string(bytes) + " bytes exceeds tensor " + dst.name);
+    REQUIRE(bytes <= dst.nbytes(), "from_host", "copy of " + std::to_string(bytes) + " bytes exceeds tensor " + dst.name);
     DeviceGuard guard(dev_.index);
     CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src, bytes, cudaMemcpyHostToDevice, stream_));
     CUDA_CHECK(cudaStreamSynchronize(stream_));  // the caller may free or reuse `src` as soon as we return
@@ -160,7 +158,7 @@ class CudaBackendImpl final : public CudaBackend {
 
   void to_host(const Tensor& src, void* dst, size_t bytes) override {
     check_devices("to_host", dev_, {{"src", &src}});
-    require(bytes <= src.nbytes(), "to_host", "copy of " + std::to_string(bytes) + " bytes exceeds tensor " + src.name);
+    REQUIRE(bytes <= src.nbytes(), "to_host", "copy of " + std::to_string(bytes) + " bytes exceeds tensor " + src.name);
     DeviceGuard guard(dev_.index);
     CUDA_CHECK(cudaMemcpyAsync(dst, src.raw(), bytes, cudaMemcpyDeviceToHost, stream_));
     CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -169,8 +167,8 @@ class CudaBackendImpl final : public CudaBackend {
 
   void copy(const Tensor& src, Tensor& dst) override {
     const Device s = src.device(), d = dst.device();
-    require(s == dev_ || d == dev_, "copy", "on " + dev_.str() + ": neither " + s.str() + " nor " + d.str() + " is this device");
-    require(src.nbytes() == dst.nbytes() && src.dtype == dst.dtype, "copy",
+    REQUIRE(s == dev_ || d == dev_, "copy", "on " + dev_.str() + ": neither " + s.str() + " nor " + d.str() + " is this device");
+    REQUIRE(src.nbytes() == dst.nbytes() && src.dtype == dst.dtype, "copy",
             "tensor " + src.name + " " + src.shape_str() + " does not match " + dst.name + " " + dst.shape_str());
     DeviceGuard guard(dev_.index);
     if (s.kind == DeviceKind::Cpu || d.kind == DeviceKind::Cpu) {
@@ -200,7 +198,7 @@ class CudaBackendImpl final : public CudaBackend {
 
   void embed(const Tensor& table, const Tensor& ids, Tensor& x) override {
     check_devices("embed", dev_, {{"table", &table}, {"ids", &ids}, {"x", &x}});
-    require(ids.dtype == DType::I32 && x.rows() == ids.numel() && x.row_size() == table.row_size() &&
+    REQUIRE(ids.dtype == DType::I32 && x.rows() == ids.numel() && x.row_size() == table.row_size() &&
                 x.dtype == DType::F32,
             "embed", "ids " + ids.shape_str() + " / x " + x.shape_str() + " do not match table " + table.shape_str());
     // Ids were range-checked on the host by the caller (Context::eval); the kernel clamps as a last guard.
@@ -212,7 +210,7 @@ class CudaBackendImpl final : public CudaBackend {
 
   void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y) override {
     check_devices("rms_norm", dev_, {{"x", &x}, {"w", &w}, {"y", &y}});
-    require(w.numel() == x.row_size() && y.numel() == x.numel() && x.dtype == DType::F32, "rms_norm",
+    REQUIRE(w.numel() == x.row_size() && y.numel() == x.numel() && x.dtype == DType::F32, "rms_norm",
             "x " + x.shape_str() + ", w " + w.shape_str() + ", y " + y.shape_str() + " do not match");
     DeviceGuard guard(dev_.index);
     GpuOpScope scope(*this, "rms_norm");
@@ -222,7 +220,7 @@ class CudaBackendImpl final : public CudaBackend {
 
   void rope(Tensor& x, const Tensor& positions, const Tensor& inv_freq, int heads, int head_dim) override {
     check_devices("rope", dev_, {{"x", &x}, {"positions", &positions}, {"inv_freq", &inv_freq}});
-    require(x.row_size() == int64_t(heads) * head_dim && positions.numel() == x.rows() &&
+    REQUIRE(x.row_size() == int64_t(heads) * head_dim && positions.numel() == x.rows() &&
                 inv_freq.numel() == head_dim / 2,
             "rope", "x " + x.shape_str() + " is not [positions, " + std::to_string(heads) + "·" + std::to_string(head_dim) + "]");
     DeviceGuard guard(dev_.index);
@@ -236,7 +234,7 @@ class CudaBackendImpl final : public CudaBackend {
     check_devices("attention", dev_,
                   {{"q", &q}, {"k", &k}, {"v", &v}, {"k_cache", &k_cache}, {"v_cache", &v_cache}, {"out", &out}});
     const int64_t n = q.rows(), kv_dim = int64_t(s.kv_heads) * s.head_dim;
-    require(n_past >= 0 && n_past + n <= k_cache.rows() && k_cache.row_size() == kv_dim && k.row_size() == kv_dim &&
+    REQUIRE(n_past >= 0 && n_past + n <= k_cache.rows() && k_cache.row_size() == kv_dim && k.row_size() == kv_dim &&
                 q.row_size() == int64_t(s.heads) * s.head_dim && out.numel() == q.numel(),
             "attention", "q " + q.shape_str() + ", k " + k.shape_str() + ", cache " + k_cache.shape_str() +
                              " at position " + std::to_string(n_past) + " do not match the attention shape");
@@ -249,13 +247,15 @@ class CudaBackendImpl final : public CudaBackend {
   }
 
   void linear(const Linear& w, const Tensor& x, Tensor& y) override;
+  // w1·x and w3·x of one expert (both AWQ, same shape) as one batched int4 GEMV launch over one f16 copy of x.
+  bool awq_pair(const Linear& w1, const Linear& w3, const Tensor& x, Tensor& a, Tensor& b);
 
   void router(const Tensor& logits, int top_k, bool renormalize, Tensor& ids, Tensor& weights) override {
     check_devices("router", dev_, {{"logits", &logits}, {"ids", &ids}, {"weights", &weights}});
     const int64_t n = logits.rows(), E = logits.row_size();
-    require(E >= 1 && E <= kMaxExperts && top_k >= 1 && top_k <= kMaxTopK && top_k <= E, "router",
+    REQUIRE(E >= 1 && E <= kMaxExperts && top_k >= 1 && top_k <= kMaxTopK && top_k <= E, "router",
             std::to_string(E) + " experts top-" + std::to_string(top_k) + " (limits: E ≤ 256, k ≤ 8)");
-    require(ids.numel() == n * top_k && weights.numel() == n * top_k, "router", "ids/weights are not [n, k]");
+    REQUIRE(ids.numel() == n * top_k && weights.numel() == n * top_k, "router", "ids/weights are not [n, k]");
     DeviceGuard guard(dev_.index);
     GpuOpScope scope(*this, "router");
     cuda::launch_router(logits.data<float>(), n, int(E), top_k, renormalize, ids.data<int32_t>(),
@@ -268,15 +268,15 @@ class CudaBackendImpl final : public CudaBackend {
   void moe_combine(const std::vector<const Tensor*>& slots, const std::vector<int>& owner, const Tensor& ids,
                    Tensor& out) override {
     check_devices("moe_combine", dev_, {{"ids", &ids}, {"out", &out}});
-    require(slots.size() <= 8 && owner.size() <= 256, "moe_combine", "at most 8 slot tensors and 256 experts");
+    REQUIRE(slots.size() <= 8 && owner.size() <= 256, "moe_combine", "at most 8 slot tensors and 256 experts");
     cuda::CombineSources src{};
     for (size_t i = 0; i < slots.size(); ++i) {
       check_devices("moe_combine", dev_, {{"slots", slots[i]}});
-      require(slots[i]->numel() == ids.numel() * out.row_size(), "moe_combine", "slots are not [n·k, hidden]");
+      REQUIRE(slots[i]->numel() == ids.numel() * out.row_size(), "moe_combine", "slots are not [n·k, hidden]");
       src.slots[i] = slots[i]->data<float>();
     }
     for (size_t e = 0; e < owner.size(); ++e) {
-      require(owner[e] >= 0 && size_t(owner[e]) < slots.size(), "moe_combine", "expert owner out of range");
+      REQUIRE(owner[e] >= 0 && size_t(owner[e]) < slots.size(), "moe_combine", "expert owner out of range");
       src.owner[e] = uint8_t(owner[e]);
     }
     DeviceGuard guard(dev_.index);
@@ -287,7 +287,7 @@ class CudaBackendImpl final : public CudaBackend {
 
   void add(const Tensor& a, const Tensor& b, Tensor& y) override {
     check_devices("add", dev_, {{"a", &a}, {"b", &b}, {"y", &y}});
-    require(a.numel() == b.numel() && a.numel() == y.numel(), "add", "shapes " + a.shape_str() + " and " + b.shape_str());
+    REQUIRE(a.numel() == b.numel() && a.numel() == y.numel(), "add", "shapes " + a.shape_str() + " and " + b.shape_str());
     DeviceGuard guard(dev_.index);
     GpuOpScope scope(*this, "add");
     cuda::launch_add(a.data<float>(), b.data<float>(), y.data<float>(), a.numel(), stream_);
@@ -295,7 +295,7 @@ class CudaBackendImpl final : public CudaBackend {
 
   void swiglu(Tensor& a, const Tensor& b) override {
     check_devices("swiglu", dev_, {{"a", &a}, {"b", &b}});
-    require(a.numel() == b.numel(), "swiglu", "shapes " + a.shape_str() + " and " + b.shape_str());
+    REQUIRE(a.numel() == b.numel(), "swiglu", "shapes " + a.shape_str() + " and " + b.shape_str());
     DeviceGuard guard(dev_.index);
     GpuOpScope scope(*this, "swiglu");
     cuda::launch_swiglu(a.data<float>(), b.data<float>(), a.numel(), stream_);
@@ -474,7 +474,7 @@ void CudaBackendImpl::linear(const Linear& w, const Tensor& x, Tensor& y) {
   check_devices("linear", dev_, {{"x", &x}, {"y", &y}});
   check_linear_device("linear", dev_, w);
   const auto& l = static_cast<const CudaLinear&>(w);
-  require(x.row_size() == w.in_features && y.row_size() == w.out_features && x.rows() == y.rows() &&
+  REQUIRE(x.row_size() == w.in_features && y.row_size() == w.out_features && x.rows() == y.rows() &&
               x.dtype == DType::F32,
           "linear", w.name + " [" + std::to_string(w.out_features) + ", " + std::to_string(w.in_features) + "]: x " +
                         x.shape_str() + ", y " + y.shape_str());
@@ -507,12 +507,40 @@ void CudaBackendImpl::linear(const Linear& w, const Tensor& x, Tensor& y) {
   cuda::launch_gemv_w4a16(problems, int(n), DType::F32, in, out, l.group, gemv_workspace(out, int(n)), cfg, stream_);
 }
 
+bool CudaBackendImpl::awq_pair(const Linear& w1, const Linear& w3, const Tensor& x, Tensor& a, Tensor& b) {
+  const auto& l1 = static_cast<const CudaLinear&>(w1);
+  const auto& l3 = static_cast<const CudaLinear&>(w3);
+  const int64_t n = x.rows(), in = w1.in_features, out = w1.out_features;
+  if (l1.weight.buffer || l3.weight.buffer || 2 * n > cuda::kGemvMaxBatch || out % 32 != 0 ||
+      w3.in_features != in || w3.out_features != out || l1.group != l3.group ||
+      (l1.group != 32 && l1.group != 64 && l1.group != 128)) {
+    return false;
+  }
+  DeviceGuard guard(dev_.index);
+  GpuOpScope scope(*this, "linear_awq_pair");
+  Tensor& x16 = half_x(n * in);
+  cuda::launch_f32_to_f16(x.data<float>(), x16.raw(), n * in, stream_);
+  cuda::GemvW4A16Problem problems[cuda::kGemvMaxBatch];
+  for (int64_t t = 0; t < 2 * n; ++t) {
+    const CudaLinear& l = t < n ? l1 : l3;
+    problems[t].x = static_cast<const __half*>(x16.raw()) + (t % n) * in;
+    problems[t].qweight = l.qweight.data<int32_t>();
+    problems[t].qzeros = l.qzeros.data<int32_t>();
+    problems[t].scales = static_cast<const __half*>(l.scales.raw());
+    problems[t].y = (t < n ? a : b).data<float>() + (t % n) * out;
+  }
+  const int count = int(2 * n);
+  const cuda::GemvW4A16Config cfg = cuda::gemv_w4a16_default_config(in, out, l1.group, dev_.index, count);
+  cuda::launch_gemv_w4a16(problems, count, DType::F32, in, out, l1.group, gemv_workspace(out, count), cfg, stream_);
+  return true;
+}
+
 void CudaBackendImpl::moe_experts(const ExpertSet& set, const Tensor& x, const Tensor& ids, const Tensor& weights,
                                   Tensor& slots) {
   check_devices("moe_experts", dev_, {{"x", &x}, {"ids", &ids}, {"weights", &weights}, {"slots", &slots}});
   const int64_t n = x.rows(), hidden = x.row_size();
   const int k = int(ids.row_size());
-  require(ids.rows() == n && weights.numel() == ids.numel() && slots.numel() == n * k * hidden, "moe_experts",
+  REQUIRE(ids.rows() == n && weights.numel() == ids.numel() && slots.numel() == n * k * hidden, "moe_experts",
           "x " + x.shape_str() + ", ids " + ids.shape_str() + ", slots " + slots.shape_str() + " do not match");
   // 1. The routes come back to the host once (the one synchronisation of the layer) and are grouped by expert:
   //    rows (token of each slot) and slot indices, expert after expert, uploaded in one asynchronous copy from
@@ -557,8 +585,10 @@ void CudaBackendImpl::moe_experts(const ExpertSet& set, const Tensor& x, const T
     Tensor ye = ye_all.reshaped({m_max, hidden}).slice_rows(0, g.count);
     cuda::launch_gather_rows(x.data<float>(), list_t.data<int32_t>() + g.begin, g.count, hidden, xe.data<float>(),
                              stream_);
-    linear(*ex.w1, xe, a);
-    linear(*ex.w3, xe, b);
+    if (!awq_pair(*ex.w1, *ex.w3, xe, a, b)) {
+      linear(*ex.w1, xe, a);
+      linear(*ex.w3, xe, b);
+    }
     swiglu(a, b);
     linear(*ex.w2, a, ye);
     cuda::launch_scatter_weighted(ye.data<float>(), list_t.data<int32_t>() + slots_n + g.begin, g.count, hidden,

@@ -37,9 +37,28 @@ done
 grep -E "^ok .*(cuda|logical|greedy|ppl)" "$out/test_gpu_model.log" | head -20
 ./cuda_bench >"$out/bench.json" 2>"$out/bench.txt"
 echo "cuda_bench exit $?"
-timeout 300 ./mixq_bench --synthetic mixtral-8x7b --layers 32 --weights awq --device cuda --prefill 512 --decode 32 \
-  --memcpy-mib 256 >"$out/mixq_bench_cuda.json" 2>&1
-echo "mixq_bench cuda exit $?: $(head -c 700 "$out/mixq_bench_cuda.json")"
+# Mixtral-8x7B shapes, all 32 layers, AWQ g128 on the GPU: decode after 128 and after 4096 tokens of context,
+# prefill of 512 and 2048, and one profiled decode run (per-op breakdown).
+bench() {  # NAME ARGS...
+  local name=$1; shift
+  timeout 240 ./mixq_bench --synthetic mixtral-8x7b --layers 32 --weights awq --device cuda --memcpy-mib 64 "$@" \
+    >"$out/mixq_bench_$name.json" 2>&1
+  echo "mixq_bench $name exit $?: $(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print({k: r[k] for k in ('prefillTokens','prefillTokensPerSec','decodeTokens','decodeTokensPerSec','decodeMsPerLayer','decodeHeadMs','weightGBps','devicePeakBytes','devicePlannedBytes')})" "$out/mixq_bench_$name.json" 2>&1 | tail -1)"
+}
+bench ctx128 --prefill 128 --decode 64
+bench prefill2048 --prefill 2048 --decode 8
+bench ctx4096 --prefill 4096 --decode 32
+bench profile --prefill 128 --decode 16 --profile
+python3 - "$out/mixq_bench_profile.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+for d in r.get("profile", {}).get("devices", []):
+    ks = sorted(d.get("kernels", []), key=lambda k: -k.get("total_ms", 0))
+    tot = sum(k.get("total_ms", 0) for k in ks)
+    print(d.get("name"), "ops total %.1f ms" % tot)
+    for k in ks[:12]:
+        print("  %-18s calls %6d total %8.2f ms mean %8.2f us" % (k["name"], k["calls"], k["total_ms"], k["mean_us"]))
+PY
 # Memory and race checks (the sanitizer slows kernels ~100×).
 if command -v compute-sanitizer >/dev/null; then
   for t in test_cuda_moe_align test_cuda_rms_norm; do

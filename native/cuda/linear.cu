@@ -2,7 +2,8 @@
 //   Block tile: 32 tokens × 64 outputs; K in steps of 32. Per step the block loads the x tile [32, 32] and the
 //   W tile [32 k, 64 outputs] into shared memory as f32 — dense formats converted, AWQ int4 dequantized
 //   ((q − z)·s, as the CPU's weight_row) — then each of the 256 threads accumulates 2 tokens × 4 outputs in f32.
-// Limits: none on shapes (edges are masked). The correctness baseline; decode with AWQ uses gemv_w4a16.cu.
+// Limits: none on shapes (edges are masked). Decode (≤ 8 tokens) takes a warp-per-row GEMV for dense weights and
+// gemv_w4a16.cu for AWQ.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -94,6 +95,50 @@ void launch(const float* x, W w, float* y, int64_t n, int64_t in, int64_t out, c
   CUDA_CHECK_LAUNCH();
 }
 
+// Decode (n ≤ 8 tokens): one warp per output row, 16-byte loads of W, every token's dot product from the same
+// pass over the row; the warp's partial sums are reduced by shuffles. Needs in % (16 / sizeof(T)) == 0.
+template <class T, int N>
+__global__ void __launch_bounds__(256) gemv_dense_kernel(const float* x, const T* w, float* y, int64_t in,
+                                                         int64_t out) {
+  constexpr int VEC = 16 / sizeof(T);
+  const int64_t o = int64_t(blockIdx.x) * 8 + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (o >= out) return;
+  const uint4* row = reinterpret_cast<const uint4*>(w + o * in);
+  float acc[N] = {};
+  for (int64_t c = lane; c < in / VEC; c += 32) {
+    const uint4 raw = row[c];
+    const T* v = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) {
+      const float wv = to_float(v[e]);
+#pragma unroll
+      for (int t = 0; t < N; ++t) acc[t] += wv * x[t * in + c * VEC + e];
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < N; ++t) {
+    float a = acc[t];
+    for (int off = 16; off > 0; off >>= 1) a += __shfl_xor_sync(0xffffffffu, a, off);
+    if (lane == 0) y[t * out + o] = a;
+  }
+}
+
+template <class T>
+bool try_gemv_dense(const float* x, const T* w, float* y, int64_t n, int64_t in, int64_t out, cudaStream_t stream) {
+  if (n < 1 || n > 8 || in % (16 / sizeof(T)) != 0) return false;
+  const dim3 grid(unsigned((out + 7) / 8)), block(256);
+  switch (n) {
+#define MIXQ_GEMV_CASE(N) \
+  case N: gemv_dense_kernel<T, N><<<grid, block, 0, stream>>>(x, w, y, in, out); break;
+    MIXQ_GEMV_CASE(1) MIXQ_GEMV_CASE(2) MIXQ_GEMV_CASE(3) MIXQ_GEMV_CASE(4)
+    MIXQ_GEMV_CASE(5) MIXQ_GEMV_CASE(6) MIXQ_GEMV_CASE(7) MIXQ_GEMV_CASE(8)
+#undef MIXQ_GEMV_CASE
+  }
+  CUDA_CHECK_LAUNCH();
+  return true;
+}
+
 }  // namespace
 
 void launch_linear_dense(const float* x, const void* w, DType dtype, bool transposed, float* y, int64_t n,
@@ -103,9 +148,15 @@ void launch_linear_dense(const float* x, const void* w, DType dtype, bool transp
     return launch(x, TransposedF32{static_cast<const float*>(w), out}, y, n, in, out, stream);
   }
   switch (dtype) {
-    case DType::BF16: return launch(x, DenseRows<__nv_bfloat16>{static_cast<const __nv_bfloat16*>(w), in}, y, n, in, out, stream);
-    case DType::F16: return launch(x, DenseRows<__half>{static_cast<const __half*>(w), in}, y, n, in, out, stream);
-    case DType::F32: return launch(x, DenseRows<float>{static_cast<const float*>(w), in}, y, n, in, out, stream);
+    case DType::BF16:
+      if (try_gemv_dense(x, static_cast<const __nv_bfloat16*>(w), y, n, in, out, stream)) return;
+      return launch(x, DenseRows<__nv_bfloat16>{static_cast<const __nv_bfloat16*>(w), in}, y, n, in, out, stream);
+    case DType::F16:
+      if (try_gemv_dense(x, static_cast<const __half*>(w), y, n, in, out, stream)) return;
+      return launch(x, DenseRows<__half>{static_cast<const __half*>(w), in}, y, n, in, out, stream);
+    case DType::F32:
+      if (try_gemv_dense(x, static_cast<const float*>(w), y, n, in, out, stream)) return;
+      return launch(x, DenseRows<float>{static_cast<const float*>(w), in}, y, n, in, out, stream);
     default: throw Error(std::string("linear (cuda): unsupported weight dtype ") + dtype_name(dtype));
   }
 }

@@ -18,3 +18,10 @@ class Cancelled : public Error {
 };
 
 }  // namespace mixq
+
+// Checks an op's arguments: `what` (an expression building the message) is evaluated only when `cond` fails, so a
+// check costs one comparison on the hot path.
+#define MIXQ_CHECK_ARG(cond, op, what)                                         \
+  do {                                                                         \
+    if (!(cond)) throw ::mixq::Error(std::string(op) + ": " + (what));         \
+  } while (0)

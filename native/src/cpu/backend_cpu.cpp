@@ -28,6 +28,8 @@ namespace mixq {
 
 namespace {
 
+#define REQUIRE(cond, op, what) MIXQ_CHECK_ARG(cond, std::string(op) + "", what)
+
 // Reads a "Key:   N kB" line of /proc/meminfo; 0 when unavailable.
 size_t meminfo_bytes(const char* key) {
   std::ifstream f("/proc/meminfo");
@@ -114,12 +116,8 @@ class MappedBuffer final : public Buffer {
   std::shared_ptr<Arena> arena_;
 };
 
-void require(bool ok, const char* op, const std::string& what) {
-  if (!ok) throw Error(std::string(op) + ": " + what);
-}
-
 void require_f32(const char* op, const Tensor& t, const char* role) {
-  require(t.dtype == DType::F32, op, std::string("tensor ") + role + " must be F32, not " + dtype_name(t.dtype));
+  REQUIRE(t.dtype == DType::F32, op, std::string("tensor ") + role + " must be F32, not " + dtype_name(t.dtype));
 }
 
 class CpuBackend final : public Backend {
@@ -152,7 +150,7 @@ class CpuBackend final : public Backend {
     ProfileScope prof(profiler(), "from_host");
     if (prof) prof.bytes = 2 * bytes;
     check_devices("from_host", dev_, {{"dst", &dst}});
-    require(bytes <= dst.nbytes(), "from_host", "copy of " + std::to_string(bytes) + " bytes exceeds tensor " + dst.name);
+    REQUIRE(bytes <= dst.nbytes(), "from_host", "copy of " + std::to_string(bytes) + " bytes exceeds tensor " + dst.name);
     std::memcpy(dst.raw(), src, bytes);
   }
 
@@ -160,7 +158,7 @@ class CpuBackend final : public Backend {
     ProfileScope prof(profiler(), "to_host");
     if (prof) prof.bytes = 2 * bytes;
     check_devices("to_host", dev_, {{"src", &src}});
-    require(bytes <= src.nbytes(), "to_host", "copy of " + std::to_string(bytes) + " bytes exceeds tensor " + src.name);
+    REQUIRE(bytes <= src.nbytes(), "to_host", "copy of " + std::to_string(bytes) + " bytes exceeds tensor " + src.name);
     std::memcpy(dst, src.raw(), bytes);
   }
 
@@ -169,12 +167,12 @@ class CpuBackend final : public Backend {
     if (prof) prof.bytes = 2 * src.nbytes();
     const bool src_here = src.device() == dev_, dst_here = dst.device() == dev_;
     if (device_checks_enabled()) {
-      require(src_here || dst_here, "copy",
+      REQUIRE(src_here || dst_here, "copy",
               "on " + dev_.str() + ": neither " + src.device().str() + " nor " + dst.device().str() + " is this device");
       const Device other = src_here ? dst.device() : src.device();
-      require(other.kind == DeviceKind::Cpu, "copy", "on " + dev_.str() + ": " + other.str() + " is not host memory");
+      REQUIRE(other.kind == DeviceKind::Cpu, "copy", "on " + dev_.str() + ": " + other.str() + " is not host memory");
     }
-    require(src.nbytes() == dst.nbytes() && src.dtype == dst.dtype, "copy",
+    REQUIRE(src.nbytes() == dst.nbytes() && src.dtype == dst.dtype, "copy",
             "tensor " + src.name + " " + src.shape_str() + " does not match " + dst.name + " " + dst.shape_str());
     std::memcpy(dst.raw(), src.raw(), src.nbytes());
   }
@@ -201,7 +199,7 @@ class CpuBackend final : public Backend {
     ProfileScope prof(profiler(), "embed");
     if (prof) prof.bytes = size_t(ids.numel()) * table.row_size() * dtype_size(table.dtype) + ids.nbytes() + x.nbytes();
     check_devices("embed", dev_, {{"table", &table}, {"ids", &ids}, {"x", &x}});
-    require(ids.dtype == DType::I32 && x.rows() == ids.numel() && x.row_size() == table.row_size(), "embed",
+    REQUIRE(ids.dtype == DType::I32 && x.rows() == ids.numel() && x.row_size() == table.row_size(), "embed",
             "ids " + ids.shape_str() + " / x " + x.shape_str() + " do not match table " + table.shape_str());
     require_f32("embed", x, "x");
     embed_rows(table.raw(), table.dtype, table.rows(), table.row_size(), ids.data<int32_t>(), ids.numel(),
@@ -212,7 +210,7 @@ class CpuBackend final : public Backend {
     ProfileScope prof(profiler(), "rms_norm");
     if (prof) prof.bytes = x.nbytes() + w.nbytes() + y.nbytes();
     check_devices("rms_norm", dev_, {{"x", &x}, {"w", &w}, {"y", &y}});
-    require(w.numel() == x.row_size() && y.numel() == x.numel(), "rms_norm",
+    REQUIRE(w.numel() == x.row_size() && y.numel() == x.numel(), "rms_norm",
             "x " + x.shape_str() + ", w " + w.shape_str() + ", y " + y.shape_str() + " do not match");
     require_f32("rms_norm", x, "x");
     mixq::rms_norm(x.data<float>(), w.data<float>(), x.rows(), x.row_size(), eps, y.data<float>());
@@ -222,7 +220,7 @@ class CpuBackend final : public Backend {
     ProfileScope prof(profiler(), "rope");
     if (prof) prof.bytes = 2 * x.nbytes() + positions.nbytes() + inv_freq.nbytes();
     check_devices("rope", dev_, {{"x", &x}, {"positions", &positions}, {"inv_freq", &inv_freq}});
-    require(x.row_size() == int64_t(heads) * head_dim && positions.numel() == x.rows() &&
+    REQUIRE(x.row_size() == int64_t(heads) * head_dim && positions.numel() == x.rows() &&
                 inv_freq.numel() == head_dim / 2,
             "rope", "x " + x.shape_str() + " is not [positions, " + std::to_string(heads) + "·" + std::to_string(head_dim) + "]");
     rope_rows(x.data<float>(), x.rows(), heads, head_dim, positions.data<int32_t>(), inv_freq.data<float>());
@@ -237,7 +235,7 @@ class CpuBackend final : public Backend {
     check_devices("attention", dev_,
                   {{"q", &q}, {"k", &k}, {"v", &v}, {"k_cache", &k_cache}, {"v_cache", &v_cache}, {"out", &out}});
     const int64_t n = q.rows(), kv_dim = int64_t(s.kv_heads) * s.head_dim;
-    require(n_past >= 0 && n_past + n <= k_cache.rows() && k_cache.row_size() == kv_dim && k.row_size() == kv_dim &&
+    REQUIRE(n_past >= 0 && n_past + n <= k_cache.rows() && k_cache.row_size() == kv_dim && k.row_size() == kv_dim &&
                 q.row_size() == int64_t(s.heads) * s.head_dim && out.numel() == q.numel(),
             "attention", "q " + q.shape_str() + ", k " + k.shape_str() + ", cache " + k_cache.shape_str() +
                              " at position " + std::to_string(n_past) + " do not match the attention shape");
@@ -252,7 +250,7 @@ class CpuBackend final : public Backend {
     if (prof) prof.bytes = w.weight_bytes() + x.nbytes() + y.nbytes();
     check_devices("linear", dev_, {{"x", &x}, {"y", &y}});
     check_linear_device("linear", dev_, w);
-    require(x.row_size() == w.in_features && y.row_size() == w.out_features && x.rows() == y.rows(), "linear",
+    REQUIRE(x.row_size() == w.in_features && y.row_size() == w.out_features && x.rows() == y.rows(), "linear",
             w.name + " [" + std::to_string(w.out_features) + ", " + std::to_string(w.in_features) + "]: x " +
                 x.shape_str() + ", y " + y.shape_str());
     static_cast<const CpuLinear&>(w).forward(x.data<float>(), x.rows(), y.data<float>(), *pool_);
@@ -263,9 +261,9 @@ class CpuBackend final : public Backend {
     if (prof) prof.bytes = logits.nbytes() + ids.nbytes() + weights.nbytes();
     check_devices("router", dev_, {{"logits", &logits}, {"ids", &ids}, {"weights", &weights}});
     const int64_t n = logits.rows(), E = logits.row_size();
-    require(E >= 1 && E <= kMaxExperts && top_k >= 1 && top_k <= kMaxTopK && top_k <= E, "router",
+    REQUIRE(E >= 1 && E <= kMaxExperts && top_k >= 1 && top_k <= kMaxTopK && top_k <= E, "router",
             std::to_string(E) + " experts top-" + std::to_string(top_k) + " (limits: E ≤ 256, k ≤ 8)");
-    require(ids.numel() == n * top_k && weights.numel() == n * top_k, "router", "ids/weights are not [n, k]");
+    REQUIRE(ids.numel() == n * top_k && weights.numel() == n * top_k, "router", "ids/weights are not [n, k]");
     for (int64_t t = 0; t < n; ++t) {
       router_topk(logits.data<float>() + t * E, int(E), top_k, renormalize, ids.data<int32_t>() + t * top_k,
                   weights.data<float>() + t * top_k);
@@ -283,10 +281,10 @@ class CpuBackend final : public Backend {
     std::vector<const float*> rows;
     for (const Tensor* s : slots) {
       check_devices("moe_combine", dev_, {{"slots", s}});
-      require(s->numel() == ids.numel() * out.row_size(), "moe_combine", "slots " + s->shape_str() + " are not [n·k, hidden]");
+      REQUIRE(s->numel() == ids.numel() * out.row_size(), "moe_combine", "slots " + s->shape_str() + " are not [n·k, hidden]");
       rows.push_back(s->data<float>());
     }
-    for (int o : owner) require(o >= 0 && size_t(o) < slots.size(), "moe_combine", "expert owner out of range");
+    for (int o : owner) REQUIRE(o >= 0 && size_t(o) < slots.size(), "moe_combine", "expert owner out of range");
     const int k = int(ids.row_size());
     moe_combine_rows(rows, owner, ids.data<int32_t>(), ids.rows(), k, out.row_size(), out.data<float>());
   }
@@ -295,7 +293,7 @@ class CpuBackend final : public Backend {
     ProfileScope prof(profiler(), "add");
     if (prof) prof.bytes = a.nbytes() + b.nbytes() + y.nbytes();
     check_devices("add", dev_, {{"a", &a}, {"b", &b}, {"y", &y}});
-    require(a.numel() == b.numel() && a.numel() == y.numel(), "add", "shapes " + a.shape_str() + " and " + b.shape_str());
+    REQUIRE(a.numel() == b.numel() && a.numel() == y.numel(), "add", "shapes " + a.shape_str() + " and " + b.shape_str());
     const float *pa = a.data<float>(), *pb = b.data<float>();
     float* py = y.data<float>();
     for (int64_t i = 0, n = a.numel(); i < n; ++i) py[i] = pa[i] + pb[i];
@@ -305,7 +303,7 @@ class CpuBackend final : public Backend {
     ProfileScope prof(profiler(), "swiglu");
     if (prof) prof.bytes = 2 * a.nbytes() + b.nbytes();
     check_devices("swiglu", dev_, {{"a", &a}, {"b", &b}});
-    require(a.numel() == b.numel(), "swiglu", "shapes " + a.shape_str() + " and " + b.shape_str());
+    REQUIRE(a.numel() == b.numel(), "swiglu", "shapes " + a.shape_str() + " and " + b.shape_str());
     float* pa = a.data<float>();
     const float* pb = b.data<float>();
     pool_->parallel_for(a.numel(), [&](int64_t lo, int64_t hi) { mixq::swiglu(pa + lo, pb + lo, hi - lo); });
@@ -332,7 +330,7 @@ void CpuBackend::moe_experts(const ExpertSet& set, const Tensor& x, const Tensor
   const int64_t n = x.rows(), hidden = x.row_size();
   const int k = int(ids.row_size());
   const int E = int(set.experts.size());
-  require(ids.rows() == n && weights.numel() == ids.numel() && slots.numel() == n * k * hidden, "moe_experts",
+  REQUIRE(ids.rows() == n && weights.numel() == ids.numel() && slots.numel() == n * k * hidden, "moe_experts",
           "x " + x.shape_str() + ", ids " + ids.shape_str() + ", slots " + slots.shape_str() + " do not match");
   const int32_t* id = ids.data<int32_t>();
   std::vector<Route> routes;

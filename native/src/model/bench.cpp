@@ -330,6 +330,10 @@ BenchResult run_bench(const BenchOptions& o) {
   r.weight_bytes_per_token = double(model->weights().decode_bytes_per_token(c.num_experts_per_tok));
   r.weight_gbps = r.weight_bytes_per_token * r.decode_tokens_per_sec / 1e9;
   r.peak_rss_bytes = double(peak_rss_bytes());  // before the memcpy probe's own 2 buffers
+  for (const DeviceUsage& u : model->device_usage()) {
+    r.device_peak_bytes = std::max(r.device_peak_bytes, double(u.peak_arena_bytes));
+    r.device_weight_bytes = std::max(r.device_weight_bytes, double(u.planned_bytes));
+  }
   r.memcpy_gbps = measure_memcpy_gbps(o.memcpy_bytes, r.threads);
   r.bandwidth_ratio = r.weight_gbps / r.memcpy_gbps;
   return r;
@@ -347,7 +351,8 @@ std::string bench_result_json(const BenchResult& r) {
   s.unsetf(std::ios::floatfield);
   s << std::setprecision(6) << ",\"weightGBps\":" << r.weight_gbps << ",\"memcpyGBps\":" << r.memcpy_gbps
     << ",\"bandwidthRatio\":" << r.bandwidth_ratio << ",\"peakRssBytes\":" << std::fixed << std::setprecision(0)
-    << r.peak_rss_bytes;
+    << r.peak_rss_bytes << ",\"devicePeakBytes\":" << r.device_peak_bytes << ",\"devicePlannedBytes\":"
+    << r.device_weight_bytes;
   s.unsetf(std::ios::floatfield);
   s << std::setprecision(6) << ",\"loadMs\":" << r.load_ms << ",\"threads\":" << r.threads
     << ",\"description\":" << json_quote(r.description) << ",\"cpuFeatures\":[";

@@ -44,6 +44,8 @@ struct BenchResult {
   double bandwidth_ratio = 0;           // weight_bytes_per_token * decode tok/s / memcpy bandwidth
   double weight_gbps = 0;               // weight_bytes_per_token * decode tok/s, GB/s
   double peak_rss_bytes = 0;
+  double device_peak_bytes = 0;    // the busiest device's arena at its peak (weights + KV cache + activations)
+  double device_weight_bytes = 0;  // the planner's bytes for that device (weights + KV cache)
   double load_ms = 0;
   std::string description;
   std::vector<std::string> cpu_features;
