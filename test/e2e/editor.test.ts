@@ -1,8 +1,16 @@
 /**
  * The real-editor test: VS Code (code-server 4.100.3 = VS Code 1.100.3) in headless Debian Chromium, driven by
  * playwright-core. Installs the packaged .vsix as a user would, points mixq.modelPath at the fixture model, opens a
- * Python file, types, waits for MixQ's ghost text, accepts it with Tab and checks the saved document.
- * Screenshots go to artifacts/ (git-ignored).
+ * Python file, types, waits for MixQ's ghost text, accepts it with Tab and checks the saved document. Then: the
+ * model switch, the toggle, a server crash; partial accept (a word with Ctrl+Right, a line with Ctrl+K Ctrl+Right) and
+ * MixQ: Show Statistics (issue 14); the profiler panel while completions run — a growing `linear` row on cpu:0, its
+ * live CSP, trace and CSV export through the toolbar and VS Code's save dialog (issue 13).
+ * Screenshots go to artifacts/ (git-ignored): artifacts/e2e-*.png, and artifacts/e2e/ for issues 13 and 14 (with the
+ * exported trace/CSV, the CSP seen, the statistics text).
+ *
+ * Webviews in VS Code 1.100: iframe.webview (the host page) > iframe#active-frame (our document); VS Code's own
+ * #_vscodeApiScript precedes our CSP <meta>. In a browser, save/open dialogs are VS Code's simple file dialog (a
+ * quick input holding the path), so the UI path is drivable as is.
  *
  * Needs: `npm run package` (artifacts/mixq-<version>-linux-x64.vsix) and `bash scripts/setup-e2e.sh`
  * (code-server in .cache/code-server, /usr/bin/chromium). `npm run test:e2e` does the packaging itself.
@@ -423,6 +431,7 @@ test('partial accept: a word with Ctrl+Right, a line with Ctrl+K Ctrl+Right; Mix
     assert.ok(line.startsWith(rest.trimEnd()), `the accepted line ${JSON.stringify(line)} is the ghost text's line ${JSON.stringify(rest)}`);
     assert.ok(!line.replace(/^\n/, '').includes('\n'), `one line at most: ${JSON.stringify(line)}`);
     await shot(page, 'partial-line');
+    fs.writeFileSync(path.join(shots, 'partial-accept.json'), JSON.stringify({ ghost: firstLine, word, rest, line }, null, 2));
 
     // The statistics so far: this test's two partial accepts, the Tab of the ghost-text test.
     await page.keyboard.press('Escape');
@@ -559,6 +568,7 @@ test('the profiler panel: live rows while completions run, a strict CSP, trace a
     await complete();
     const second = await waitForCalls(page, 'linear', 'cpu:0', (c) => c > first, 60_000, complete);
     assert.ok(second > first, `linear on cpu:0: ${first} calls, then ${second}`);
+    fs.writeFileSync(path.join(shots, 'profiler-calls.json'), JSON.stringify({ kernel: 'linear', device: 'cpu:0', first, second }));
     const rows = await profilerRows(page);
     assert.ok(rows.some((r) => r[0] === 'attention' && r[1] === 'cpu:0' && parseInt(r[2], 10) > 0), `an attention row on cpu:0: ${JSON.stringify(rows)}`);
     await shot(page, 'profiler-grown');
