@@ -365,12 +365,21 @@ async function shot(page: Page, name: string): Promise<void> {
   await page.screenshot({ path: path.join(shots, `${name}.png`) });
 }
 
-/** Saves the active editor and returns main.py's text on disk once it differs from `previous` (or after 15 s). */
-async function saveMain(page: Page, previous: string | undefined): Promise<string> {
+/**
+ * Saves the active editor and returns main.py's text on disk once it differs from `previous` (or after 15 s). Saves
+ * again every 2 s: an edit made through the extension host (our accept-word/line commands) can land after a save.
+ */
+async function saveMain(page: Page, previous: string): Promise<string> {
   const file = path.join(scratch, 'workspace', 'main.py');
-  await page.keyboard.press('Control+S');
   const t0 = Date.now();
-  while (fs.readFileSync(file, 'utf8') === previous && Date.now() - t0 < 15_000) await page.waitForTimeout(200);
+  let saved = 0;
+  while (fs.readFileSync(file, 'utf8') === previous && Date.now() - t0 < 15_000) {
+    if (Date.now() - t0 >= saved * 2000) {
+      await page.keyboard.press('Control+S');
+      saved++;
+    }
+    await page.waitForTimeout(200);
+  }
   await page.waitForTimeout(300);
   return fs.readFileSync(file, 'utf8');
 }
@@ -384,7 +393,12 @@ async function waitForGhost(page: Page, autoMs = 30_000): Promise<string> {
     await page.keyboard.press('Alt+Backslash');
     await ghost.waitFor({ state: 'visible', timeout: 45_000 });
   }
-  return ((await ghost.textContent()) ?? '').replace(/\u00a0/g, ' ');
+  // Ghost text is syntax-coloured: one .ghost-text-decoration per token. The first line is those in the cursor's line.
+  const text = await page.locator('.ghost-text-decoration').evaluateAll((els) => {
+    const line = els[0]?.closest('.view-line');
+    return els.filter((e) => e.closest('.view-line') === line).map((e) => e.textContent ?? '').join('');
+  });
+  return text.replace(/\u00a0/g, ' ');
 }
 
 /** Types a new function header on a fresh line at the end of main.py (the editor must have focus). */
