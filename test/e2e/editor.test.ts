@@ -1,8 +1,16 @@
 /**
  * The real-editor test: VS Code (code-server 4.100.3 = VS Code 1.100.3) in headless Debian Chromium, driven by
  * playwright-core. Installs the packaged .vsix as a user would, points mixq.modelPath at the fixture model, opens a
- * Python file, types, waits for MixQ's ghost text, accepts it with Tab and checks the saved document.
- * Screenshots go to artifacts/ (git-ignored).
+ * Python file, types, waits for MixQ's ghost text, accepts it with Tab and checks the saved document. Then: the
+ * model switch, the toggle, a server crash; partial accept (a word with Ctrl+Right, a line with Ctrl+K Ctrl+Right) and
+ * MixQ: Show Statistics (issue 14); the profiler panel while completions run — a growing `linear` row on cpu:0, its
+ * live CSP, trace and CSV export through the toolbar and VS Code's save dialog (issue 13).
+ * Screenshots go to artifacts/ (git-ignored): artifacts/e2e-*.png, and artifacts/e2e/ for issues 13 and 14 (with the
+ * exported trace/CSV, the CSP seen, the statistics text).
+ *
+ * Webviews in VS Code 1.100: iframe.webview (the host page) > iframe#active-frame (our document); VS Code's own
+ * #_vscodeApiScript precedes our CSP <meta>. In a browser, save/open dialogs are VS Code's simple file dialog (a
+ * quick input holding the path), so the UI path is drivable as is.
  *
  * Needs: `npm run package` (artifacts/mixq-<version>-linux-x64.vsix) and `bash scripts/setup-e2e.sh`
  * (code-server in .cache/code-server, /usr/bin/chromium). `npm run test:e2e` does the packaging itself.
@@ -138,6 +146,14 @@ async function openQuickInput(page: Page, key: string): Promise<Locator> {
   return input;
 }
 
+/** Runs a command from the command palette by its title. */
+async function runCommand(page: Page, title: string): Promise<void> {
+  const input = await openQuickInput(page, 'Control+Shift+P');
+  await input.fill(`>${title}`);
+  await page.waitForTimeout(500);
+  await page.keyboard.press('Enter');
+}
+
 async function quickOpen(page: Page, fileName: string): Promise<void> {
   const input = await openQuickInput(page, 'Control+P');
   await input.fill(fileName);
@@ -231,8 +247,9 @@ test('no model configured: the status bar says so and offers Select Model…, wh
     await noModel.waitFor({ timeout: 90_000 });
     const toast = page.locator('.notification-toast', { hasText: 'no model configured' }).first();
     await toast.waitFor({ timeout: 30_000 });
-    // The notice closes itself when the state changes, so it is a progress notification: its actions are links.
-    assert.ok(await toast.locator('a.monaco-button, .monaco-button, a.monaco-link', { hasText: 'Select Model…' }).count() > 0, 'the notification offers Select Model…');
+    // The notice closes itself when the state changes, so it is a progress notification: its actions are links
+    // (VS Code renders a notification's command link as a plain <a>).
+    assert.ok(await toast.locator('a, .monaco-button, .monaco-link', { hasText: 'Select Model…' }).count() > 0, 'the notification offers Select Model…');
     await page.screenshot({ path: path.join(artifacts, 'e2e-no-model.png') });
 
     // Clicking the status bar item runs MixQ: Select Model…; without a bundled model it opens the folder dialog
@@ -315,16 +332,10 @@ test('switching mixq.modelPath reloads without restarting; a model that fails to
 
 test('MixQ: Toggle Completions from the command palette turns completions off and on', { skip, timeout: 120_000 }, async () => {
   await inEditor('toggle', async (page) => {
-    const runCommand = async (title: string): Promise<void> => {
-      const input = await openQuickInput(page, 'Control+Shift+P');
-      await input.fill(`>${title}`);
-      await page.waitForTimeout(500);
-      await page.keyboard.press('Enter');
-    };
-    await runCommand('MixQ: Toggle Completions');
-    await page.locator('.statusbar-item', { hasText: 'mixq-tiny-code · cpu · off' }).first().waitFor({ timeout: 30_000 });
+    await runCommand(page, 'MixQ: Toggle Completions');
+    await page.locator('.statusbar-item', { hasText: 'mixq-tiny-code · cpu:0 · off' }).first().waitFor({ timeout: 30_000 });
     assert.equal((JSON.parse(fs.readFileSync(settingsFile, 'utf8')) as Record<string, unknown>)['mixq.enable'], false);
-    await runCommand('MixQ: Toggle Completions');
+    await runCommand(page, 'MixQ: Toggle Completions');
     const on = page.locator('.statusbar-item', { hasText: 'mixq-tiny-code' }).filter({ hasNotText: ' off' }).first();
     await on.waitFor({ timeout: 30_000 });
   });
@@ -343,5 +354,261 @@ test('a crashed server is restarted and the user is told', { skip, timeout: 180_
     assert.equal(after.length, 1);
     assert.notEqual(after[0], pids[0], 'a new server process');
     await page.screenshot({ path: path.join(artifacts, 'e2e-restarted.png') });
+  });
+});
+
+/** Issue 13/14 screenshots: artifacts/e2e/. */
+const shots = path.join(artifacts, 'e2e');
+
+async function shot(page: Page, name: string): Promise<void> {
+  fs.mkdirSync(shots, { recursive: true });
+  await page.screenshot({ path: path.join(shots, `${name}.png`) });
+}
+
+/**
+ * Saves the active editor and returns main.py's text on disk once it differs from `previous` (or after 15 s). Saves
+ * again every 2 s: an edit made through the extension host (our accept-word/line commands) can land after a save.
+ */
+async function saveMain(page: Page, previous: string): Promise<string> {
+  const file = path.join(scratch, 'workspace', 'main.py');
+  const t0 = Date.now();
+  let saved = 0;
+  while (fs.readFileSync(file, 'utf8') === previous && Date.now() - t0 < 15_000) {
+    if (Date.now() - t0 >= saved * 2000) {
+      await page.keyboard.press('Control+S');
+      saved++;
+    }
+    await page.waitForTimeout(200);
+  }
+  await page.waitForTimeout(300);
+  return fs.readFileSync(file, 'utf8');
+}
+
+/** Waits for ghost text (asking explicitly with Alt+\ when none shows by itself) and returns its first line. */
+async function waitForGhost(page: Page, autoMs = 30_000): Promise<string> {
+  const ghost = page.locator('.ghost-text-decoration').first();
+  try {
+    await ghost.waitFor({ state: 'visible', timeout: autoMs });
+  } catch {
+    await page.keyboard.press('Alt+Backslash');
+    await ghost.waitFor({ state: 'visible', timeout: 45_000 });
+  }
+  // Ghost text is syntax-coloured: one .ghost-text-decoration per token. The first line is those in the cursor's line.
+  const text = await page.locator('.ghost-text-decoration').evaluateAll((els) => {
+    const line = els[0]?.closest('.view-line');
+    return els.filter((e) => e.closest('.view-line') === line).map((e) => e.textContent ?? '').join('');
+  });
+  return text.replace(/\u00a0/g, ' ');
+}
+
+/** Types a new function header on a fresh line at the end of main.py (the editor must have focus). */
+async function typeNewFunction(page: Page, name: string): Promise<void> {
+  await page.keyboard.press('Control+End');
+  await page.keyboard.press('Escape'); // a ghost text still showing: dismiss it
+  await page.keyboard.press('Enter');
+  await page.keyboard.press('Shift+Tab'); // back to column 0 if the new line was indented
+  await page.keyboard.type(`def ${name}(text):`, { delay: 60 });
+  await page.keyboard.press('Enter');
+}
+
+test('partial accept: a word with Ctrl+Right, a line with Ctrl+K Ctrl+Right; MixQ: Show Statistics counts them', { skip, timeout: 240_000 }, async () => {
+  await inEditor('partial', async (page) => {
+    await quickOpen(page, 'main.py');
+    const editor = page.locator('.monaco-editor .view-lines').first();
+    await editor.waitFor({ timeout: 30_000 });
+    await editor.click();
+    const onDisk = fs.readFileSync(path.join(scratch, 'workspace', 'main.py'), 'utf8');
+    await typeNewFunction(page, 'count_words');
+    const before = await saveMain(page, onDisk);
+
+    // A word.
+    const firstLine = await waitForGhost(page);
+    assert.ok(firstLine.trim().length > 0, 'ghost text is not empty');
+    await shot(page, 'partial-before');
+    await page.keyboard.press('Control+ArrowRight');
+    const afterWord = await saveMain(page, before);
+    assert.ok(afterWord.startsWith(before), 'accepting a word only inserts at the cursor');
+    const word = afterWord.slice(before.length);
+    assert.ok(word.length > 0, 'Ctrl+Right inserted part of the suggestion');
+    assert.ok(firstLine.startsWith(word), `the word ${JSON.stringify(word)} begins the ghost text ${JSON.stringify(firstLine)}`);
+    assert.ok(word.length < firstLine.length || firstLine.trim().split(/\s+/).length === 1, `only a word was accepted: ${JSON.stringify(word)} of ${JSON.stringify(firstLine)}`);
+    await shot(page, 'partial-word');
+
+    // A line: the rest of the suggestion (or, if that was all of it, the next one) shows; accept its first line.
+    const rest = await waitForGhost(page, 15_000);
+    await page.keyboard.press('Control+K');
+    await page.keyboard.press('Control+ArrowRight');
+    const afterLine = await saveMain(page, afterWord);
+    assert.ok(afterLine.startsWith(afterWord), 'accepting a line only inserts at the cursor');
+    const line = afterLine.slice(afterWord.length);
+    assert.ok(line.length > 0, 'Ctrl+K Ctrl+Right inserted part of the suggestion');
+    assert.ok(line.startsWith(rest.trimEnd()), `the accepted line ${JSON.stringify(line)} is the ghost text's line ${JSON.stringify(rest)}`);
+    assert.ok(!line.replace(/^\n/, '').includes('\n'), `one line at most: ${JSON.stringify(line)}`);
+    await shot(page, 'partial-line');
+    fs.writeFileSync(path.join(shots, 'partial-accept.json'), JSON.stringify({ ghost: firstLine, word, rest, line }, null, 2));
+
+    // The statistics so far: this test's two partial accepts, the Tab of the ghost-text test.
+    await page.keyboard.press('Escape');
+    await runCommand(page, 'MixQ: Show Statistics');
+    const report = page.locator('.editor-group-container.active .monaco-editor .view-lines').first();
+    const t0 = Date.now();
+    let text = '';
+    while (!/\*\*all\*\*/.test(text) && Date.now() - t0 < 30_000) {
+      await page.waitForTimeout(300);
+      text = ((await report.textContent().catch(() => '')) ?? '').replace(/\u00a0/g, ' ');
+    }
+    await shot(page, 'statistics');
+    const lines = await report.locator('.view-line').allTextContents();
+    const row = (name: string): number[] | undefined => {
+      const l = lines.map((x) => x.replace(/\u00a0/g, ' ')).find((x) => x.startsWith(`| ${name} |`));
+      return l?.split('|').slice(2, 6).map((c) => parseInt(c.trim(), 10));
+    };
+    const all = row('**all**');
+    const python = row('python');
+    assert.ok(all && python, `the statistics view shows a python row and totals:\n${lines.join('\n')}`);
+    const [shown, accepted, partly] = all;
+    assert.ok(shown >= 2, `shown ${shown}`);
+    assert.ok(accepted >= 1, `accepted ${accepted} (the Tab of the ghost-text test)`);
+    assert.ok(partly >= 2, `partially accepted ${partly} (a word and a line)`);
+    assert.ok(python[2] >= 2, 'counted for python');
+    fs.writeFileSync(path.join(shots, 'statistics.md'), lines.join('\n'));
+  });
+});
+
+/** The profiler's webview document (VS Code nests it: the webview host iframe, then its active frame). */
+function profilerFrame(page: Page) {
+  return page.frameLocator('iframe.webview.ready').first().frameLocator('iframe#active-frame');
+}
+
+/** The profiler table's rows as cell texts: [kernel, device, calls, total ms, mean µs, share, GB/s]. */
+async function profilerRows(page: Page): Promise<string[][]> {
+  return profilerFrame(page).locator('vscode-table-row').evaluateAll((rows) =>
+    rows.map((r) => [...r.querySelectorAll('vscode-table-cell')].map((c) => (c.textContent ?? '').trim())),
+  ).catch(() => []);
+}
+
+/** Polls the table until `kernel` on `device` shows calls satisfying `ok`; returns its calls. */
+async function waitForCalls(page: Page, kernel: string, device: string, ok: (calls: number) => boolean, timeoutMs: number, poke?: (round: number) => Promise<void>): Promise<number> {
+  const t0 = Date.now();
+  let last = -1;
+  for (let round = 0; Date.now() - t0 < timeoutMs; round++) {
+    const row = (await profilerRows(page)).find((r) => r[0] === kernel && r[1] === device);
+    if (row) {
+      last = parseInt(row[2], 10);
+      if (ok(last)) return last;
+    }
+    if (poke && round % 6 === 5) await poke(round);
+    await page.waitForTimeout(500);
+  }
+  throw new Error(`no ${kernel} row on ${device} as expected after ${timeoutMs} ms (last calls: ${last}); rows: ${JSON.stringify(await profilerRows(page))}`);
+}
+
+/** Clicks one of the profiler's toolbar buttons, answers VS Code's save dialog with `target` and waits for the file. */
+async function exportVia(page: Page, button: string, target: string): Promise<string> {
+  await profilerFrame(page).locator('vscode-button', { hasText: button }).click();
+  const input = page.locator('.quick-input-widget input');
+  await input.waitFor({ state: 'visible', timeout: 30_000 });
+  // The simple file dialog (VS Code in a browser) fills in the suggested path asynchronously: replace it once it has.
+  const t0 = Date.now();
+  while (!(await input.inputValue()).includes('mixq-profile-') && Date.now() - t0 < 15_000) await page.waitForTimeout(200);
+  await page.waitForTimeout(300);
+  await shot(page, `profiler-export-${path.extname(target).slice(1)}-dialog`);
+  await input.fill(target);
+  await page.waitForTimeout(700);
+  await page.keyboard.press('Enter');
+  const t1 = Date.now();
+  while (!fs.existsSync(target) && Date.now() - t1 < 20_000) await page.waitForTimeout(200);
+  assert.ok(fs.existsSync(target), `${button} wrote ${target}`);
+  await page.waitForTimeout(300); // written in one go, but let the write finish
+  return fs.readFileSync(target, 'utf8');
+}
+
+test('the profiler panel: live rows while completions run, a strict CSP, trace and CSV export', { skip, timeout: 300_000 }, async () => {
+  await inEditor('profiler', async (page) => {
+    await quickOpen(page, 'main.py');
+    await page.locator('.monaco-editor .view-lines').first().waitFor({ timeout: 30_000 });
+    // main.py on the left, the profiler on the right: it refreshes only while visible.
+    await runCommand(page, 'View: Split Editor Right');
+    await page.locator('.editor-group-container').nth(1).waitFor({ timeout: 15_000 });
+    await runCommand(page, 'MixQ: Open Profiler');
+    await page.locator('.tab.active', { hasText: 'MixQ Profiler' }).waitFor({ timeout: 30_000 });
+    const frame = profilerFrame(page);
+    await frame.locator('vscode-button', { hasText: 'Export CSV' }).waitFor({ timeout: 60_000 });
+
+    // The CSP as the live page has it: nothing by default, the one script by its nonce.
+    const csp = await frame.locator('meta[http-equiv="Content-Security-Policy"]').getAttribute('content');
+    assert.ok(csp, 'the page has a CSP');
+    const directives = new Map(csp.split(';').map((d) => d.trim().split(/\s+/)).map(([k, ...v]) => [k, v]));
+    assert.deepEqual(directives.get('default-src'), ["'none'"]);
+    const scriptSrc = directives.get('script-src') ?? [];
+    assert.equal(scriptSrc.length, 1, `scripts by nonce only: ${csp}`);
+    const nonce = /^'nonce-(.+)'$/.exec(scriptSrc[0])?.[1];
+    assert.ok(nonce && nonce.length >= 16, `script-src is a nonce: ${csp}`);
+    // VS Code puts its own acquireVsCodeApi script (#_vscodeApiScript) first in <head>, before our policy's <meta>;
+    // every other script is ours: by nonce, from the extension's dist/webview/.
+    const scripts = (await frame.locator('script').evaluateAll((ss) => ss.map((s) => ({
+      id: s.id, nonce: (s as unknown as { nonce: string }).nonce, src: s.getAttribute('src') ?? '',
+    })))).filter((s) => s.id !== '_vscodeApiScript');
+    assert.ok(scripts.length === 1 && scripts[0].nonce === nonce && /\/dist\/webview\/profiler\.js$/.test(scripts[0].src), `one script, with the nonce, from dist/webview/: ${JSON.stringify(scripts)}`);
+    fs.mkdirSync(shots, { recursive: true });
+    fs.writeFileSync(path.join(shots, 'profiler-csp.txt'), `${csp}\n`);
+    // The policy is enforced: an injected inline script does not run.
+    // (Runs in the webview; written against globalThis: this file is compiled without the DOM library.)
+    const injected = await frame.locator('body').evaluate(async () => {
+      // eslint-disable-next-line @typescript-eslint/no-explicit-any
+      const g = globalThis as any;
+      const violations: string[] = [];
+      g.document.addEventListener('securitypolicyviolation', (e: { violatedDirective: string }) => violations.push(e.violatedDirective));
+      const s = g.document.createElement('script');
+      s.textContent = 'window.__mixqInjected = true;';
+      g.document.body.append(s);
+      await new Promise((r) => setTimeout(r, 200));
+      return { ran: g.__mixqInjected === true, violations };
+    }) as { ran: boolean; violations: string[] };
+    assert.equal(injected.ran, false, 'an inline script without the nonce is blocked');
+    assert.ok(injected.violations.some((v) => v.startsWith('script-src')), `a script-src violation was reported: ${JSON.stringify(injected.violations)}`);
+
+    // Completions in main.py while the panel shows: a `linear` row on cpu:0 appears and its calls grow.
+    await runCommand(page, 'View: Focus First Editor Group');
+    await page.waitForTimeout(500);
+    let n = 0;
+    const complete = async (): Promise<void> => {
+      await typeNewFunction(page, `profiled_${n++}`);
+    };
+    await complete();
+    await waitForGhost(page).catch(() => undefined); // the ops run whether or not a suggestion shows
+    const first = await waitForCalls(page, 'linear', 'cpu:0', (c) => c > 0, 60_000, complete);
+    await shot(page, 'profiler-live');
+    await complete();
+    const second = await waitForCalls(page, 'linear', 'cpu:0', (c) => c > first, 60_000, complete);
+    assert.ok(second > first, `linear on cpu:0: ${first} calls, then ${second}`);
+    fs.writeFileSync(path.join(shots, 'profiler-calls.json'), JSON.stringify({ kernel: 'linear', device: 'cpu:0', first, second }));
+    const rows = await profilerRows(page);
+    assert.ok(rows.some((r) => r[0] === 'attention' && r[1] === 'cpu:0' && parseInt(r[2], 10) > 0), `an attention row on cpu:0: ${JSON.stringify(rows)}`);
+    await shot(page, 'profiler-grown');
+
+    // Pause so the export shows what is on screen, then export through the toolbar's buttons and the save dialog.
+    await frame.locator('vscode-button', { hasText: 'Pause' }).click();
+    await frame.locator('vscode-button', { hasText: 'Resume' }).waitFor({ timeout: 10_000 });
+    const exportDir = path.join(scratch, 'workspace');
+    const trace = JSON.parse(await exportVia(page, 'Export Trace (JSON)', path.join(exportDir, 'profile-trace.json'))) as {
+      traceEvents: { name: string; ph: string; pid: number; tid: number; ts?: number; dur?: number; args?: { name?: string } }[];
+    };
+    assert.ok(Array.isArray(trace.traceEvents) && trace.traceEvents.length > 0, 'traceEvents');
+    const spans = trace.traceEvents.filter((e) => e.ph === 'X');
+    const meta = trace.traceEvents.filter((e) => e.ph === 'M');
+    assert.equal(spans.length + meta.length, trace.traceEvents.length, 'only complete (X) and metadata (M) events');
+    assert.ok(spans.some((e) => e.name === 'linear'), 'linear spans in the trace');
+    assert.ok(spans.every((e) => typeof e.ts === 'number' && typeof e.dur === 'number' && e.dur >= 0), 'spans have ts and dur');
+    assert.ok(meta.some((e) => e.name === 'process_name' && /cpu:0/.test(e.args?.name ?? '')), 'a process named after cpu:0');
+
+    const csv = await exportVia(page, 'Export CSV', path.join(exportDir, 'profile-table.csv'));
+    const csvLines = csv.trim().split(/\r?\n/);
+    assert.equal(csvLines[0], 'device,kernel,calls,total_ms,mean_us,share,gb_per_s,copy_gb_per_s');
+    const linear = csvLines.map((l) => l.split(',')).find((f) => f[0] === 'cpu:0' && f[1] === 'linear');
+    assert.ok(linear && parseInt(linear[2], 10) >= second, `the CSV has the linear row with the calls shown: ${csv}`);
+    fs.copyFileSync(path.join(exportDir, 'profile-trace.json'), path.join(shots, 'profiler-trace.json'));
+    fs.copyFileSync(path.join(exportDir, 'profile-table.csv'), path.join(shots, 'profiler-table.csv'));
+    await shot(page, 'profiler-exported');
   });
 });
