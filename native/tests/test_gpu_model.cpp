@@ -98,6 +98,14 @@ int main() {
               two->placement().summary() + ")");
   }
 
+  {  // the seed bug made loud: a tensor of logical device cuda:0/1 given to an op of cuda:0
+    auto d0 = make_backend(Device::parse("cuda:0")), d1 = make_backend(Device::parse("cuda:0/1"));
+    Tensor x = d1->empty(DType::F32, {2, 64}, "planted x");
+    Tensor w = d0->empty(DType::F32, {64}, "norm weight"), y = d0->empty(DType::F32, {2, 64}, "y");
+    check_throws([&] { d0->rms_norm(x, w, 1e-5f, y); }, {"rms_norm", "on cuda:0", "planted x", "lives on cuda:0/1"},
+                 "checker: a tensor of cuda:0/1 given to rms_norm on cuda:0 stops the op, naming op, tensor and devices");
+  }
+
   const std::string tmp = make_temp_dir("gpu-model");
   quant::QuantizeOptions q;
   q.source_dir = tiny_model_dir();
