@@ -28,7 +28,7 @@ const flags = {
   file: { type: 'string', help: `the document; the cursor is at its first ${CURSOR_MARKER} (else at its end)`, valueName: 'file' },
   text: { type: 'string', help: `the document as text instead of --file (cursor as for --file)`, valueName: 'text' },
   language: { type: 'string', help: 'language id (default: from the file extension, else python)', valueName: 'id' },
-  maxTokens: { type: 'int', help: `tokens to generate at most (default ${defaultServerSettings.maxTokens}; post-processing usually stops earlier)`, min: 1 },
+  maxTokens: { type: 'int', help: `tokens to generate at most (default ${defaultServerSettings.maxTokens}; post-processing usually stops earlier)`, min: 1, max: 1024 },
   fimTemplate: { type: 'string', help: 'FIM layout as the mixq.fimTemplate setting (default auto)', valueName: 'name' },
   json: { type: 'boolean', help: 'print one JSON object (suggestion, timing, template) instead of the document' },
   ...engineFlags,

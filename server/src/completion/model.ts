@@ -30,6 +30,8 @@ export interface CompletionModel extends PromptTokenizer {
   decode(ids: readonly number[]): string;
   /** A `<0xNN>` byte-fallback token (for the incremental detokenizer). */
   isByteFallback(id: number): boolean;
+  /** Characters of the longest vocabulary piece (bounds the text a token budget can use, ./window); absent: unknown. */
+  readonly maxTokenChars?: number;
   /**
    * Queues a generation in the engine's one scheduler: generations run one at a time, in submission order; a
    * cancelled queued one never runs.
@@ -48,8 +50,20 @@ export function scanMarkers(tokenizer: MixqTokenizer): Map<string, number> {
   return markers;
 }
 
+/** Characters of the longest ordinary piece of the vocabulary (byte-fallback and special tokens excluded). */
+export function longestPiece(tokenizer: MixqTokenizer): number {
+  let longest = 1;
+  for (let id = 0; id < tokenizer.vocabSize; id++) {
+    if (tokenizer.isByteFallback(id) || tokenizer.isSpecial(id)) continue;
+    const t = tokenizer.tokenText(id);
+    if (t !== undefined && t.length > longest) longest = t.length;
+  }
+  return longest;
+}
+
 export class EngineCompletionModel implements CompletionModel {
   readonly name: string;
+  readonly maxTokenChars: number;
   readonly vocab: VocabularyInfo;
   readonly bosId: number | undefined;
   readonly eosId: number | undefined;
@@ -64,6 +78,7 @@ export class EngineCompletionModel implements CompletionModel {
     this.bosId = this.tokenizer.bosId;
     this.eosId = this.tokenizer.eosId;
     this.vocab = { markers: scanMarkers(this.tokenizer), fimModes: this.tokenizer.fim?.modes };
+    this.maxTokenChars = longestPiece(this.tokenizer);
   }
 
   get path(): string {
