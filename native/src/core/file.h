@@ -9,7 +9,7 @@
 namespace mixq {
 
 constexpr size_t kMiB = size_t(1) << 20;
-// config.json, generation_config.json, model.safetensors.index.json, quantization recipes.
+// config.json, generation_config.json, model.safetensors.index.json.
 constexpr size_t kMaxJsonFileBytes = 64 * kMiB;
 // tokenizer.json (the largest published ones are ~35 MiB) and other files copied from a model folder.
 constexpr size_t kMaxTokenizerFileBytes = 256 * kMiB;
