@@ -7,6 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
 
+import type * as calibrationModule from '../server/src/cli/calibration';
 import type * as engineModule from '../server/src/engine';
 import type * as tokenizerModule from '../server/src/tokenizer';
 import { cliPath, repoRoot, serverModule, tinyModelDir } from './helpers';
@@ -50,6 +51,14 @@ test('tokenizer.json / tokenizer_config.json that are FIFOs or /dev/zero are ref
     fs.symlinkSync('/dev/zero', path.join(zero, file));
     await assert.rejects(MixqTokenizer.loadAsync(zero), (e: Error) => e.message.includes(path.join(zero, file)) && /character device/.test(e.message));
   }
+});
+
+test('quantize --calib naming a FIFO or /dev/zero is refused at once', () => {
+  const { readCalibrationDocuments } = serverModule<typeof calibrationModule>('cli/calibration');
+  const fifo = path.join(tmp, 'calib.jsonl');
+  mkfifo(fifo);
+  assert.throws(() => readCalibrationDocuments(fifo), /calib\.jsonl: is a FIFO/);
+  assert.throws(() => readCalibrationDocuments('/dev/zero'), /\/dev\/zero: is a character device/);
 });
 
 test('a tokenizer with ids beyond config.json vocab_size fails at load, naming both files', async () => {
