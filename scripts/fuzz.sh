@@ -16,10 +16,12 @@ TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(fuzz_json fuzz_safetensors fuzz_index fuzz_config)
 command -v clang++ >/dev/null || { echo "fuzz.sh: clang++ not found (apt-get install -y clang)" >&2; exit 2; }
 JOBS="${FUZZ_BUILD_JOBS:-2}"
-cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+GENERATOR=()
+command -v ninja >/dev/null && GENERATOR=(-G Ninja)
+cmake -S . -B build-fuzz "${GENERATOR[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
   -DMIXQ_CUDA=OFF -DMIXQ_BUILD_TESTS=OFF -DMIXQ_FUZZ=ON \
   "-DCMAKE_CXX_FLAGS=-fsanitize=address,undefined -fno-sanitize-recover=undefined -fsanitize=fuzzer-no-link -g" >/dev/null
-ninja -C build-fuzz -j "$JOBS" "${TARGETS[@]}" >/dev/null
+cmake --build build-fuzz -j "$JOBS" --target "${TARGETS[@]}" >/dev/null
 failed=0
 for t in "${TARGETS[@]}"; do
   work="build-fuzz/corpus/$t"
