@@ -148,7 +148,7 @@ function serviceSettings(s: ServerSettings): ServiceSettings {
 const LOAD_WAIT_MS = 30_000;
 
 /** The loaded model and its completion service; one at a time, loads serialized (the newest wins). */
-class ModelHost {
+export class ModelHost {
   state: ServerState = 'noModel';
   message: string | undefined = 'No model configured: run "MixQ: Select Model…"';
   model: CompletionModel | undefined;
@@ -165,6 +165,10 @@ class ModelHost {
     private readonly recent: RecentDocuments,
     private readonly notify: () => void,
     private readonly log: (msg: string) => void,
+    /** Opens a model folder (tests substitute one that hangs or fails). */
+    private readonly open: typeof openCompletionModel = openCompletionModel,
+    /** How long a load waits for the previous one before starting anyway (ms). */
+    private readonly loadWaitMs = LOAD_WAIT_MS,
   ) {}
 
   private static key(s: ServerSettings): string {
@@ -237,7 +241,7 @@ class ModelHost {
       const t0 = performance.now();
       try {
         if (fs.existsSync(dir) && !fs.existsSync(path.join(dir, 'config.json'))) throw new Error(`no config.json in ${dir}: not a model folder`);
-        const model = await openCompletionModel(dir, loadOptions(settings));
+        const model = await this.open(dir, loadOptions(settings));
         if (seq !== this.loadSeq) {
           await model.dispose();
           return;
@@ -263,9 +267,9 @@ class ModelHost {
     const waited = Promise.race([
       previous.catch(() => undefined),
       new Promise<void>((resolve) => { timer = setTimeout(() => {
-        this.log(`a previous model load is still running after ${LOAD_WAIT_MS} ms; starting the newer one anyway`);
+        this.log(`a previous model load is still running after ${this.loadWaitMs} ms; starting the newer one anyway`);
         resolve();
-      }, LOAD_WAIT_MS); }),
+      }, this.loadWaitMs); }),
     ]).finally(() => clearTimeout(timer));
     this.loading = waited.then(run);
     return this.loading;
