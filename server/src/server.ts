@@ -11,8 +11,8 @@ import * as path from 'node:path';
 
 import {
   createConnection,
-  InlineCompletionTriggerKind,
   ErrorCodes,
+  InlineCompletionTriggerKind,
   LSPErrorCodes,
   ProposedFeatures,
   ResponseError,
@@ -35,8 +35,8 @@ import {
   ConfigureNotification,
   defaultServerSettings,
   LoadModelRequest,
-  SETTING_RANGES,
   ResetCountersRequest,
+  SETTING_RANGES,
   StatusChangedNotification,
   StatusRequest,
   type InitializationOptions,
