@@ -61,6 +61,17 @@ test('quantize --calib naming a FIFO or /dev/zero is refused at once', () => {
   assert.throws(() => readCalibrationDocuments('/dev/zero'), /\/dev\/zero: is a character device/);
 });
 
+test('CLI input files (--prompt-file, --file, ppl --ids-file) that are FIFOs are refused, not read forever', () => {
+  const fifo = path.join(tmp, 'input.fifo');
+  mkfifo(fifo);
+  const prompt = mixq('generate', '--model', tinyModelDir, '--prompt-file', fifo, '--max-tokens', '1');
+  assert.notEqual(prompt.code, 0);
+  assert.match(prompt.stderr, /input\.fifo: is a FIFO/);
+  const complete = mixq('complete', '--model', tinyModelDir, '--file', fifo);
+  assert.notEqual(complete.code, 0);
+  assert.match(complete.stderr, /input\.fifo: is a FIFO/);
+});
+
 test('a tokenizer with ids beyond config.json vocab_size fails at load, naming both files', async () => {
   const dir = modelCopy('vocab');
   const tok = JSON.parse(fs.readFileSync(path.join(tinyModelDir, 'tokenizer.json'), 'utf8')) as { added_tokens: object[] };

@@ -43,8 +43,8 @@ function grew(file: string): FileError {
   return new FileError(`${file}: changed while being read`);
 }
 
-/** The text of a regular file of at most maxBytes; throws FileError naming the file. */
-export function readRegularFileSync(file: string, maxBytes: number, what: string): string {
+/** The bytes of a regular file of at most maxBytes; throws FileError naming the file. */
+export function readRegularFileBytesSync(file: string, maxBytes: number, what: string): Buffer {
   let fd: number;
   try {
     fd = fs.openSync(file, OPEN_FLAGS);
@@ -62,10 +62,15 @@ export function readRegularFileSync(file: string, maxBytes: number, what: string
       got += n;
       if (got === buf.length) throw grew(file);
     }
-    return buf.toString('utf8', 0, got);
+    return buf.subarray(0, got);
   } finally {
     fs.closeSync(fd);
   }
+}
+
+/** The text of a regular file of at most maxBytes; throws FileError naming the file. */
+export function readRegularFileSync(file: string, maxBytes: number, what: string): string {
+  return readRegularFileBytesSync(file, maxBytes, what).toString('utf8');
 }
 
 /** readRegularFileSync without blocking the event loop on the reads. */

@@ -4,6 +4,7 @@
 import * as fs from 'node:fs';
 
 import { Engine } from '../engine';
+import { MAX_JSON_FILE_BYTES, readRegularFileSync } from '../files';
 import type { NativeGenerateRequest } from '../native';
 import { deviceOptions, parseFlags, UsageError } from './args';
 import type { CliIo, Command } from './command';
@@ -48,7 +49,7 @@ export const generateCommand: Command = {
     let promptText: string | undefined = f.prompt;
     if (f.promptFile !== undefined) {
       try {
-        promptText = fs.readFileSync(f.promptFile === '-' ? 0 : f.promptFile, 'utf8'); // fd 0: stdin
+        promptText = f.promptFile === '-' ? fs.readFileSync(0, 'utf8') : readRegularFileSync(f.promptFile, MAX_JSON_FILE_BYTES, 'a prompt file'); // fd 0: stdin
       } catch (e) {
         throw new Error(`${f.promptFile}: cannot read the prompt file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
       }
