@@ -149,6 +149,26 @@ int main() {
               std::to_string(growth >> 20) + " MiB (" + fmt(ratio) + "x the header; the JSON tree took ~30x)");
     fs::remove(path);
   }
+  {  // The shard index is read as a JSON tree (small per entry: a key and a string): its peak, measured and bounded.
+    const std::string dir = tmp + "/index";
+    fs::create_directory(dir);
+    std::string index = "{\"metadata\": {\"total_size\": 0}, \"weight_map\": {";
+    const size_t n = 300000;
+    char buf[160];
+    for (size_t i = 0; i < n; ++i) {
+      std::snprintf(buf, sizeof buf, "%s\"model.layers.%zu.block_sparse_moe.experts.%zu.w1.weight\": \"model-%05zu-of-00099.safetensors\"",
+                    i ? ", " : "", i / 1000, i % 1000, i % 99 + 1);
+      index += buf;
+    }
+    index += "}}";
+    write_file(dir + "/model.safetensors.index.json", index);
+    bool threw = false;
+    const long growth = child_peak_growth([&] { WeightStore::open(dir); }, &threw);  // throws: the shards are absent
+    const double ratio = double(growth) / double(index.size());
+    check(threw && growth > 0 && ratio < 12.0, "a " + std::to_string(index.size() >> 20) + " MiB shard index of " + std::to_string(n) +
+          " entries peaks at " + std::to_string(growth >> 20) + " MiB (" + fmt(ratio) + "x the file)");
+    remove_tree(dir);
+  }
   {  // More tensors in one file than the cap: refused, naming the limit.
     std::string data;
     const std::string header = many_tensor_header(kMaxSafetensorsTensors + 1, &data);
