@@ -67,7 +67,9 @@ for (const t0 = Date.now(); ; ) {
 }
 
 const uri = 'file:///soak/session.py';
-let text = 'import os\nimport sys\n';
+// Typing into an existing file of ~25 KB, so that from the first keystroke the prompt fills its token budgets (the
+// KV cache and buffers reach their working size at once): growth after that is a leak, not warm-up.
+let text = 'import os\nimport sys\n' + Array.from({ length: 60 }, (_, i) => SNIPPET(1000 + i)).join('');
 let version = 1;
 await conn.sendNotification(rpc.DidOpenTextDocumentNotification.type, { textDocument: { uri, languageId: 'python', version, text } });
 
@@ -140,11 +142,11 @@ while (Date.now() - start < seconds * 1000) {
   if (elapsed >= nextSample) {
     const s = await status();
     const sample = {
-      t: Math.round(elapsed), rssMB: +(s.rssBytes / 2 ** 20).toFixed(1), pending: s.pendingRequests, active: s.activeGenerations,
+      t: Math.round(elapsed), rssMB: +(s.rssBytes / 2 ** 20).toFixed(1), heapMB: +((s.heapUsedBytes ?? 0) / 2 ** 20).toFixed(1), pending: s.pendingRequests, active: s.activeGenerations,
       clientOutstanding: outstanding, docChars: text.length, requests, answered, suggestions,
     };
     samples.push(sample);
-    console.log(`t=${String(sample.t).padStart(4)} s  rss ${String(sample.rssMB).padStart(6)} MB  pending ${sample.pending}  active ${sample.active}  ` +
+    console.log(`t=${String(sample.t).padStart(4)} s  rss ${String(sample.rssMB).padStart(6)} MB  heap ${String(sample.heapMB).padStart(5)} MB  pending ${sample.pending}  active ${sample.active}  ` +
       `client outstanding ${sample.clientOutstanding}  doc ${sample.docChars} chars  requests ${requests}  answered ${answered}  suggestions ${suggestions}`);
     nextSample += SAMPLE_S;
   }

@@ -182,6 +182,8 @@ export interface ServerStatus {
   counters: CompletionCounters;
   /** Resident set size of the server process, bytes. */
   rssBytes: number;
+  /** The server's JavaScript heap in use (process.memoryUsage().heapUsed; tells a JS leak from native memory). */
+  heapUsedBytes?: number;
   pid: number;
 }
 

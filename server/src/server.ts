@@ -297,6 +297,7 @@ export class ModelHost {
       last: svc?.last,
       counters: svc?.counters ?? zeroCounters(),
       rssBytes: process.memoryUsage.rss(),
+      heapUsedBytes: process.memoryUsage().heapUsed,
       pid: process.pid,
     };
   }

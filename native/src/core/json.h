@@ -8,6 +8,8 @@
 #include <utility>
 #include <vector>
 
+#include "file.h"
+
 namespace mixq {
 
 class JsonValue {
@@ -70,9 +72,9 @@ JsonValue parse_json(const char* data, size_t size, const std::string& source);
 // duplicate keys are for `member` to detect.
 void parse_json_object_members(const char* data, size_t size, const std::string& source, size_t max_members,
                                const std::function<void(std::string&& key, JsonValue&& value)>& member);
-// Reads and parses a regular file of at most max_bytes (default kMaxJsonFileBytes, 64 MiB; see file.h: a FIFO or a
-// device is refused, not read); errors name the path.
-JsonValue parse_json_file(const std::string& path, size_t max_bytes = size_t(64) << 20);
+// Reads and parses a regular file of at most max_bytes (see file.h: a FIFO or a device is refused, not read); errors
+// name the path.
+JsonValue parse_json_file(const std::string& path, size_t max_bytes = kMaxJsonFileBytes);
 
 // Serialises a string as a JSON string literal (quotes included).
 std::string json_quote(const std::string& s);
