@@ -76,7 +76,7 @@ describe('language server under hostile input', { skip: needsAddon }, () => {
     const totalMs = Date.now() - t0;
     const rssMB = Math.round((await server.status()).rssBytes / 2 ** 20);
     console.log(`20 MB one-line document: completion in ${totalMs} ms, slowest mixq/status ${worstStatusMs} ms, server RSS ${rssMB} MB, suggestion ${JSON.stringify(ghostText(answer).slice(0, 40))}`);
-    assert.ok(worstStatusMs < 1000, `mixq/status answered within 1 s while completing (worst ${worstStatusMs} ms)`);
+    assert.ok(worstStatusMs < 2000, `mixq/status answered within 2 s while completing (worst ${worstStatusMs} ms)`);
     assert.ok(totalMs < 15_000, `completion answered in ${totalMs} ms`);
   });
 
