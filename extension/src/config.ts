@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import * as vscode from 'vscode';
 
 import type { ServerSettings } from '#protocol';
+import { ignoredWorkspaceSettings, restrictedModeMessage, settingValue } from './trust';
 
 export const SECTION = 'mixq';
 
@@ -29,8 +30,24 @@ export function resolveModelPath(raw: string, extensionPath: string): string {
   return path.resolve(p);
 }
 
-export function serverSettings(extensionPath: string): Partial<ServerSettings> {
+/**
+ * The mixq.* section read through the workspace-trust rule (./trust): in an untrusted workspace the restricted
+ * settings take the user's value, never the workspace's.
+ */
+function trustedSection(): { get<T>(key: string, fallback: T): T } {
   const c = vscode.workspace.getConfiguration(SECTION);
+  const trusted = vscode.workspace.isTrusted;
+  return { get: <T>(key: string, fallback: T): T => settingValue(key, trusted, () => c.get<T>(key, fallback), c.inspect<T>(key), fallback) };
+}
+
+/** What to tell the user about Restricted Mode (which workspace settings are ignored); undefined when trusted. */
+export function restrictedModeNotice(): string | undefined {
+  const c = vscode.workspace.getConfiguration(SECTION);
+  return restrictedModeMessage(vscode.workspace.isTrusted, ignoredWorkspaceSettings(SECTION, (key) => c.inspect(key)));
+}
+
+export function serverSettings(extensionPath: string): Partial<ServerSettings> {
+  const c = trustedSection();
   return {
     modelPath: resolveModelPath(c.get<string>('modelPath', ''), extensionPath),
     device: c.get<ServerSettings['device']>('device', 'auto'),

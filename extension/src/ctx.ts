@@ -20,7 +20,7 @@ import {
   type InitializationOptions,
   type ServerStatus,
 } from '#protocol';
-import { completionsEnabled, languageEnabled, SECTION, serverSettings } from './config';
+import { completionsEnabled, languageEnabled, restrictedModeNotice, SECTION, serverSettings } from './config';
 import { ModelNotices } from './notices';
 import { RestartPolicy } from './restartPolicy';
 import { renderStatus, type ClientPhase } from './status';
@@ -61,10 +61,29 @@ export class Ctx implements vscode.Disposable {
       vscode.workspace.onDidChangeConfiguration((e) => {
         if (!e.affectsConfiguration(SECTION)) return;
         this.render();
+        this.announceRestrictedMode();
+        void this.client?.sendNotification(ConfigureNotification, serverSettings(this.extension.extensionPath));
+      }),
+      vscode.workspace.onDidGrantWorkspaceTrust(() => {
+        // The workspace's own settings apply from now on.
+        this.log.info('workspace trusted: its mixq.* settings apply now');
+        this.lastRestrictedNotice = undefined;
         void this.client?.sendNotification(ConfigureNotification, serverSettings(this.extension.extensionPath));
       }),
     );
     this.render();
+    this.announceRestrictedMode();
+  }
+
+  private lastRestrictedNotice: string | undefined;
+
+  /** In Restricted Mode: says that only user settings apply, and which workspace settings are ignored (once each). */
+  private announceRestrictedMode(): void {
+    const notice = restrictedModeNotice();
+    if (!notice || notice === this.lastRestrictedNotice) return;
+    this.lastRestrictedNotice = notice;
+    this.log.warn(notice);
+    if (notice.includes('ignored')) void vscode.window.showWarningMessage(`MixQ: ${notice}`);
   }
 
   get running(): boolean {

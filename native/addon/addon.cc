@@ -7,6 +7,10 @@
 #include <napi.h>
 
 #include <atomic>
+#include <cstdlib>  // defines __GLIBC__ on glibc
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
@@ -181,6 +185,11 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       state_->disposed = true;
       if (state_->currentCancel) state_->currentCancel->store(true);
       state_.reset();
+#ifdef __GLIBC__
+      // A checkpoint's views and headers are many small blocks: give the freed heap back to the system, so that
+      // switching models does not leave the old one's peak in the server's RSS.
+      malloc_trim(0);
+#endif
     }
     return info.Env().Undefined();
   }

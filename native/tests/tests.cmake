@@ -19,6 +19,7 @@ set(MIXQ_TESTS
   test_kv_reuse
   test_generate
   test_bad_input
+  test_hostile
   test_ops
   test_model
   test_bench

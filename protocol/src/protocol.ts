@@ -59,6 +59,23 @@ export interface ServerSettings {
   prefetch: boolean;
 }
 
+/** Most CPU worker threads the engine starts (native/src/cpu/thread_pool.h kMaxThreads; package.json's maximum). */
+export const MAX_THREADS = 256;
+
+/**
+ * Numeric settings: the integers each may take (package.json declares the same bounds; the server enforces them,
+ * since settings arrive from workspace files and from any LSP client).
+ */
+export const SETTING_RANGES: Partial<Record<keyof ServerSettings, { min: number; max: number }>> = {
+  threads: { min: 0, max: MAX_THREADS },
+  contextLength: { min: 0, max: 1 << 20 },
+  maxTokens: { min: 1, max: 1024 },
+  timeCapMs: { min: 100, max: 600_000 },
+  debounceMs: { min: 0, max: 2000 },
+  maxPrefixTokens: { min: 16, max: 1 << 17 },
+  maxSuffixTokens: { min: 0, max: 1 << 17 },
+};
+
 export const defaultServerSettings: ServerSettings = {
   modelPath: '',
   device: 'auto',
@@ -167,6 +184,8 @@ export interface ServerStatus {
   counters: CompletionCounters;
   /** Resident set size of the server process, bytes. */
   rssBytes: number;
+  /** The server's JavaScript heap in use (process.memoryUsage().heapUsed; tells a JS leak from native memory). */
+  heapUsedBytes?: number;
   pid: number;
 }
 

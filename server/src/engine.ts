@@ -148,10 +148,22 @@ export class Engine {
       throw new EngineError(`model folder not found: ${dir}`);
     }
     if (!stat.isDirectory()) throw new EngineError(`not a model folder: ${dir}`);
-    const tokenizer = options.tokenizer === false ? undefined : MixqTokenizer.load(dir);
+    const tokenizer = options.tokenizer === false ? undefined : await MixqTokenizer.loadAsync(dir);
     const addon = options.addon ?? loadAddon();
     const { addon: _addon, tokenizer: _tok, ...nativeOptions } = options;
     const native = await addon.loadModel(dir, nativeOptions);
+    if (tokenizer) {
+      // An id the tokenizer can produce must have an embedding row: checked here, where both files are known, not
+      // at the first prompt.
+      const vocabSize = native.info().vocabSize;
+      if (tokenizer.vocabSize > vocabSize) {
+        native.dispose();
+        throw new EngineError(
+          `${path.join(dir, 'tokenizer.json')} has token ids up to ${tokenizer.vocabSize - 1}, beyond the vocabulary of ` +
+            `${path.join(dir, 'config.json')} (vocab_size ${vocabSize}): the tokenizer does not belong to this model`,
+        );
+      }
+    }
     return new Engine(dir, native, tokenizer, addon);
   }
 

@@ -21,6 +21,7 @@ import {
   type Connection,
   type InitializeResult,
   type InlineCompletionList,
+  type Position,
 } from 'vscode-languageserver/node';
 import { TextDocument } from 'vscode-languageserver-textdocument';
 
@@ -28,12 +29,14 @@ import { combinedSources, OpenFilesContextProvider, RecentDocuments } from './co
 import { openCompletionModel, type CompletionModel } from './completion/model';
 import { CompletionService, zeroCounters, type ServiceSettings } from './completion/service';
 import { chooseTemplate } from './completion/templates';
+import { documentWindow } from './completion/window';
 import type { EngineLoadOptions } from './engine';
 import {
   ConfigureNotification,
   defaultServerSettings,
   LoadModelRequest,
   ResetCountersRequest,
+  SETTING_RANGES,
   StatusChangedNotification,
   StatusRequest,
   type InitializationOptions,
@@ -64,19 +67,64 @@ const SETTING_VALUES: Partial<Record<keyof ServerSettings, (value: unknown) => b
   stopSequences: (v) => (v as unknown[]).every((s) => typeof s === 'string'),
 };
 
-/** Merges partial settings over the defaults, ignoring values of the wrong type (user settings are untrusted). */
-export function normalizeSettings(base: ServerSettings, patch: Partial<ServerSettings> | undefined): ServerSettings {
+/** Why `value` is not acceptable for `key`, or undefined when it is. */
+export function settingProblem(key: keyof ServerSettings, value: unknown): string | undefined {
+  const expected = defaultServerSettings[key];
+  if (!(Array.isArray(expected) ? Array.isArray(value) : typeof value === typeof expected)) {
+    return `must be ${Array.isArray(expected) ? 'an array' : `a ${typeof expected}`}, got ${JSON.stringify(value)}`;
+  }
+  const range = SETTING_RANGES[key];
+  if (range && (!Number.isInteger(value) || (value as number) < range.min || (value as number) > range.max)) {
+    return `must be an integer from ${range.min} to ${range.max}, got ${JSON.stringify(value)}`;
+  }
+  if (SETTING_VALUES[key] && !SETTING_VALUES[key]!(value)) return `has an invalid value ${JSON.stringify(value)}`;
+  return undefined;
+}
+
+/**
+ * Merges partial settings over the defaults, ignoring values of the wrong type or out of range (user settings are
+ * untrusted); each ignored value is reported through `rejected` ("threads must be an integer from 0 to 256, …").
+ */
+export function normalizeSettings(
+  base: ServerSettings,
+  patch: Partial<ServerSettings> | undefined,
+  rejected?: (problem: string) => void,
+): ServerSettings {
   const out: ServerSettings = { ...base };
   if (!patch || typeof patch !== 'object') return out;
   for (const key of Object.keys(defaultServerSettings) as Array<keyof ServerSettings>) {
     const value = patch[key];
     if (value === undefined || value === null) continue;
-    const expected = defaultServerSettings[key];
-    if (!(Array.isArray(expected) ? Array.isArray(value) : typeof value === typeof expected)) continue;
-    if (SETTING_VALUES[key] && !SETTING_VALUES[key]!(value)) continue;
+    const problem = settingProblem(key, value);
+    if (problem) {
+      rejected?.(`setting ${key} ${problem}; keeping ${JSON.stringify(out[key])}`);
+      continue;
+    }
     (out as unknown as Record<string, unknown>)[key] = value;
   }
   return out;
+}
+
+/**
+ * mixq/loadModel parameters, checked before anything is loaded: a request that is not what the protocol declares is
+ * answered with an InvalidParams error, never guessed at (`{"modelPath": 5}` is not a model, `""` is not the
+ * server's working directory).
+ */
+export function checkLoadModelParams(params: unknown): LoadModelParams {
+  const invalid = (msg: string): never => {
+    throw new ResponseError(ErrorCodes.InvalidParams, `mixq/loadModel: ${msg}`);
+  };
+  if (!params || typeof params !== 'object' || Array.isArray(params)) invalid('params must be an object');
+  const p = params as Record<string, unknown>;
+  if (typeof p.modelPath !== 'string') invalid(`modelPath must be a string, got ${JSON.stringify(p.modelPath) ?? 'undefined'}`);
+  if ((p.modelPath as string).trim() === '') invalid('modelPath is empty');
+  if ((p.modelPath as string).includes('\0')) invalid('modelPath contains a NUL character');
+  for (const key of ['device', 'gpus', 'devices', 'placement'] as const) {
+    if (p[key] === undefined) continue;
+    const problem = settingProblem(key, p[key]);
+    if (problem) invalid(`${key} ${problem}`);
+  }
+  return p as unknown as LoadModelParams;
 }
 
 /** The engine's load options from the settings: devices (else gpus, else device) and the placement mode. */
@@ -105,8 +153,11 @@ function serviceSettings(s: ServerSettings): ServiceSettings {
   };
 }
 
+/** How long a model load waits for the previous one before starting anyway (ms). */
+const LOAD_WAIT_MS = 30_000;
+
 /** The loaded model and its completion service; one at a time, loads serialized (the newest wins). */
-class ModelHost {
+export class ModelHost {
   state: ServerState = 'noModel';
   message: string | undefined = 'No model configured: run "MixQ: Select Model…"';
   model: CompletionModel | undefined;
@@ -125,6 +176,10 @@ class ModelHost {
     private readonly log: (msg: string) => void,
     /** The loaded model changed (undefined: none); the profiler follows it. */
     private readonly modelChanged: (model: CompletionModel | undefined) => void = () => undefined,
+    /** Opens a model folder (tests substitute one that hangs or fails). */
+    private readonly open: typeof openCompletionModel = openCompletionModel,
+    /** How long a load waits for the previous one before starting anyway (ms). */
+    private readonly loadWaitMs = LOAD_WAIT_MS,
   ) {}
 
   private static key(s: ServerSettings): string {
@@ -199,7 +254,7 @@ class ModelHost {
       const t0 = performance.now();
       try {
         if (fs.existsSync(dir) && !fs.existsSync(path.join(dir, 'config.json'))) throw new Error(`no config.json in ${dir}: not a model folder`);
-        const model = await openCompletionModel(dir, loadOptions(settings));
+        const model = await this.open(dir, loadOptions(settings));
         if (seq !== this.loadSeq) {
           await model.dispose();
           return;
@@ -219,7 +274,18 @@ class ModelHost {
       }
       this.notify();
     };
-    this.loading = this.loading.then(run, run);
+    // Time-boxed: a load still stuck after LOAD_WAIT_MS (a hung file system) no longer holds up newer ones; when it
+    // ends at last, its seq is stale and it disposes what it loaded.
+    const previous = this.loading;
+    let timer: NodeJS.Timeout | undefined;
+    const waited = Promise.race([
+      previous.catch(() => undefined),
+      new Promise<void>((resolve) => { timer = setTimeout(() => {
+        this.log(`a previous model load is still running after ${this.loadWaitMs} ms; starting the newer one anyway`);
+        resolve();
+      }, this.loadWaitMs); }),
+    ]).finally(() => clearTimeout(timer));
+    this.loading = waited.then(run);
     return this.loading;
   }
 
@@ -245,6 +311,7 @@ class ModelHost {
       last: svc?.last,
       counters: svc?.counters ?? zeroCounters(),
       rssBytes: process.memoryUsage.rss(),
+      heapUsedBytes: process.memoryUsage().heapUsed,
       pid: process.pid,
     };
   }
@@ -252,6 +319,25 @@ class ModelHost {
   async shutdown(): Promise<void> {
     await this.unload('noModel', 'shut down');
   }
+}
+
+/**
+ * The completion position, checked: a line outside the document (or a position that is not two non-negative
+ * integers) is an InvalidParams error; a character past the end of its line means the line's end, as LSP specifies,
+ * and the answer's range says so (never the invalid position echoed back).
+ */
+export function checkPosition(doc: TextDocument, position: unknown): Position {
+  const p = position as Partial<Position> | undefined;
+  if (!p || !Number.isInteger(p.line) || !Number.isInteger(p.character) || p.line! < 0 || p.character! < 0) {
+    throw new ResponseError(ErrorCodes.InvalidParams, `inline completion: invalid position ${JSON.stringify(position)}`);
+  }
+  if (p.line! >= doc.lineCount) {
+    throw new ResponseError(
+      ErrorCodes.InvalidParams,
+      `inline completion: line ${p.line} is past the end of ${doc.uri} (${doc.lineCount} lines, version ${doc.version})`,
+    );
+  }
+  return doc.positionAt(doc.offsetAt({ line: p.line!, character: p.character! }));
 }
 
 export function startServer(connection: Connection): void {
@@ -275,7 +361,7 @@ export function startServer(connection: Connection): void {
 
   connection.onInitialize((params): InitializeResult => {
     const init = params.initializationOptions as InitializationOptions | undefined;
-    settings = normalizeSettings(defaultServerSettings, init?.settings);
+    settings = normalizeSettings(defaultServerSettings, init?.settings, log);
     return {
       capabilities: {
         textDocumentSync: TextDocumentSyncKind.Incremental,
@@ -300,13 +386,16 @@ export function startServer(connection: Connection): void {
     const service = host.service;
     const doc = documents.get(params.textDocument.uri);
     if (!service || !doc) return null;
+    const position = checkPosition(doc, params.position);
     const uri = doc.uri;
+    const window = documentWindow(doc.getText(), doc.offsetAt(position), settings.maxPrefixTokens, settings.maxSuffixTokens, service.model.maxTokenChars);
     const outcome = await service.complete({
       uri,
       languageId: doc.languageId,
       version: doc.version,
-      text: doc.getText(),
-      offset: doc.offsetAt(params.position),
+      text: window.text,
+      offset: window.offset,
+      windowStart: window.start,
       invoked: params.context.triggerKind === InlineCompletionTriggerKind.Invoked,
       currentVersion: () => documents.get(uri)?.version,
       onClientCancel: (listener) => token.onCancellationRequested(listener),
@@ -316,7 +405,7 @@ export function startServer(connection: Connection): void {
       throw new ResponseError(code, `completion cancelled (${outcome.reason}, while ${outcome.stage})`);
     }
     if (outcome.kind === 'empty') return { items: [] };
-    return { items: [{ insertText: outcome.text, range: { start: params.position, end: params.position } }] };
+    return { items: [{ insertText: outcome.text, range: { start: position, end: position } }] };
   });
 
   connection.onRequest(StatusRequest, () => host.status());
@@ -326,10 +415,11 @@ export function startServer(connection: Connection): void {
     return host.status();
   });
 
-  connection.onRequest(LoadModelRequest, async (params: LoadModelParams): Promise<LoadModelResult> => {
+  connection.onRequest(LoadModelRequest, async (raw: LoadModelParams): Promise<LoadModelResult> => {
+    const params = checkLoadModelParams(raw);
     settings = normalizeSettings(settings, {
       modelPath: params.modelPath, device: params.device, gpus: params.gpus, devices: params.devices, placement: params.placement,
-    });
+    }, log);
     await host.load(settings);
     const status = host.status();
     return { ok: status.state === 'ready', error: status.state === 'error' ? status.message : undefined, status };
@@ -358,14 +448,18 @@ export function startServer(connection: Connection): void {
     }
     const doc = documents.get(params.uri);
     if (!doc || doc.version !== params.version) return;
-    host.service?.partiallyAccepted({
-      uri: doc.uri, languageId: doc.languageId, version: doc.version, text: doc.getText(), offset: params.offset, invoked: true,
+    const service = host.service;
+    if (!service || !Number.isInteger(params.offset) || params.offset < 0 || params.offset > doc.getText().length) return;
+    const window = documentWindow(doc.getText(), params.offset, settings.maxPrefixTokens, settings.maxSuffixTokens, service.model.maxTokenChars);
+    service.partiallyAccepted({
+      uri: doc.uri, languageId: doc.languageId, version: doc.version, text: window.text, offset: window.offset,
+      windowStart: window.start, invoked: true,
       currentVersion: () => documents.get(params.uri)?.version,
     });
   });
 
   connection.onNotification(ConfigureNotification, (patch) => {
-    settings = normalizeSettings(settings, patch);
+    settings = normalizeSettings(settings, patch, log);
     void host.apply(settings);
   });
 

@@ -21,6 +21,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
+import { MAX_JSON_FILE_BYTES, MAX_TOKENIZER_FILE_BYTES, readRegularFile, readRegularFileSync } from './files';
+
 import type * as HfTokenizers from '@huggingface/tokenizers' with { 'resolution-mode': 'import' };
 
 // The package ships a CommonJS build for `require`; its types are declared as ESM, hence the type-only import.
@@ -57,13 +59,33 @@ const BYTE_TOKEN = /^<0x([0-9A-Fa-f]{2})>$/;
 
 export class TokenizerError extends Error {}
 
-function readJson(file: string): Record<string, unknown> {
-  let text: string;
+/** True when anything (a FIFO too: reading it is refused with a message, not skipped) exists at `file`. */
+function exists(file: string): boolean {
   try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new TokenizerError(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    fs.statSync(file);
+    return true;
+  } catch {
+    return false;
   }
+}
+
+function readText(file: string, maxBytes: number): string {
+  try {
+    return readRegularFileSync(file, maxBytes, 'a tokenizer file');
+  } catch (e) {
+    throw new TokenizerError((e as Error).message);
+  }
+}
+
+async function readTextAsync(file: string, maxBytes: number): Promise<string> {
+  try {
+    return await readRegularFile(file, maxBytes, 'a tokenizer file');
+  } catch (e) {
+    throw new TokenizerError((e as Error).message);
+  }
+}
+
+function parseJsonObject(file: string, text: string): Record<string, unknown> {
   try {
     const value = JSON.parse(text) as unknown;
     if (typeof value !== 'object' || value === null || Array.isArray(value)) {
@@ -149,12 +171,28 @@ export class MixqTokenizer {
   private readonly specialIds: Set<number>;
   private readonly tokenizerJsonPath: string;
 
-  /** Reads DIR/tokenizer.json and DIR/tokenizer_config.json. Throws TokenizerError naming the file/field. */
+  /**
+   * Reads DIR/tokenizer.json and DIR/tokenizer_config.json (regular files within a size cap: a FIFO or /dev/zero is
+   * refused, see ./files). Throws TokenizerError naming the file/field.
+   */
   static load(modelDir: string): MixqTokenizer {
     const jsonPath = path.join(modelDir, 'tokenizer.json');
     const configPath = path.join(modelDir, 'tokenizer_config.json');
-    const tokenizerJson = readJson(jsonPath);
-    const tokenizerConfig = fs.existsSync(configPath) ? readJson(configPath) : {};
+    const tokenizerJson = parseJsonObject(jsonPath, readText(jsonPath, MAX_TOKENIZER_FILE_BYTES));
+    const tokenizerConfig = exists(configPath) ? parseJsonObject(configPath, readText(configPath, MAX_JSON_FILE_BYTES)) : {};
+    return new MixqTokenizer(tokenizerJson, tokenizerConfig, jsonPath, configPath);
+  }
+
+  /** load() with the reads off the event loop (parsing the JSON and building the tokenizer still run on it). */
+  static async loadAsync(modelDir: string): Promise<MixqTokenizer> {
+    const jsonPath = path.join(modelDir, 'tokenizer.json');
+    const configPath = path.join(modelDir, 'tokenizer_config.json');
+    const [jsonText, configText] = await Promise.all([
+      readTextAsync(jsonPath, MAX_TOKENIZER_FILE_BYTES),
+      exists(configPath) ? readTextAsync(configPath, MAX_JSON_FILE_BYTES) : Promise.resolve(undefined),
+    ]);
+    const tokenizerJson = parseJsonObject(jsonPath, jsonText);
+    const tokenizerConfig = configText === undefined ? {} : parseJsonObject(configPath, configText);
     return new MixqTokenizer(tokenizerJson, tokenizerConfig, jsonPath, configPath);
   }
 

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "error.h"
+#include "file.h"
 
 namespace mixq {
 
@@ -115,6 +116,37 @@ class Parser {
     skip_ws();
     if (pos_ != n_) fail("unexpected trailing characters");
     return v;
+  }
+
+  // The root object's members one at a time (see parse_json_object_members).
+  void parse_members(size_t max_members, const std::function<void(std::string&&, JsonValue&&)>& member) {
+    skip_ws();
+    if (peek() != '{') fail("expected a JSON object");
+    ++pos_;
+    skip_ws();
+    size_t count = 0;
+    if (peek() == '}') {
+      ++pos_;
+    } else {
+      for (;;) {
+        skip_ws();
+        if (peek() != '"') fail("expected a string key");
+        std::string key = parse_string();
+        skip_ws();
+        if (peek() != ':') fail("expected ':'");
+        ++pos_;
+        skip_ws();
+        if (++count > max_members) fail("more than " + std::to_string(max_members) + " entries");
+        JsonValue v = parse_value(1);
+        member(std::move(key), std::move(v));
+        skip_ws();
+        if (peek() == ',') { ++pos_; continue; }
+        if (peek() == '}') { ++pos_; break; }
+        fail("expected ',' or '}'");
+      }
+    }
+    skip_ws();
+    if (pos_ != n_) fail("unexpected trailing characters");
   }
 
  private:
@@ -315,16 +347,17 @@ JsonValue parse_json(const char* data, size_t size, const std::string& source) {
   return Parser(data, size, source).parse_document();
 }
 
+void parse_json_object_members(const char* data, size_t size, const std::string& source, size_t max_members,
+                               const std::function<void(std::string&& key, JsonValue&& value)>& member) {
+  Parser(data, size, source).parse_members(max_members, member);
+}
+
 JsonValue parse_json(const std::string& text, const std::string& source) {
   return parse_json(text.data(), text.size(), source);
 }
 
-JsonValue parse_json_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error(path + ": cannot open file");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return parse_json(ss.str(), path);
+JsonValue parse_json_file(const std::string& path, size_t max_bytes) {
+  return parse_json(read_regular_file(path, max_bytes, "a JSON file"), path);
 }
 
 std::string json_quote(const std::string& s) {

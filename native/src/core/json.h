@@ -2,10 +2,13 @@
 // headers and test fixtures. Errors name the file and the byte offset.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "file.h"
 
 namespace mixq {
 
@@ -63,8 +66,15 @@ class JsonValue {
 // "config.json: invalid JSON at byte 123: expected ',' or '}'".
 JsonValue parse_json(const std::string& text, const std::string& source);
 JsonValue parse_json(const char* data, size_t size, const std::string& source);
-// Reads and parses a file; errors name the path.
-JsonValue parse_json_file(const std::string& path);
+// Parses a document whose root is an object, handing each member to `member` as soon as it is parsed instead of
+// building the whole tree, so that memory follows what `member` keeps (a safetensors header of a million entries
+// would otherwise cost ~1 KB of tree per entry). More than `max_members` members is an error naming the limit;
+// duplicate keys are for `member` to detect.
+void parse_json_object_members(const char* data, size_t size, const std::string& source, size_t max_members,
+                               const std::function<void(std::string&& key, JsonValue&& value)>& member);
+// Reads and parses a regular file of at most max_bytes (see file.h: a FIFO or a device is refused, not read); errors
+// name the path.
+JsonValue parse_json_file(const std::string& path, size_t max_bytes = kMaxJsonFileBytes);
 
 // Serialises a string as a JSON string literal (quotes included).
 std::string json_quote(const std::string& s);

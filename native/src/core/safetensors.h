@@ -15,10 +15,20 @@
 
 namespace mixq {
 
+// The format caps headers at 100 MB; a file of more tensors than this is refused before it costs memory (a header
+// entry takes ~60 bytes, its view ~300: a million tensors is more than any checkpoint's single file holds).
+constexpr uint64_t kMaxSafetensorsHeaderBytes = uint64_t(100) << 20;
+constexpr size_t kMaxSafetensorsTensors = size_t(1) << 20;
+constexpr size_t kMaxTensorRank = 8;
+
+// "" when dtype × shape fills exactly `span` bytes, else what it needs ("needs 73786976294838206464 bytes", "needs
+// more than 2^128 bytes"): computed without wrapping, so absurd shapes get a true message.
+std::string safetensors_size_error(DType dtype, const std::vector<int64_t>& shape, size_t span);
+
 // A read-only mmap of a whole file; unmapped by the destructor.
 class MappedFile {
  public:
-  explicit MappedFile(const std::string& path);  // throws mixq::Error naming the path
+  explicit MappedFile(const std::string& path);  // throws mixq::Error naming the path (also when not a regular file)
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;

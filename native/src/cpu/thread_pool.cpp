@@ -11,11 +11,16 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <condition_variable>
 #include <exception>
 #include <mutex>
+#include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
+
+#include "core/error.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -29,7 +34,19 @@ namespace mixq {
 namespace {
 thread_local bool t_inside_pool = false;  // nested parallel_for runs inline
 constexpr int kSpinIterations = 4000;     // ~tens of microseconds of polling before sleeping
+std::atomic<int> g_fail_worker_start_after{-1};
 }  // namespace
+
+int resolve_thread_count(int64_t requested, const char* what) {
+  if (requested < 0 || requested > kMaxThreads) {
+    throw Error(std::string(what) + ": " + std::to_string(requested) + " is out of range (0 = all hardware threads, at most " +
+                std::to_string(kMaxThreads) + ")");
+  }
+  if (requested == 0) return int(std::clamp<unsigned>(std::thread::hardware_concurrency(), 1u, unsigned(kMaxThreads)));
+  return int(requested);
+}
+
+void ThreadPool::fail_worker_start_after_for_tests(int n) { g_fail_worker_start_after.store(n); }
 
 struct ThreadPool::Impl {
   int threads = 1;
@@ -102,13 +119,9 @@ struct ThreadPool::Impl {
   }
 };
 
-ThreadPool::ThreadPool(int threads) : impl(new Impl) {
-  if (threads <= 0) threads = int(std::max(1u, std::thread::hardware_concurrency()));
-  impl->threads = threads;
-  for (int i = 1; i < threads; ++i) impl->workers.emplace_back([this] { impl->worker(); });
-}
-
-ThreadPool::~ThreadPool() {
+namespace {
+// Stops and joins the workers started so far, then frees the state they used.
+void stop_and_free(ThreadPool::Impl* impl) {
   {
     std::lock_guard<std::mutex> lk(impl->m);
     impl->stop = true;
@@ -117,6 +130,37 @@ ThreadPool::~ThreadPool() {
   for (auto& t : impl->workers) t.join();
   delete impl;
 }
+}  // namespace
+
+ThreadPool::ThreadPool(int threads) : impl(nullptr) {
+  threads = resolve_thread_count(threads < 0 ? 0 : threads);
+  // Workers see only the Impl (never `this`), and a failed start stops those already running before the exception
+  // leaves: a constructor that throws leaves no thread behind using a half-built object.
+  Impl* state = new Impl;
+  state->threads = threads;
+  try {
+    state->workers.reserve(size_t(threads - 1));
+    for (int i = 1; i < threads; ++i) {
+      const int fail_after = g_fail_worker_start_after.load();
+      if (fail_after >= 0 && i > fail_after) {
+        throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again), "test hook");
+      }
+      state->workers.emplace_back([state] { state->worker(); });
+    }
+  } catch (const std::system_error& e) {
+    const size_t started = state->workers.size();
+    stop_and_free(state);
+    throw Error("threads: cannot start " + std::to_string(threads) + " threads (the system refused after " +
+                std::to_string(started + 1) + ": " + e.code().message() + "); ask for fewer (at most " +
+                std::to_string(kMaxThreads) + ", 0 = all hardware threads)");
+  } catch (...) {
+    stop_and_free(state);
+    throw;
+  }
+  impl = state;
+}
+
+ThreadPool::~ThreadPool() { stop_and_free(impl); }
 
 int ThreadPool::size() const { return impl->threads; }
 

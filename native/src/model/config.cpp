@@ -1,5 +1,7 @@
 // config.json → ModelConfig, with every field validated and every error naming the file and field.
 #include <cmath>
+#include <sstream>
+#include <vector>
 
 #include "error.h"
 #include "json.h"
@@ -40,16 +42,36 @@ struct ConfigReader {
     if (!(d > 0) || !std::isfinite(d)) fail(field, "must be a positive number");
     return d;
   }
-  // Optional integer token id: absent/null → fallback; lists (several EOS ids) → first entry.
-  int optional_token_id(const std::string& field, int fallback) const {
+  // A positive number within [lo, hi]: values outside are not a model's, they are a typo or an attack.
+  double number_in(const std::string& field, double lo, double hi) const {
+    const double d = positive_number(field);
+    if (d < lo || d > hi) {
+      std::ostringstream m;
+      m << "is " << d << ", outside the range a model uses [" << lo << ", " << hi << "]";
+      fail(field, m.str());
+    }
+    return d;
+  }
+  // Optional integer token id in [0, vocab): absent/null → fallback; lists (several EOS ids) → first entry, every
+  // entry checked.
+  int optional_token_id(const std::string& field, int fallback, int vocab) const {
     const JsonValue* v = root.find(field);
     if (!v || v->is_null()) return fallback;
+    std::vector<const JsonValue*> ids;
     if (v->is_array()) {
       if (v->size() == 0) return fallback;
-      v = &(*v)[0];
+      for (const JsonValue& e : v->as_array()) ids.push_back(&e);
+    } else {
+      ids.push_back(v);
     }
-    if (!v->is_integer()) fail(field, "must be an integer token id");
-    return int(v->as_int());
+    for (const JsonValue* id : ids) {
+      if (!id->is_integer()) fail(field, "must be an integer token id");
+      if (id->as_int() < 0 || id->as_int() >= vocab) {
+        fail(field, "is " + std::to_string(id->as_int()) + ", not a token id of the vocabulary (vocab_size " +
+                        std::to_string(vocab) + ": 0.." + std::to_string(vocab - 1) + ")");
+      }
+    }
+    return int(ids.front()->as_int());
   }
 };
 
@@ -78,8 +100,9 @@ ModelConfig load_model_config(const std::string& model_dir) {
   c.num_experts_per_tok = r.positive_int("num_experts_per_tok");
   c.vocab_size = r.positive_int("vocab_size");
   c.max_position_embeddings = r.positive_int("max_position_embeddings");
-  c.rope_theta = r.positive_number("rope_theta");
-  c.rms_norm_eps = r.positive_number("rms_norm_eps");
+  // Published models use rope_theta 1e4..1e8 and rms_norm_eps 1e-6..1e-5; the ranges leave room either side.
+  c.rope_theta = r.number_in("rope_theta", 1.0, 1e12);
+  c.rms_norm_eps = r.number_in("rms_norm_eps", 1e-12, 0.1);
 
   const JsonValue* hd = root.find("head_dim");
   if (hd && !hd->is_null()) {
@@ -113,8 +136,8 @@ ModelConfig load_model_config(const std::string& model_dir) {
     c.sliding_window = r.positive_int("sliding_window");
   }
 
-  c.bos_token_id = r.optional_token_id("bos_token_id", 1);
-  c.eos_token_id = r.optional_token_id("eos_token_id", 2);
+  c.bos_token_id = r.optional_token_id("bos_token_id", 1, c.vocab_size);
+  c.eos_token_id = r.optional_token_id("eos_token_id", 2, c.vocab_size);
 
   const JsonValue* act = root.find("hidden_act");
   if (act && act->is_string() && act->as_string() != "silu") {

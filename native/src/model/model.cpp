@@ -250,11 +250,44 @@ std::shared_ptr<Model> make_model(const ModelConfig& cfg, const TensorLookup& lo
   return make_model_from(std::move(impl), model_dir);
 }
 
+namespace {
+// The number after `marker` at the start of name's remainder ("model.layers.12.mlp" → 12), or -1.
+int64_t index_after(const std::string& name, size_t at) {
+  int64_t v = 0;
+  size_t i = at;
+  for (; i < name.size() && name[i] >= '0' && name[i] <= '9' && i - at < 10; ++i) v = v * 10 + (name[i] - '0');
+  return i > at && i < name.size() && name[i] == '.' ? v : -1;
+}
+}  // namespace
+
+void check_checkpoint_matches_config(const ModelConfig& cfg, const std::vector<std::string>& names,
+                                     const std::string& config_path, const std::string& source) {
+  static const std::string kLayers = "model.layers.", kExperts = ".block_sparse_moe.experts.";
+  for (const std::string& n : names) {
+    if (n.compare(0, kLayers.size(), kLayers) != 0) continue;
+    const int64_t layer = index_after(n, kLayers.size());
+    if (layer >= cfg.num_hidden_layers) {
+      throw Error(config_path + ": num_hidden_layers is " + std::to_string(cfg.num_hidden_layers) + " but " + source +
+                  " holds tensor " + n + " of layer " + std::to_string(layer) +
+                  " (config.json and the checkpoint disagree)");
+    }
+    const size_t e = n.find(kExperts);
+    if (e == std::string::npos) continue;
+    const int64_t expert = index_after(n, e + kExperts.size());
+    if (expert >= cfg.num_local_experts) {
+      throw Error(config_path + ": num_local_experts is " + std::to_string(cfg.num_local_experts) + " but " + source +
+                  " holds tensor " + n + " of expert " + std::to_string(expert) +
+                  " (config.json and the checkpoint disagree)");
+    }
+  }
+}
+
 std::shared_ptr<Model> Model::load(const std::string& model_dir, const EngineOptions& opts) {
   const ModelConfig cfg = load_model_config(model_dir);
   // Method, version and bits before any tensor: the shapes checked later only mean something for 4-bit GEMM.
   if (cfg.quant.enabled) validate_awq_quant_config(cfg.quant, model_dir + "/config.json");
   std::shared_ptr<WeightStore> store = WeightStore::open(model_dir);
+  check_checkpoint_matches_config(cfg, store->names(), model_dir + "/config.json", store->source());
   TensorLookup lookup = [&](const std::string& name) { return store->find(name); };
   return make_model(cfg, lookup, store, opts, model_dir, store->source());
 }

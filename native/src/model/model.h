@@ -45,6 +45,11 @@ using TensorLookup = std::function<const TensorView*(const std::string& name)>;
 // The model's parts in bytes (for the planner) from the checkpoint's tensors, with the KV cache of `capacity`.
 ModelBytes model_bytes(const ModelConfig& cfg, const TensorLookup& lookup, int capacity);
 
+// Throws mixq::Error naming config.json and the checkpoint when `names` (a checkpoint's tensor names) hold a layer
+// index >= num_hidden_layers or an expert index >= num_local_experts: such tensors would be ignored silently.
+void check_checkpoint_matches_config(const ModelConfig& cfg, const std::vector<std::string>& names,
+                                     const std::string& config_path, const std::string& source);
+
 // A Model over the tensors of `lookup` (a mapped checkpoint or synthetic buffers kept alive by `storage`): checks
 // every tensor the config implies (name, shape; errors name the tensor, both shapes and the file), plans the
 // placement from `opts` and prepares every weight on its device.

@@ -1,10 +1,12 @@
 // quantize_model: the driver around quantize_layer — source folder in, AutoAWQ GEMM folder out (see quantize.h).
 #include "quant/quantize.h"
 
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -17,7 +19,9 @@
 
 #include "awq/awq_pack.h"
 #include "error.h"
+#include "file.h"
 #include "json.h"
+#include "model.h"
 #include "safetensors.h"
 #include "tensor.h"
 #include "thread_pool.h"
@@ -143,11 +147,7 @@ std::string config_with_quantization(const std::string& text, const std::string&
 }
 
 std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error("cannot read " + path);
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
+  return read_regular_file(path, kMaxTokenizerFileBytes, "a file of a model folder");
 }
 
 void write_file(const std::string& path, const std::string& text) {
@@ -160,6 +160,43 @@ std::string shard_name(int i, int n) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "model-%05d-of-%05d.safetensors", i, n);
   return buf;
+}
+
+// OUT.tmp-XXXXXX/.mixq-owner: "PID HOST" of the run writing it. A run killed outright (SIGKILL, power loss) cannot
+// remove its folder; the next run for the same OUT does, when that process is gone.
+constexpr const char* kOwnerFile = ".mixq-owner";
+
+std::string host_name() {
+  char buf[256] = {0};
+  if (::gethostname(buf, sizeof buf - 1) != 0) return "?";
+  return buf;
+}
+
+void write_owner_file(const std::string& dir) {
+  write_file((fs::path(dir) / kOwnerFile).string(), std::to_string(::getpid()) + " " + host_name() + "\n");
+}
+
+// Removes OUT.tmp-XXXXXX folders of runs that are dead: their owner file names a process of this host that no longer
+// exists. Folders without an owner file, of another host or of a live process are left alone. Returns the paths removed.
+std::vector<std::string> remove_stale_temp_dirs(const fs::path& out_path) {
+  std::vector<std::string> removed;
+  const fs::path parent = out_path.parent_path().empty() ? fs::path(".") : out_path.parent_path();
+  const std::string prefix = out_path.filename().string() + ".tmp-";
+  std::error_code ec;
+  for (fs::directory_iterator it(parent, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.size() != prefix.size() + 6 || name.compare(0, prefix.size(), prefix) != 0) continue;
+    if (!it->is_directory(ec) || it->is_symlink(ec)) continue;
+    std::ifstream f(it->path() / kOwnerFile);
+    long pid = 0;
+    std::string host;
+    if (!(f >> pid >> host) || pid <= 0 || host != host_name()) continue;
+    if (::kill(pid_t(pid), 0) == 0 || errno != ESRCH) continue;  // alive (or not ours to probe): leave it
+    std::error_code rm;
+    fs::remove_all(it->path(), rm);
+    if (!rm) removed.push_back(it->path().string());
+  }
+  return removed;
 }
 
 // Removes the temporary folder unless released (success renames it away first).
@@ -201,6 +238,7 @@ QuantizeResult quantize_model(const QuantizeOptions& opts) {
     }
   }
   const std::unique_ptr<WeightStore> store = WeightStore::open(opts.source_dir);
+  check_checkpoint_matches_config(cfg, store->names(), opts.source_dir + "/config.json", store->source());
 
   // Output: OUT.tmp-XXXXXX next to OUT, renamed at the end.
   const fs::path out_path = fs::absolute(opts.output_dir).lexically_normal();
@@ -208,9 +246,13 @@ QuantizeResult quantize_model(const QuantizeOptions& opts) {
     throw Error("output folder " + out_path.string() + " already exists and is not empty");
   }
   if (!out_path.parent_path().empty()) fs::create_directories(out_path.parent_path());
+  for (const std::string& dir : remove_stale_temp_dirs(out_path)) {
+    result.warnings.push_back("removed " + dir + ", the temporary folder of a quantization whose process is gone");
+  }
   std::string tmpl = out_path.string() + ".tmp-XXXXXX";
   if (!mkdtemp(tmpl.data())) throw Error("cannot create a temporary folder next to " + out_path.string());
   TempDir tmp{tmpl};
+  write_owner_file(tmp.path);
 
   ThreadPool pool(opts.threads);
   const int L = cfg.num_hidden_layers, E = cfg.num_local_experts;
@@ -362,6 +404,7 @@ QuantizeResult quantize_model(const QuantizeOptions& opts) {
     if (fs::exists(src)) fs::copy_file(src, fs::path(tmp.path) / f);
   }
   if (opts.cancel && opts.cancel->load()) throw Cancelled();
+  fs::remove(fs::path(tmp.path) / kOwnerFile);
   if (fs::exists(out_path)) fs::remove(out_path);  // an empty folder (checked above)
   fs::rename(tmp.path, out_path);
   tmp.path.clear();

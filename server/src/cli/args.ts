@@ -51,7 +51,9 @@ function parseNumber(flag: string, raw: string, spec: FlagSpec): number {
   if (!Number.isFinite(value)) throw new UsageError(`${flag}: "${raw}" is not a number`);
   if (spec.type === 'int' && !Number.isInteger(value)) throw new UsageError(`${flag}: "${raw}" is not an integer`);
   if (spec.min !== undefined && value < spec.min) throw new UsageError(`${flag}: ${raw} is below the minimum ${spec.min}`);
-  if (spec.max !== undefined && value > spec.max) throw new UsageError(`${flag}: ${raw} is above the maximum ${spec.max}`);
+  // Ints reach the engine as 32-bit values: without a flag's own maximum, that is the maximum (named, not wrapped).
+  const max = spec.max ?? (spec.type === 'int' ? 2 ** 31 - 1 : undefined);
+  if (max !== undefined && value > max) throw new UsageError(`${flag}: ${raw} is above the maximum ${max}`);
   return value;
 }
 

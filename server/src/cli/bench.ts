@@ -3,6 +3,7 @@
  * bandwidth measured in the same run — on a model folder or on random weights of a named shape.
  */
 import { Engine } from '../engine';
+import { MAX_THREADS } from '#protocol';
 import { deviceFlags, deviceOptions, parseFlags, UsageError } from './args';
 import type { CliIo, Command } from './command';
 import { jsonLine } from './common';
@@ -10,10 +11,10 @@ import { jsonLine } from './common';
 const flags = {
   model: { type: 'string', help: 'model folder to benchmark', valueName: 'dir' },
   synthetic: { type: 'string', help: 'random weights of a named shape: mixtral-8x7b | tiny', valueName: 'name' },
-  layers: { type: 'int', help: 'decoder layers for --synthetic (default: the shape\'s own)', min: 1 },
-  prefillTokens: { type: 'int', help: 'prompt length for the prefill measurement', min: 1 },
-  decodeTokens: { type: 'int', help: 'tokens decoded for the decode measurement', min: 1 },
-  threads: { type: 'int', help: 'CPU worker threads (default: all)', min: 0 },
+  layers: { type: 'int', help: 'decoder layers for --synthetic (default: the shape\'s own)', min: 1, max: 1024 },
+  prefillTokens: { type: 'int', help: 'prompt length for the prefill measurement', min: 1, max: 1 << 20 },
+  decodeTokens: { type: 'int', help: 'tokens decoded for the decode measurement', min: 1, max: 1 << 20 },
+  threads: { type: 'int', help: 'CPU worker threads (default: all)', min: 0, max: MAX_THREADS },
   ...deviceFlags,
   json: { type: 'boolean', help: 'print the result as one JSON object' },
 } as const;

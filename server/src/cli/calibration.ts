@@ -16,6 +16,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
+import { MiB, readRegularFileSync } from '../files';
 import type { MixqTokenizer } from '../tokenizer';
 
 export class CalibrationError extends Error {}
@@ -43,6 +44,8 @@ const SOURCE_EXTENSIONS = new Set([
 ]);
 const SKIPPED_DIRS = new Set(['node_modules', '.git', 'build', 'dist', 'out', '__pycache__', '.venv', 'venv', 'target']);
 const MAX_FILE_BYTES = 1 << 20;
+/** A single calibration file (.jsonl or text): V8 strings stop at ~512 MiB anyway. */
+const MAX_CALIBRATION_BYTES = 256 * MiB;
 
 function walk(dir: string, files: string[]): void {
   const entries = fs.readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
@@ -72,7 +75,13 @@ export function readCalibrationDocuments(p: string): string[] {
     if (docs.length === 0) throw new CalibrationError(`${p}: no source or text files found`);
     return docs;
   }
-  const text = fs.readFileSync(p, 'utf8');
+  let text: string;
+  try {
+    // A FIFO or a device given as --calib would block or never end: regular files only, within a cap.
+    text = readRegularFileSync(p, MAX_CALIBRATION_BYTES, 'calibration data');
+  } catch (e) {
+    throw new CalibrationError((e as Error).message);
+  }
   if (p.endsWith('.jsonl')) {
     const docs: string[] = [];
     text.split('\n').forEach((line, i) => {

@@ -2,13 +2,14 @@
  * Flags and helpers shared by the `mixq` subcommands that load a model.
  */
 import type { NativePlacement } from '../native';
+import { MAX_THREADS } from '#protocol';
 import { deviceFlags, type FlagSpecs } from './args';
 
 /** --device / --devices / --placement / --split / --threads / --context-length: how the engine is placed. */
 export const engineFlags = {
   ...deviceFlags,
-  threads: { type: 'int', help: 'CPU worker threads (default: all hardware threads)', min: 0 },
-  contextLength: { type: 'int', help: 'KV cache capacity in tokens (default: min(model max, 4096))', min: 0 },
+  threads: { type: 'int', help: 'CPU worker threads (default: all hardware threads)', min: 0, max: MAX_THREADS },
+  contextLength: { type: 'int', help: 'KV cache capacity in tokens (default: min(model max, 4096))', min: 0, max: 1 << 20 },
 } satisfies FlagSpecs;
 
 /** Writes one JSON object on its own line. */

@@ -5,12 +5,12 @@
  *
  * The document comes from --file (or --text) with the cursor at the first CURSOR_MARKER, or at its end without one.
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { EngineCompletionModel } from '../completion/model';
 import { CompletionService, type ServiceSettings } from '../completion/service';
 import { Engine } from '../engine';
+import { MAX_JSON_FILE_BYTES, readRegularFileSync } from '../files';
 import { defaultServerSettings, type FimTemplateSetting } from '#protocol';
 import { parseFlags, UsageError } from './args';
 import type { CliIo, Command } from './command';
@@ -28,7 +28,7 @@ const flags = {
   file: { type: 'string', help: `the document; the cursor is at its first ${CURSOR_MARKER} (else at its end)`, valueName: 'file' },
   text: { type: 'string', help: `the document as text instead of --file (cursor as for --file)`, valueName: 'text' },
   language: { type: 'string', help: 'language id (default: from the file extension, else python)', valueName: 'id' },
-  maxTokens: { type: 'int', help: `tokens to generate at most (default ${defaultServerSettings.maxTokens}; post-processing usually stops earlier)`, min: 1 },
+  maxTokens: { type: 'int', help: `tokens to generate at most (default ${defaultServerSettings.maxTokens}; post-processing usually stops earlier)`, min: 1, max: 1024 },
   fimTemplate: { type: 'string', help: 'FIM layout as the mixq.fimTemplate setting (default auto)', valueName: 'name' },
   json: { type: 'boolean', help: 'print one JSON object (suggestion, timing, template) instead of the document' },
   ...engineFlags,
@@ -45,9 +45,9 @@ export const completeCommand: Command = {
     let source: string;
     if (f.file !== undefined) {
       try {
-        source = fs.readFileSync(f.file, 'utf8');
+        source = readRegularFileSync(f.file, MAX_JSON_FILE_BYTES, 'a source file');
       } catch (e) {
-        throw new Error(`${f.file}: cannot read the document (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+        throw new Error(`cannot read the document: ${(e as Error).message}`);
       }
     } else {
       source = f.text!;

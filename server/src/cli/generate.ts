@@ -4,6 +4,7 @@
 import * as fs from 'node:fs';
 
 import { Engine } from '../engine';
+import { MAX_JSON_FILE_BYTES, readRegularFileSync } from '../files';
 import type { NativeGenerateRequest } from '../native';
 import { deviceOptions, parseFlags, UsageError } from './args';
 import type { CliIo, Command } from './command';
@@ -16,10 +17,10 @@ const flags = {
   ids: { type: 'intList', help: 'prompt as token ids, used as given (no BOS added)', valueName: '1,2,3' },
   suffix: { type: 'string', help: 'text after the cursor: build a fill-in-the-middle prompt (no BOS)', valueName: 'text' },
   fim: { type: 'string', help: 'FIM layout with --suffix: spm (default) | psm', valueName: 'layout' },
-  maxTokens: { type: 'int', help: 'tokens to generate at most (default 64)', min: 0 },
+  maxTokens: { type: 'int', help: 'tokens to generate at most (default 64)', min: 0, max: 1 << 20 },
   greedy: { type: 'boolean', help: 'always take the most likely token (the default without sampling flags)' },
   temperature: { type: 'number', help: 'sample with this temperature (> 0)', min: 1e-6 },
-  topK: { type: 'int', help: 'sample among the k most likely tokens (0 = off)', min: 0 },
+  topK: { type: 'int', help: 'sample among the k most likely tokens (0 = off)', min: 0, max: 1 << 20 },
   topP: { type: 'number', help: 'nucleus sampling mass in (0, 1] (1 = off)', min: 1e-6, max: 1 },
   seed: { type: 'int', help: 'sampling seed (default 0)', min: 0, max: Number.MAX_SAFE_INTEGER },
   stopIds: { type: 'intList', help: 'stop on any of these token ids (EOS always stops)', valueName: '2,13' },
@@ -48,7 +49,7 @@ export const generateCommand: Command = {
     let promptText: string | undefined = f.prompt;
     if (f.promptFile !== undefined) {
       try {
-        promptText = fs.readFileSync(f.promptFile === '-' ? 0 : f.promptFile, 'utf8'); // fd 0: stdin
+        promptText = f.promptFile === '-' ? fs.readFileSync(0, 'utf8') : readRegularFileSync(f.promptFile, MAX_JSON_FILE_BYTES, 'a prompt file'); // fd 0: stdin
       } catch (e) {
         throw new Error(`${f.promptFile}: cannot read the prompt file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
       }

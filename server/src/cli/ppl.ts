@@ -12,8 +12,8 @@ const flags = {
   model: { type: 'string', help: 'model folder', valueName: 'dir', required: true },
   ids: { type: 'string', help: 'a .safetensors file holding the token stream (int32)', valueName: 'file', required: true },
   tensor: { type: 'string', help: 'name of the token tensor in that file (default "ids")', valueName: 'name' },
-  windows: { type: 'int', help: 'number of windows (default 120)', min: 1 },
-  seq: { type: 'int', help: 'tokens per window (default 512)', min: 2 },
+  windows: { type: 'int', help: 'number of windows (default 120)', min: 1, max: 1 << 20 },
+  seq: { type: 'int', help: 'tokens per window (default 512)', min: 2, max: 1 << 20 },
   json: { type: 'boolean', help: 'print {"ppl", "tokens", ...} as JSON' },
   ...engineFlags,
 } as const;

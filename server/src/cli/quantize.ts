@@ -5,6 +5,7 @@
  * stderr (one line per phase); Ctrl-C cancels and leaves nothing behind.
  */
 import * as path from 'node:path';
+import { MAX_THREADS } from '#protocol';
 
 import { Engine } from '../engine';
 import type { NativeQuantizeProgress } from '../native';
@@ -16,16 +17,16 @@ import { jsonLine } from './common';
 
 const flags = {
   calib: { type: 'string', help: 'calibration data: .jsonl of {"text"}, a folder of source files, or a text file (AWQ; default: the current folder)', valueName: 'path' },
-  samples: { type: 'int', help: 'calibration samples (default 128)', min: 1 },
-  seqLen: { type: 'int', help: 'tokens per sample (default 512)', min: 2 },
-  groupSize: { type: 'int', help: 'input rows per scale: 32, 64 or 128 (default 128)', min: 1 },
+  samples: { type: 'int', help: 'calibration samples (default 128)', min: 1, max: 1 << 20 },
+  seqLen: { type: 'int', help: 'tokens per sample (default 512)', min: 2, max: 1 << 20 },
+  groupSize: { type: 'int', help: 'input rows per scale: 32, 64 or 128 (default 128)', min: 1, max: 128 },
   method: { type: 'string', help: 'awq | rtn (default awq)', valueName: 'name' },
   rounding: { type: 'string', help: 'AWQ codes: gptq (rounding with error feedback, the default) | nearest (as AutoAWQ)', valueName: 'mode' },
   propagate: { type: 'string', help: 'AWQ: next layer calibrates on this layer\'s quantized (default) | float output (as AutoAWQ)', valueName: 'mode' },
   zeroPoint: { type: 'boolean', help: 'asymmetric int4 with a zero point per group (the default)' },
   symmetric: { type: 'boolean', help: 'symmetric int4 (zero point fixed at 8)' },
-  threads: { type: 'int', help: 'CPU worker threads (default: all)', min: 0 },
-  seed: { type: 'int', help: 'calibration sampling seed (default 0)', min: 0 },
+  threads: { type: 'int', help: 'CPU worker threads (default: all)', min: 0, max: MAX_THREADS },
+  seed: { type: 'int', help: 'calibration sampling seed (default 0)', min: 0, max: 2 ** 32 - 1 },
   json: { type: 'boolean', help: 'print the result as one JSON object' },
 } as const;
 
@@ -93,11 +94,18 @@ export const quantizeCommand: Command = {
       },
       onProgress,
     );
-    const onSigint = (): void => {
-      io.stderr.write('cancelling…\n');
+    // Ctrl-C, `kill` (SIGTERM) and a closed terminal (SIGHUP) all cancel: the quantizer stops between tensors and
+    // removes OUT.tmp-XXXXXX, and the command exits 130. A second signal while cancelling is ignored (the default
+    // action would kill the process and leave the temporary folder behind).
+    let signalled: NodeJS.Signals | undefined;
+    const onSignal = (signal: NodeJS.Signals): void => {
+      if (signalled) return;
+      signalled = signal;
+      io.stderr.write(`${signal}: cancelling…\n`);
       job.cancel();
     };
-    process.once('SIGINT', onSigint);
+    const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+    for (const sig of signals) process.on(sig, onSignal);
     try {
       const r = await job.promise;
       warnings.push(...r.warnings);
@@ -111,8 +119,14 @@ export const quantizeCommand: Command = {
         );
       }
       return 0;
+    } catch (e) {
+      if (signalled && (e as { cancelled?: boolean }).cancelled) {
+        io.stderr.write(`quantization cancelled by ${signalled}; nothing was written\n`);
+        return 130;
+      }
+      throw e;
     } finally {
-      process.removeListener('SIGINT', onSigint);
+      for (const sig of signals) process.removeListener(sig, onSignal);
     }
   },
 };

@@ -7,9 +7,12 @@
  * [begin, end]}, "__metadata__"?: {...}}, then the data region; offsets are relative to the data region.
  * Every inconsistency is an error naming the file and, where there is one, the tensor.
  */
-import * as fs from 'node:fs';
+import { MiB, readRegularFileBytesSync } from '../files';
 
 export class SafetensorsError extends Error {}
+
+/** A token stream of ~250 M ids; this reader loads the whole file. */
+const MAX_TENSOR_FILE_BYTES = 1024 * MiB;
 
 const DTYPE_BYTES: Record<string, number> = {
   BOOL: 1, U8: 1, I8: 1, F8_E4M3: 1, F8_E5M2: 1,
@@ -52,9 +55,10 @@ function makeArray(dtype: string, bytes: Uint8Array): TensorData {
 export function readSafetensorsTensor(file: string, name: string, expectDtype?: string): SafetensorsTensor {
   let content: Buffer;
   try {
-    content = fs.readFileSync(file);
+    // Regular files only (a FIFO would block, /dev/zero never ends), within a cap.
+    content = readRegularFileBytesSync(file, MAX_TENSOR_FILE_BYTES, 'a safetensors file');
   } catch (e) {
-    throw new SafetensorsError(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new SafetensorsError((e as Error).message);
   }
   if (content.length < 8) throw new SafetensorsError(`${file}: truncated (${content.length} bytes, no header length)`);
   const headerLen = content.readBigUInt64LE(0);

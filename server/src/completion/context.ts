@@ -10,6 +10,8 @@ export interface CompletionDocument {
   text: string;
   /** Cursor offset in `text` (UTF-16 code units). */
   offset: number;
+  /** Offset of `text` in the whole document when `text` is a window of it (./window); absent: 0. */
+  windowStart?: number;
 }
 
 export interface ContextSnippet {
@@ -60,7 +62,9 @@ export class RecentDocuments implements OpenDocumentsSource {
 
   remember(doc: { uri: string; languageId: string; getText(): string }): void {
     this.forget(doc.uri);
-    this.docs.unshift({ uri: doc.uri, languageId: doc.languageId, text: doc.getText() });
+    // Only what the context search reads is kept (a closed 20 MB file must not stay in memory).
+    const text = doc.getText().slice(0, OpenFilesContextProvider.MAX_OTHER_DOC_CHARS);
+    this.docs.unshift({ uri: doc.uri, languageId: doc.languageId, text });
     this.docs.length = Math.min(this.docs.length, this.capacity);
   }
 
@@ -91,18 +95,22 @@ export class OpenFilesContextProvider implements ContextProvider {
   static readonly QUERY_LINES = 24;
   static readonly MIN_SCORE = 0.2;
   static readonly MAX_SNIPPETS = 3;
+  /** Characters of another document searched (its start); bounds the per-request cost of huge open files. */
+  static readonly MAX_OTHER_DOC_CHARS = 256 * 1024;
 
   constructor(private readonly documents: OpenDocumentsSource, private readonly relativeLabel: (uri: string) => string = (u) => u) {}
 
   snippets(doc: CompletionDocument, maxChars: number): ContextSnippet[] {
     if (maxChars <= 0) return [];
-    const before = doc.text.slice(0, doc.offset).split('\n');
+    // The query: the last QUERY_LINES lines (of a bounded tail, however long the lines are).
+    const before = doc.text.slice(Math.max(0, doc.offset - 64 * 1024), doc.offset).split('\n');
     const query = wordSet(before.slice(-OpenFilesContextProvider.QUERY_LINES).join('\n'));
     if (query.size === 0) return [];
     const candidates: ContextSnippet[] = [];
     for (const other of this.documents.all()) {
       if (other.uri === doc.uri || other.languageId !== doc.languageId) continue;
-      const lines = other.getText().split('\n');
+      // A huge open file is searched only in its first MAX_OTHER_DOC_CHARS: the search runs for every request.
+      const lines = other.getText().slice(0, OpenFilesContextProvider.MAX_OTHER_DOC_CHARS).split('\n');
       const step = OpenFilesContextProvider.CHUNK_LINES / 2;
       for (let start = 0; start < lines.length; start += step) {
         const text = lines.slice(start, start + OpenFilesContextProvider.CHUNK_LINES).join('\n').trimEnd();

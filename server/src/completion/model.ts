@@ -40,6 +40,8 @@ export interface CompletionModel extends PromptTokenizer {
   decode(ids: readonly number[]): string;
   /** A `<0xNN>` byte-fallback token (for the incremental detokenizer). */
   isByteFallback(id: number): boolean;
+  /** Characters of the longest vocabulary piece (bounds the text a token budget can use, ./window); absent: unknown. */
+  readonly maxTokenChars?: number;
   /**
    * Queues a generation in the engine's one scheduler: generations run one at a time, in submission order; a
    * cancelled queued one never runs.
@@ -59,8 +61,20 @@ export function scanMarkers(tokenizer: MixqTokenizer): Map<string, number> {
   return markers;
 }
 
+/** Characters of the longest ordinary piece of the vocabulary (byte-fallback and special tokens excluded). */
+export function longestPiece(tokenizer: MixqTokenizer): number {
+  let longest = 1;
+  for (let id = 0; id < tokenizer.vocabSize; id++) {
+    if (tokenizer.isByteFallback(id) || tokenizer.isSpecial(id)) continue;
+    const t = tokenizer.tokenText(id);
+    if (t !== undefined && t.length > longest) longest = t.length;
+  }
+  return longest;
+}
+
 export class EngineCompletionModel implements CompletionModel {
   readonly name: string;
+  readonly maxTokenChars: number;
   readonly vocab: VocabularyInfo;
   readonly bosId: number | undefined;
   readonly eosId: number | undefined;
@@ -83,6 +97,7 @@ export class EngineCompletionModel implements CompletionModel {
       resetProfile: () => engine.resetProfile(),
       copyBandwidth: (mib) => engine.copyBandwidth(mib),
     };
+    this.maxTokenChars = longestPiece(this.tokenizer);
   }
 
   get path(): string {

@@ -34,7 +34,7 @@ export interface BuiltPrompt {
   /** The document text before/after the cursor that made it into the prompt (snippets excluded). */
   prefixText: string;
   suffixText: string;
-  /** Document line where the prompt's prefix starts. */
+  /** Line (of the request's text: a window of the document, ./window) where the prompt's prefix starts. */
   prefixStartLine: number;
   prefixTokens: number;
   suffixTokens: number;

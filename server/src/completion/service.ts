@@ -91,7 +91,8 @@ class Ticket {
 }
 
 function keyOf(req: CompletionRequest): CacheKey {
-  return { uri: req.uri, offset: req.offset, prefix: req.text.slice(0, req.offset), suffix: req.text.slice(req.offset) };
+  // Offsets in the whole document: windows of two states may start at different places (./window).
+  return { uri: req.uri, offset: (req.windowStart ?? 0) + req.offset, prefix: req.text.slice(0, req.offset), suffix: req.text.slice(req.offset) };
 }
 
 export function zeroCounters(): CompletionCounters {
@@ -248,6 +249,7 @@ export class CompletionService {
       languageId: req.languageId,
       text: req.text.slice(0, req.offset) + suggestion + req.text.slice(req.offset),
       offset: req.offset + suggestion.length,
+      windowStart: req.windowStart,
       version: req.version,
       invoked: true,
       // Only cached, never shown as such: no document version applies.
