@@ -53,6 +53,7 @@ import {
   ProfileRequest,
   ProfileResetRequest,
 } from '#protocol';
+import { quantizeCapabilities, registerQuantizeFeatures } from './jobs/register';
 import { ProfileHost } from './profiling';
 
 /** Values a setting may take beyond its type (user settings are untrusted; package.json's enums are advisory). */
@@ -272,14 +273,17 @@ export function startServer(connection: Connection): void {
   const recent = new RecentDocuments();
   const profiler = new ProfileHost(log);
   const host = new ModelHost(documents, recent, notify, log, (model) => profiler.attach(model));
+  const quantize = registerQuantizeFeatures(connection, documents, log);
 
   connection.onInitialize((params): InitializeResult => {
     const init = params.initializationOptions as InitializationOptions | undefined;
     settings = normalizeSettings(defaultServerSettings, init?.settings);
+    quantize.initialize(params);
     return {
       capabilities: {
         textDocumentSync: TextDocumentSyncKind.Incremental,
         inlineCompletionProvider: {},
+        ...quantizeCapabilities,
       },
       serverInfo: { name: 'mixq', version: '0.1.0' },
     };
