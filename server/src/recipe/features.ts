@@ -48,7 +48,7 @@ function sectionAt(entries: RecipeEntry[], line: number): string {
 }
 
 function firstSentence(doc: string): string {
-  const m = /^(.*?[.:])(\s|$)/.exec(doc);
+  const m = /^(.*?\.)(\s|$)/.exec(doc);
   return (m ? m[1] : doc).replace(/`/g, '');
 }
 

@@ -84,12 +84,15 @@ export function editDistance(a: string, b: string): number {
   return prev[b.length];
 }
 
-/** The closest known name within a distance of max(2, a third of its length), else undefined. */
+/** The closest known name within a distance of max(2, a third of its length), or one it extends (`quantize` → `quant`). */
 export function didYouMean(name: string, candidates: readonly string[]): string | undefined {
   let best: string | undefined;
   let bestDistance = Infinity;
+  const lower = name.toLowerCase();
+  const extended = candidates.find((c) => c.length >= 4 && lower.startsWith(c));
+  if (extended) return extended;
   for (const c of candidates) {
-    const d = editDistance(name.toLowerCase(), c);
+    const d = editDistance(lower, c);
     if (d < bestDistance) {
       best = c;
       bestDistance = d;
