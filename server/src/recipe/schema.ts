@@ -100,30 +100,3 @@ export function didYouMean(name: string, candidates: readonly string[]): string 
   }
   return best !== undefined && bestDistance <= Math.max(2, Math.floor(best.length / 3)) ? best : undefined;
 }
-
-/** A commented starter recipe (MixQ: New Quantization Recipe). */
-export function starterRecipe(source = 'models/my-mixtral', output = 'models/my-mixtral-awq'): string {
-  return `# MixQ quantization recipe: run it with the "Quantize with this recipe" lens above,
-# or from a terminal: mixq quantize --recipe ${'<this file>'}
-# Paths are relative to this file's folder. Hover a key for its documentation.
-
-source = ${JSON.stringify(source)}       # 16-bit Mixtral folder (config.json, tokenizer.json, *.safetensors)
-output = ${JSON.stringify(output)}   # new folder; written beside it as OUTPUT.tmp-XXXXXX, renamed when complete
-overwrite = false                 # true: replace an existing output (only after the new one is complete)
-device = "auto"                   # auto | cpu | cuda (this build: CPU)
-
-[calibration]                     # AWQ only
-# path = "data/calibration.jsonl"  # .jsonl of {"text"}, a folder of source files, or a text file (default: the workspace)
-samples = 128                     # sequences
-seq_len = 512                     # tokens per sequence
-seed = 0
-
-[quant]
-method = "awq"                    # awq | rtn (round to nearest: no calibration, seconds)
-bits = 4                          # int4 only
-group_size = 128                  # 32 | 64 | 128
-zero_point = true                 # false: symmetric
-rounding = "gptq"                 # gptq (error feedback) | nearest (as AutoAWQ)
-propagate = "quantized"           # quantized | float (as AutoAWQ)
-`;
-}
