@@ -4,6 +4,7 @@ import * as vscode from 'vscode';
 import { openProfiler, openSettings, profileModel, restartServer, selectModel, showLog, showMenu, toggleCompletions } from './commands';
 import { acceptPartially, createStats, DID_ACCEPT_COMMAND, didAccept, resetStatistics, showStatistics, statsObserver } from './completionUx';
 import { Ctx } from './ctx';
+import { cancelQuantization, newRecipe, quantizeModel, quantizeWithRecipe } from './quantize';
 
 let ctx: Ctx | undefined;
 
@@ -27,6 +28,10 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     vscode.commands.registerCommand('mixq.resetStatistics', resetStatistics(stats)),
     vscode.commands.registerCommand('mixq.openProfiler', openProfiler(ctx)),
     vscode.commands.registerCommand('mixq.profileModel', profileModel(ctx)),
+    vscode.commands.registerCommand('mixq.quantizeModel', quantizeModel(ctx)),
+    vscode.commands.registerCommand('mixq.quantizeWithRecipe', quantizeWithRecipe(ctx)),
+    vscode.commands.registerCommand('mixq.newRecipe', newRecipe()),
+    vscode.commands.registerCommand('mixq.cancelQuantization', cancelQuantization(ctx)),
   );
   await ctx.start();
 }

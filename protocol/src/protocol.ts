@@ -243,6 +243,10 @@ export interface PartialAcceptParams {
  */
 export const PartialAcceptNotification = new NotificationType<PartialAcceptParams>('mixq/didPartiallyAccept');
 
+// ---- quantization jobs (issue 12) ----
+
+export * from './quantize';
+
 // ---- profiling (issue 13) ----
 
 export * from './profile';

@@ -56,6 +56,7 @@ import {
   ProfileRequest,
   ProfileResetRequest,
 } from '#protocol';
+import { quantizeCapabilities, registerQuantizeFeatures } from './jobs/register';
 import { ProfileHost } from './profiling';
 
 /** Values a setting may take beyond its type (user settings are untrusted; package.json's enums are advisory). */
@@ -358,14 +359,17 @@ export function startServer(connection: Connection): void {
   const recent = new RecentDocuments();
   const profiler = new ProfileHost(log);
   const host = new ModelHost(documents, recent, notify, log, (model) => profiler.attach(model));
+  const quantize = registerQuantizeFeatures(connection, documents, log);
 
   connection.onInitialize((params): InitializeResult => {
     const init = params.initializationOptions as InitializationOptions | undefined;
     settings = normalizeSettings(defaultServerSettings, init?.settings, log);
+    quantize.initialize(params);
     return {
       capabilities: {
         textDocumentSync: TextDocumentSyncKind.Incremental,
         inlineCompletionProvider: {},
+        ...quantizeCapabilities,
       },
       serverInfo: { name: 'mixq', version: '0.1.0' },
     };

@@ -1,0 +1,28 @@
+/**
+ * Is a folder a 16-bit Mixtral checkpoint the quantizer can read? Checked before a job starts (recipe
+ * diagnostics, `MixQ: Quantize Model…`, the CLI), so a wrong folder fails with a reason, not mid-run.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+/** undefined when `dir` is a 16-bit Mixtral safetensors folder, else why not (one sentence, names the path). */
+export function checkMixtralSource(dir: string): string | undefined {
+  if (!fs.existsSync(dir)) return `${dir} not found`;
+  if (!fs.statSync(dir).isDirectory()) return `${dir} is a file, not a model folder`;
+  const configPath = path.join(dir, 'config.json');
+  if (!fs.existsSync(configPath)) return `${dir} has no config.json: not a model folder`;
+  let config: { model_type?: unknown; architectures?: unknown; quantization_config?: unknown };
+  try {
+    config = JSON.parse(fs.readFileSync(configPath, 'utf8')) as typeof config;
+  } catch (e) {
+    return `${configPath} is not valid JSON (${(e as Error).message})`;
+  }
+  if (config.model_type !== 'mixtral') {
+    return `${dir} is not a Mixtral checkpoint (model_type ${JSON.stringify(config.model_type ?? null)}; MixQ quantizes "mixtral")`;
+  }
+  if (config.quantization_config) return `${dir} is already quantized (config.json has quantization_config): give the 16-bit model`;
+  const files = fs.readdirSync(dir);
+  if (!files.some((f) => f.endsWith('.safetensors'))) return `${dir} has no *.safetensors weights`;
+  if (!files.includes('tokenizer.json')) return `${dir} has no tokenizer.json`;
+  return undefined;
+}
