@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "core/op_args.h"
 #include "cuda_backend.h"
 #include "cuda_check.h"
 #include "device_buffer.h"
@@ -23,7 +24,6 @@
 namespace mixq {
 namespace {
 
-#define REQUIRE(cond, op, what) MIXQ_CHECK_ARG(cond, std::string(op) + " (cuda)", what)
 
 using cuda::DeviceBuffer;
 using cuda::DeviceGuard;
@@ -149,16 +149,14 @@ class CudaBackendImpl final : public CudaBackend {
   }
 
   void from_host(const void* src, size_t bytes, Tensor& dst) override {
-    check_devices("from_host", dev_, {{"dst", &dst}});
-    REQUIRE(bytes <= dst.nbytes(), "from_host", "copy of " + std::to_string(bytes) + " bytes exceeds tensor " + dst.name);
+    op_args::from_host(dev_, bytes, dst);
     DeviceGuard guard(dev_.index);
     CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src, bytes, cudaMemcpyHostToDevice, stream_));
     CUDA_CHECK(cudaStreamSynchronize(stream_));  // the caller may free or reuse `src` as soon as we return
   }
 
   void to_host(const Tensor& src, void* dst, size_t bytes) override {
-    check_devices("to_host", dev_, {{"src", &src}});
-    REQUIRE(bytes <= src.nbytes(), "to_host", "copy of " + std::to_string(bytes) + " bytes exceeds tensor " + src.name);
+    op_args::to_host(dev_, src, bytes);
     DeviceGuard guard(dev_.index);
     CUDA_CHECK(cudaMemcpyAsync(dst, src.raw(), bytes, cudaMemcpyDeviceToHost, stream_));
     CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -167,9 +165,7 @@ class CudaBackendImpl final : public CudaBackend {
 
   void copy(const Tensor& src, Tensor& dst) override {
     const Device s = src.device(), d = dst.device();
-    REQUIRE(s == dev_ || d == dev_, "copy", "on " + dev_.str() + ": neither " + s.str() + " nor " + d.str() + " is this device");
-    REQUIRE(src.nbytes() == dst.nbytes() && src.dtype == dst.dtype, "copy",
-            "tensor " + src.name + " " + src.shape_str() + " does not match " + dst.name + " " + dst.shape_str());
+    op_args::copy(dev_, src, dst);
     DeviceGuard guard(dev_.index);
     if (s.kind == DeviceKind::Cpu || d.kind == DeviceKind::Cpu) {
       CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src.raw(), src.nbytes(), cudaMemcpyDefault, stream_));
@@ -197,10 +193,7 @@ class CudaBackendImpl final : public CudaBackend {
   std::unique_ptr<Linear> prepare_linear(const LinearSource& src) override;
 
   void embed(const Tensor& table, const Tensor& ids, Tensor& x) override {
-    check_devices("embed", dev_, {{"table", &table}, {"ids", &ids}, {"x", &x}});
-    REQUIRE(ids.dtype == DType::I32 && x.rows() == ids.numel() && x.row_size() == table.row_size() &&
-                x.dtype == DType::F32,
-            "embed", "ids " + ids.shape_str() + " / x " + x.shape_str() + " do not match table " + table.shape_str());
+    op_args::embed(dev_, table, ids, x);
     // Ids were range-checked on the host by the caller (Context::eval); the kernel clamps as a last guard.
     DeviceGuard guard(dev_.index);
     GpuOpScope scope(*this, "embed");
@@ -209,9 +202,7 @@ class CudaBackendImpl final : public CudaBackend {
   }
 
   void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y) override {
-    check_devices("rms_norm", dev_, {{"x", &x}, {"w", &w}, {"y", &y}});
-    REQUIRE(w.numel() == x.row_size() && y.numel() == x.numel() && x.dtype == DType::F32, "rms_norm",
-            "x " + x.shape_str() + ", w " + w.shape_str() + ", y " + y.shape_str() + " do not match");
+    op_args::rms_norm(dev_, x, w, y);
     DeviceGuard guard(dev_.index);
     GpuOpScope scope(*this, "rms_norm");
     cuda::launch_rms_norm(x.raw(), w.raw(), y.raw(), x.rows(), x.row_size(), eps, DType::F32, w.dtype, stream_);
@@ -219,10 +210,7 @@ class CudaBackendImpl final : public CudaBackend {
   }
 
   void rope(Tensor& x, const Tensor& positions, const Tensor& inv_freq, int heads, int head_dim) override {
-    check_devices("rope", dev_, {{"x", &x}, {"positions", &positions}, {"inv_freq", &inv_freq}});
-    REQUIRE(x.row_size() == int64_t(heads) * head_dim && positions.numel() == x.rows() &&
-                inv_freq.numel() == head_dim / 2,
-            "rope", "x " + x.shape_str() + " is not [positions, " + std::to_string(heads) + "·" + std::to_string(head_dim) + "]");
+    op_args::rope(dev_, x, positions, inv_freq, heads, head_dim);
     DeviceGuard guard(dev_.index);
     GpuOpScope scope(*this, "rope");
     cuda::launch_rope(x.data<float>(), x.rows(), heads, head_dim, positions.data<int32_t>(), inv_freq.data<float>(),
@@ -231,13 +219,8 @@ class CudaBackendImpl final : public CudaBackend {
 
   void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache, int64_t n_past,
                  const AttentionShape& s, Tensor& out) override {
-    check_devices("attention", dev_,
-                  {{"q", &q}, {"k", &k}, {"v", &v}, {"k_cache", &k_cache}, {"v_cache", &v_cache}, {"out", &out}});
+    op_args::attention(dev_, q, k, v, k_cache, v_cache, n_past, s, out);
     const int64_t n = q.rows(), kv_dim = int64_t(s.kv_heads) * s.head_dim;
-    REQUIRE(n_past >= 0 && n_past + n <= k_cache.rows() && k_cache.row_size() == kv_dim && k.row_size() == kv_dim &&
-                q.row_size() == int64_t(s.heads) * s.head_dim && out.numel() == q.numel(),
-            "attention", "q " + q.shape_str() + ", k " + k.shape_str() + ", cache " + k_cache.shape_str() +
-                             " at position " + std::to_string(n_past) + " do not match the attention shape");
     DeviceGuard guard(dev_.index);
     GpuOpScope scope(*this, "attention");
     CUDA_CHECK(cudaMemcpyAsync(k_cache.data<float>() + n_past * kv_dim, k.raw(), k.nbytes(), cudaMemcpyDeviceToDevice, stream_));
@@ -251,11 +234,8 @@ class CudaBackendImpl final : public CudaBackend {
   bool awq_pair(const Linear& w1, const Linear& w3, const Tensor& x, Tensor& a, Tensor& b);
 
   void router(const Tensor& logits, int top_k, bool renormalize, Tensor& ids, Tensor& weights) override {
-    check_devices("router", dev_, {{"logits", &logits}, {"ids", &ids}, {"weights", &weights}});
+    op_args::router(dev_, logits, top_k, ids, weights);
     const int64_t n = logits.rows(), E = logits.row_size();
-    REQUIRE(E >= 1 && E <= kMaxExperts && top_k >= 1 && top_k <= kMaxTopK && top_k <= E, "router",
-            std::to_string(E) + " experts top-" + std::to_string(top_k) + " (limits: E ≤ 256, k ≤ 8)");
-    REQUIRE(ids.numel() == n * top_k && weights.numel() == n * top_k, "router", "ids/weights are not [n, k]");
     DeviceGuard guard(dev_.index);
     GpuOpScope scope(*this, "router");
     cuda::launch_router(logits.data<float>(), n, int(E), top_k, renormalize, ids.data<int32_t>(),
@@ -267,16 +247,12 @@ class CudaBackendImpl final : public CudaBackend {
 
   void moe_combine(const std::vector<const Tensor*>& slots, const std::vector<int>& owner, const Tensor& ids,
                    Tensor& out) override {
-    check_devices("moe_combine", dev_, {{"ids", &ids}, {"out", &out}});
-    REQUIRE(slots.size() <= 8 && owner.size() <= 256, "moe_combine", "at most 8 slot tensors and 256 experts");
+    op_args::moe_combine(dev_, slots, owner, ids, out);
     cuda::CombineSources src{};
     for (size_t i = 0; i < slots.size(); ++i) {
-      check_devices("moe_combine", dev_, {{"slots", slots[i]}});
-      REQUIRE(slots[i]->numel() == ids.numel() * out.row_size(), "moe_combine", "slots are not [n·k, hidden]");
       src.slots[i] = slots[i]->data<float>();
     }
     for (size_t e = 0; e < owner.size(); ++e) {
-      REQUIRE(owner[e] >= 0 && size_t(owner[e]) < slots.size(), "moe_combine", "expert owner out of range");
       src.owner[e] = uint8_t(owner[e]);
     }
     DeviceGuard guard(dev_.index);
@@ -286,16 +262,14 @@ class CudaBackendImpl final : public CudaBackend {
   }
 
   void add(const Tensor& a, const Tensor& b, Tensor& y) override {
-    check_devices("add", dev_, {{"a", &a}, {"b", &b}, {"y", &y}});
-    REQUIRE(a.numel() == b.numel() && a.numel() == y.numel(), "add", "shapes " + a.shape_str() + " and " + b.shape_str());
+    op_args::add(dev_, a, b, y);
     DeviceGuard guard(dev_.index);
     GpuOpScope scope(*this, "add");
     cuda::launch_add(a.data<float>(), b.data<float>(), y.data<float>(), a.numel(), stream_);
   }
 
   void swiglu(Tensor& a, const Tensor& b) override {
-    check_devices("swiglu", dev_, {{"a", &a}, {"b", &b}});
-    REQUIRE(a.numel() == b.numel(), "swiglu", "shapes " + a.shape_str() + " and " + b.shape_str());
+    op_args::swiglu(dev_, a, b);
     DeviceGuard guard(dev_.index);
     GpuOpScope scope(*this, "swiglu");
     cuda::launch_swiglu(a.data<float>(), b.data<float>(), a.numel(), stream_);
@@ -471,13 +445,8 @@ void CudaLinear::weight_row(int64_t o, float* dst) const {
 }
 
 void CudaBackendImpl::linear(const Linear& w, const Tensor& x, Tensor& y) {
-  check_devices("linear", dev_, {{"x", &x}, {"y", &y}});
-  check_linear_device("linear", dev_, w);
+  op_args::linear(dev_, w, x, y);
   const auto& l = static_cast<const CudaLinear&>(w);
-  REQUIRE(x.row_size() == w.in_features && y.row_size() == w.out_features && x.rows() == y.rows() &&
-              x.dtype == DType::F32,
-          "linear", w.name + " [" + std::to_string(w.out_features) + ", " + std::to_string(w.in_features) + "]: x " +
-                        x.shape_str() + ", y " + y.shape_str());
   DeviceGuard guard(dev_.index);
   GpuOpScope scope(*this, l.weight.buffer ? "linear" : "linear_awq");
   const int64_t n = x.rows(), in = w.in_features, out = w.out_features;
@@ -537,11 +506,9 @@ bool CudaBackendImpl::awq_pair(const Linear& w1, const Linear& w3, const Tensor&
 
 void CudaBackendImpl::moe_experts(const ExpertSet& set, const Tensor& x, const Tensor& ids, const Tensor& weights,
                                   Tensor& slots) {
-  check_devices("moe_experts", dev_, {{"x", &x}, {"ids", &ids}, {"weights", &weights}, {"slots", &slots}});
+  op_args::moe_experts(dev_, x, ids, weights, slots);
   const int64_t n = x.rows(), hidden = x.row_size();
   const int k = int(ids.row_size());
-  REQUIRE(ids.rows() == n && weights.numel() == ids.numel() && slots.numel() == n * k * hidden, "moe_experts",
-          "x " + x.shape_str() + ", ids " + ids.shape_str() + ", slots " + slots.shape_str() + " do not match");
   // 1. The routes come back to the host once (the one synchronisation of the layer) and are grouped by expert:
   //    rows (token of each slot) and slot indices, expert after expert, uploaded in one asynchronous copy from
   //    pinned memory (reused only after the next synchronisation, which waits for that copy).

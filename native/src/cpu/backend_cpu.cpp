@@ -12,6 +12,7 @@
 
 #include "attention_cpu.h"
 #include "core/backend.h"
+#include "core/op_args.h"
 #include "core/error.h"
 #include "cpu_features.h"
 #include "cpu_linear.h"
@@ -28,7 +29,7 @@ namespace mixq {
 
 namespace {
 
-#define REQUIRE(cond, op, what) MIXQ_CHECK_ARG(cond, std::string(op) + "", what)
+#define REQUIRE(cond, op, what) MIXQ_CHECK_ARG(cond, std::string(op), what)
 
 // Reads a "Key:   N kB" line of /proc/meminfo; 0 when unavailable.
 size_t meminfo_bytes(const char* key) {
@@ -116,10 +117,6 @@ class MappedBuffer final : public Buffer {
   std::shared_ptr<Arena> arena_;
 };
 
-void require_f32(const char* op, const Tensor& t, const char* role) {
-  REQUIRE(t.dtype == DType::F32, op, std::string("tensor ") + role + " must be F32, not " + dtype_name(t.dtype));
-}
-
 class CpuBackend final : public Backend {
  public:
   CpuBackend(Device dev, int threads) : dev_(dev), pool_(shared_pool(threads)), arena_(std::make_shared<Arena>()) {}
@@ -149,31 +146,23 @@ class CpuBackend final : public Backend {
   void from_host(const void* src, size_t bytes, Tensor& dst) override {
     ProfileScope prof(profiler(), "from_host");
     if (prof) prof.bytes = 2 * bytes;
-    check_devices("from_host", dev_, {{"dst", &dst}});
-    REQUIRE(bytes <= dst.nbytes(), "from_host", "copy of " + std::to_string(bytes) + " bytes exceeds tensor " + dst.name);
+    op_args::from_host(dev_, bytes, dst);
     std::memcpy(dst.raw(), src, bytes);
   }
 
   void to_host(const Tensor& src, void* dst, size_t bytes) override {
     ProfileScope prof(profiler(), "to_host");
     if (prof) prof.bytes = 2 * bytes;
-    check_devices("to_host", dev_, {{"src", &src}});
-    REQUIRE(bytes <= src.nbytes(), "to_host", "copy of " + std::to_string(bytes) + " bytes exceeds tensor " + src.name);
+    op_args::to_host(dev_, src, bytes);
     std::memcpy(dst, src.raw(), bytes);
   }
 
   void copy(const Tensor& src, Tensor& dst) override {
     ProfileScope prof(profiler(), "copy");
     if (prof) prof.bytes = 2 * src.nbytes();
-    const bool src_here = src.device() == dev_, dst_here = dst.device() == dev_;
-    if (device_checks_enabled()) {
-      REQUIRE(src_here || dst_here, "copy",
-              "on " + dev_.str() + ": neither " + src.device().str() + " nor " + dst.device().str() + " is this device");
-      const Device other = src_here ? dst.device() : src.device();
-      REQUIRE(other.kind == DeviceKind::Cpu, "copy", "on " + dev_.str() + ": " + other.str() + " is not host memory");
-    }
-    REQUIRE(src.nbytes() == dst.nbytes() && src.dtype == dst.dtype, "copy",
-            "tensor " + src.name + " " + src.shape_str() + " does not match " + dst.name + " " + dst.shape_str());
+    op_args::copy(dev_, src, dst);
+    const Device other = src.device() == dev_ ? dst.device() : src.device();
+    REQUIRE(other.kind == DeviceKind::Cpu, "copy", "on " + dev_.str() + ": " + other.str() + " is not host memory");
     std::memcpy(dst.raw(), src.raw(), src.nbytes());
   }
 
@@ -198,10 +187,7 @@ class CpuBackend final : public Backend {
   void embed(const Tensor& table, const Tensor& ids, Tensor& x) override {
     ProfileScope prof(profiler(), "embed");
     if (prof) prof.bytes = size_t(ids.numel()) * table.row_size() * dtype_size(table.dtype) + ids.nbytes() + x.nbytes();
-    check_devices("embed", dev_, {{"table", &table}, {"ids", &ids}, {"x", &x}});
-    REQUIRE(ids.dtype == DType::I32 && x.rows() == ids.numel() && x.row_size() == table.row_size(), "embed",
-            "ids " + ids.shape_str() + " / x " + x.shape_str() + " do not match table " + table.shape_str());
-    require_f32("embed", x, "x");
+    op_args::embed(dev_, table, ids, x);
     embed_rows(table.raw(), table.dtype, table.rows(), table.row_size(), ids.data<int32_t>(), ids.numel(),
                x.data<float>());
   }
@@ -209,20 +195,14 @@ class CpuBackend final : public Backend {
   void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y) override {
     ProfileScope prof(profiler(), "rms_norm");
     if (prof) prof.bytes = x.nbytes() + w.nbytes() + y.nbytes();
-    check_devices("rms_norm", dev_, {{"x", &x}, {"w", &w}, {"y", &y}});
-    REQUIRE(w.numel() == x.row_size() && y.numel() == x.numel(), "rms_norm",
-            "x " + x.shape_str() + ", w " + w.shape_str() + ", y " + y.shape_str() + " do not match");
-    require_f32("rms_norm", x, "x");
+    op_args::rms_norm(dev_, x, w, y);
     mixq::rms_norm(x.data<float>(), w.data<float>(), x.rows(), x.row_size(), eps, y.data<float>());
   }
 
   void rope(Tensor& x, const Tensor& positions, const Tensor& inv_freq, int heads, int head_dim) override {
     ProfileScope prof(profiler(), "rope");
     if (prof) prof.bytes = 2 * x.nbytes() + positions.nbytes() + inv_freq.nbytes();
-    check_devices("rope", dev_, {{"x", &x}, {"positions", &positions}, {"inv_freq", &inv_freq}});
-    REQUIRE(x.row_size() == int64_t(heads) * head_dim && positions.numel() == x.rows() &&
-                inv_freq.numel() == head_dim / 2,
-            "rope", "x " + x.shape_str() + " is not [positions, " + std::to_string(heads) + "·" + std::to_string(head_dim) + "]");
+    op_args::rope(dev_, x, positions, inv_freq, heads, head_dim);
     rope_rows(x.data<float>(), x.rows(), heads, head_dim, positions.data<int32_t>(), inv_freq.data<float>());
   }
 
@@ -232,13 +212,8 @@ class CpuBackend final : public Backend {
     // q, k, v in; k, v appended to the caches; the caches' rows [0, n_past + n) read; out written.
     if (prof) prof.bytes = q.nbytes() + 2 * (k.nbytes() + v.nbytes()) + out.nbytes() +
                            2 * size_t(n_past + q.rows()) * k_cache.row_size() * sizeof(float);
-    check_devices("attention", dev_,
-                  {{"q", &q}, {"k", &k}, {"v", &v}, {"k_cache", &k_cache}, {"v_cache", &v_cache}, {"out", &out}});
+    op_args::attention(dev_, q, k, v, k_cache, v_cache, n_past, s, out);
     const int64_t n = q.rows(), kv_dim = int64_t(s.kv_heads) * s.head_dim;
-    REQUIRE(n_past >= 0 && n_past + n <= k_cache.rows() && k_cache.row_size() == kv_dim && k.row_size() == kv_dim &&
-                q.row_size() == int64_t(s.heads) * s.head_dim && out.numel() == q.numel(),
-            "attention", "q " + q.shape_str() + ", k " + k.shape_str() + ", cache " + k_cache.shape_str() +
-                             " at position " + std::to_string(n_past) + " do not match the attention shape");
     std::memcpy(k_cache.data<float>() + n_past * kv_dim, k.raw(), k.nbytes());
     std::memcpy(v_cache.data<float>() + n_past * kv_dim, v.raw(), v.nbytes());
     mixq::attention(q.data<float>(), n, n_past, k_cache.data<float>(), v_cache.data<float>(), s, out.data<float>(),
@@ -248,22 +223,15 @@ class CpuBackend final : public Backend {
   void linear(const Linear& w, const Tensor& x, Tensor& y) override {
     ProfileScope prof(profiler(), "linear");
     if (prof) prof.bytes = w.weight_bytes() + x.nbytes() + y.nbytes();
-    check_devices("linear", dev_, {{"x", &x}, {"y", &y}});
-    check_linear_device("linear", dev_, w);
-    REQUIRE(x.row_size() == w.in_features && y.row_size() == w.out_features && x.rows() == y.rows(), "linear",
-            w.name + " [" + std::to_string(w.out_features) + ", " + std::to_string(w.in_features) + "]: x " +
-                x.shape_str() + ", y " + y.shape_str());
+    op_args::linear(dev_, w, x, y);
     static_cast<const CpuLinear&>(w).forward(x.data<float>(), x.rows(), y.data<float>(), *pool_);
   }
 
   void router(const Tensor& logits, int top_k, bool renormalize, Tensor& ids, Tensor& weights) override {
     ProfileScope prof(profiler(), "router");
     if (prof) prof.bytes = logits.nbytes() + ids.nbytes() + weights.nbytes();
-    check_devices("router", dev_, {{"logits", &logits}, {"ids", &ids}, {"weights", &weights}});
+    op_args::router(dev_, logits, top_k, ids, weights);
     const int64_t n = logits.rows(), E = logits.row_size();
-    REQUIRE(E >= 1 && E <= kMaxExperts && top_k >= 1 && top_k <= kMaxTopK && top_k <= E, "router",
-            std::to_string(E) + " experts top-" + std::to_string(top_k) + " (limits: E ≤ 256, k ≤ 8)");
-    REQUIRE(ids.numel() == n * top_k && weights.numel() == n * top_k, "router", "ids/weights are not [n, k]");
     for (int64_t t = 0; t < n; ++t) {
       router_topk(logits.data<float>() + t * E, int(E), top_k, renormalize, ids.data<int32_t>() + t * top_k,
                   weights.data<float>() + t * top_k);
@@ -277,14 +245,9 @@ class CpuBackend final : public Backend {
                    Tensor& out) override {
     ProfileScope prof(profiler(), "moe_combine");
     if (prof) prof.bytes = ids.nbytes() + size_t(ids.numel()) * out.row_size() * sizeof(float) + out.nbytes();
-    check_devices("moe_combine", dev_, {{"ids", &ids}, {"out", &out}});
+    op_args::moe_combine(dev_, slots, owner, ids, out);
     std::vector<const float*> rows;
-    for (const Tensor* s : slots) {
-      check_devices("moe_combine", dev_, {{"slots", s}});
-      REQUIRE(s->numel() == ids.numel() * out.row_size(), "moe_combine", "slots " + s->shape_str() + " are not [n·k, hidden]");
-      rows.push_back(s->data<float>());
-    }
-    for (int o : owner) REQUIRE(o >= 0 && size_t(o) < slots.size(), "moe_combine", "expert owner out of range");
+    for (const Tensor* s : slots) rows.push_back(s->data<float>());
     const int k = int(ids.row_size());
     moe_combine_rows(rows, owner, ids.data<int32_t>(), ids.rows(), k, out.row_size(), out.data<float>());
   }
@@ -292,8 +255,7 @@ class CpuBackend final : public Backend {
   void add(const Tensor& a, const Tensor& b, Tensor& y) override {
     ProfileScope prof(profiler(), "add");
     if (prof) prof.bytes = a.nbytes() + b.nbytes() + y.nbytes();
-    check_devices("add", dev_, {{"a", &a}, {"b", &b}, {"y", &y}});
-    REQUIRE(a.numel() == b.numel() && a.numel() == y.numel(), "add", "shapes " + a.shape_str() + " and " + b.shape_str());
+    op_args::add(dev_, a, b, y);
     const float *pa = a.data<float>(), *pb = b.data<float>();
     float* py = y.data<float>();
     for (int64_t i = 0, n = a.numel(); i < n; ++i) py[i] = pa[i] + pb[i];
@@ -302,8 +264,7 @@ class CpuBackend final : public Backend {
   void swiglu(Tensor& a, const Tensor& b) override {
     ProfileScope prof(profiler(), "swiglu");
     if (prof) prof.bytes = 2 * a.nbytes() + b.nbytes();
-    check_devices("swiglu", dev_, {{"a", &a}, {"b", &b}});
-    REQUIRE(a.numel() == b.numel(), "swiglu", "shapes " + a.shape_str() + " and " + b.shape_str());
+    op_args::swiglu(dev_, a, b);
     float* pa = a.data<float>();
     const float* pb = b.data<float>();
     pool_->parallel_for(a.numel(), [&](int64_t lo, int64_t hi) { mixq::swiglu(pa + lo, pb + lo, hi - lo); });
@@ -326,12 +287,10 @@ struct Route {
 void CpuBackend::moe_experts(const ExpertSet& set, const Tensor& x, const Tensor& ids, const Tensor& weights,
                              Tensor& slots) {
   ProfileScope prof(profiler(), "moe_experts");
-  check_devices("moe_experts", dev_, {{"x", &x}, {"ids", &ids}, {"weights", &weights}, {"slots", &slots}});
+  op_args::moe_experts(dev_, x, ids, weights, slots);
   const int64_t n = x.rows(), hidden = x.row_size();
   const int k = int(ids.row_size());
   const int E = int(set.experts.size());
-  REQUIRE(ids.rows() == n && weights.numel() == ids.numel() && slots.numel() == n * k * hidden, "moe_experts",
-          "x " + x.shape_str() + ", ids " + ids.shape_str() + ", slots " + slots.shape_str() + " do not match");
   const int32_t* id = ids.data<int32_t>();
   std::vector<Route> routes;
   for (int e = 0; e < E; ++e) {
