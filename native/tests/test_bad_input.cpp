@@ -25,16 +25,6 @@ const char* kShard1 = "model-00001-of-00003.safetensors";
 const char* kShard2 = "model-00002-of-00003.safetensors";
 const char* kShard3 = "model-00003-of-00003.safetensors";
 
-std::string read_file(const std::string& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-void write_file(const std::string& p, const std::string& bytes) {
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f.write(bytes.data(), std::streamsize(bytes.size()));
-}
 
 // A copy of the fixture model: every file a symlink except those the case rewrites (copied).
 struct BrokenModel {

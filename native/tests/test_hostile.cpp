@@ -25,16 +25,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string read_file(const std::string& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-void write_file(const std::string& p, const std::string& bytes) {
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f.write(bytes.data(), std::streamsize(bytes.size()));
-}
 
 // A safetensors file with `header` as its JSON header and `data` as its data region.
 void write_raw_safetensors(const std::string& path, std::string header, const std::string& data = "") {

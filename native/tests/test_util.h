@@ -23,6 +23,8 @@ std::string tiny_model_dir(); // <repo>/models/mixq-tiny-code
 double rel_err(const float* a, const float* b, size_t n);
 std::string fmt(double v);
 std::string make_temp_dir(const std::string& tag);  // fresh directory under $TMPDIR
+std::string read_file(const std::string& path);                        // the whole file, binary
+void write_file(const std::string& path, const std::string& bytes);   // replaces the file
 void remove_tree(const std::string& dir);
 
 }  // namespace mixq_test

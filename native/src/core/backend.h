@@ -45,6 +45,7 @@ class Backend {
   virtual Device device() const = 0;
   virtual std::string name() const = 0;  // "cpu:0 (AVX-512, 2 threads)", "cuda:0 NVIDIA H200"
   virtual std::vector<std::string> features() const { return {}; }  // e.g. CPU ISA extensions
+  virtual int threads() const { return 0; }  // host worker threads its ops use (0: none of its own)
   virtual size_t free_memory() const = 0;
   virtual size_t total_memory() const = 0;
   // Bytes this device holds now: its allocations plus weights it maps in place.

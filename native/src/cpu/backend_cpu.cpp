@@ -126,6 +126,7 @@ class CpuBackend final : public Backend {
     return dev_.str() + " (" + cpu_simd_level() + ", " + std::to_string(pool_->size()) + " threads)";
   }
   std::vector<std::string> features() const override { return cpu_features(); }
+  int threads() const override { return pool_->size(); }
   size_t free_memory() const override { return meminfo_bytes("MemAvailable"); }
   size_t total_memory() const override { return meminfo_bytes("MemTotal"); }
   size_t arena_bytes() const override { return arena_->bytes.load(); }

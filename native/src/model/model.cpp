@@ -2,6 +2,7 @@
 // its device by that device's backend (the CPU wraps the mapping; nothing but the norm vectors is converted).
 #include "model.h"
 
+#include <algorithm>
 #include <sstream>
 
 #include "core/error.h"
@@ -300,14 +301,9 @@ const Plan& Model::placement() const { return impl->plan; }
 size_t Model::weight_bytes() const { return impl->weights.total_bytes(); }
 
 int Model::threads() const {
-  // The CPU backends share one pool; its size is in their description "(ISA, N threads)".
-  for (const auto& be : impl->backends) {
-    if (be->device().kind != DeviceKind::Cpu) continue;
-    const std::string n = be->name();
-    const size_t comma = n.rfind(", ");
-    if (comma != std::string::npos) return std::atoi(n.c_str() + comma + 2);
-  }
-  return 0;
+  int n = 0;  // the CPU backends share one pool
+  for (const auto& be : impl->backends) n = std::max(n, be->threads());
+  return n;
 }
 
 std::vector<DeviceUsage> Model::device_usage() const {
