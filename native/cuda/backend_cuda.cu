@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <string>
@@ -16,6 +17,7 @@
 #include "cuda_check.h"
 #include "device_buffer.h"
 #include "device_guard.h"
+#include "expert_table.h"
 #include "gemv_w4a16.h"
 #include "ops_cuda.h"
 #include "ops/router.h"
@@ -72,6 +74,30 @@ class CudaEvent final : public Event {
   int ordinal_;
   cudaEvent_t event_ = nullptr;
 };
+
+class CudaGraph final : public Graph {
+ public:
+  CudaGraph(int ordinal, cudaStream_t stream, cudaGraphExec_t exec) : ordinal_(ordinal), stream_(stream), exec_(exec) {}
+  ~CudaGraph() override {
+    DeviceGuard guard(ordinal_);
+    cudaGraphExecDestroy(exec_);
+  }
+  void replay() override {
+    DeviceGuard guard(ordinal_);
+    CUDA_CHECK(cudaGraphLaunch(exec_, stream_));
+  }
+
+ private:
+  int ordinal_;
+  cudaStream_t stream_;
+  cudaGraphExec_t exec_;
+};
+
+// MIXQ_CUDA_GRAPHS=0 switches recording off (every step then launches its kernels one by one).
+bool graphs_allowed() {
+  const char* v = std::getenv("MIXQ_CUDA_GRAPHS");
+  return !(v && std::strcmp(v, "0") == 0);
+}
 
 // A weight handle: the uploaded tensors (dense [out, in] or transposed [in, out]; or AWQ's three).
 class CudaLinear final : public Linear {
@@ -190,6 +216,36 @@ class CudaBackendImpl final : public CudaBackend {
     resolve_profile();
   }
 
+  bool begin_capture() override {
+    // The attention op still appends to the KV cache at the host's n_past: a recording would freeze it.
+    constexpr bool kAttentionReadsPositions = false;
+    if (!kAttentionReadsPositions) return false;
+    if (profiler().enabled() || !graphs_allowed()) return false;  // profiling times ops one by one
+    DeviceGuard guard(dev_.index);
+    CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    return true;
+  }
+  std::unique_ptr<Graph> end_capture() override {
+    DeviceGuard guard(dev_.index);
+    cudaGraph_t graph = nullptr;
+    CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    CUDA_CHECK(e);
+    return std::make_unique<CudaGraph>(dev_.index, stream_, exec);
+  }
+  void cancel_capture() override {
+    DeviceGuard guard(dev_.index);
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(stream_, &status) != cudaSuccess || status == cudaStreamCaptureStatusNone) return;
+    cudaGraph_t graph = nullptr;
+    cudaStreamEndCapture(stream_, &graph);
+    if (graph) cudaGraphDestroy(graph);
+    cudaGetLastError();  // the failed capture's error is reported by the op that caused it
+  }
+  uint64_t generation() const override { return generation_; }
+
   std::unique_ptr<Linear> prepare_linear(const LinearSource& src) override;
 
   void embed(const Tensor& table, const Tensor& ids, Tensor& x) override {
@@ -284,7 +340,10 @@ class CudaBackendImpl final : public CudaBackend {
   }
   // f16 copy of x for the int4 GEMV, and its split-K workspace (zeroed once; every call leaves it zeroed).
   Tensor& half_x(int64_t elems) {
-    if (!x16_.buffer || x16_.numel() < elems) x16_ = empty(DType::F16, {elems}, "x as f16");
+    if (!x16_.buffer || x16_.numel() < elems) {
+      x16_ = empty(DType::F16, {elems}, "x as f16");
+      ++generation_;
+    }
     return x16_;
   }
   void* gemv_workspace(int64_t out, int batch) {
@@ -292,6 +351,7 @@ class CudaBackendImpl final : public CudaBackend {
     if (!gemv_ws_.buffer || gemv_ws_.nbytes() < need) {
       gemv_ws_ = empty(DType::U8, {int64_t(need)}, "gemv workspace");
       CUDA_CHECK(cudaMemsetAsync(gemv_ws_.raw(), 0, need, stream_));
+      ++generation_;
     }
     return gemv_ws_.raw();
   }
@@ -305,12 +365,25 @@ class CudaBackendImpl final : public CudaBackend {
     want.shape = shape;
     if (!t.buffer || t.buffer->size() < want.nbytes()) {
       t = empty(dt, shape, role);
+      ++generation_;
       return t;
     }
     t.dtype = dt;
     t.shape = std::move(shape);
     return t;
   }
+  // The device table of a layer's experts (expert_table.h), built on first use and cached per set; null when
+  // the set's experts are not all AWQ matrices of one group size and of the first one's shapes.
+  struct ExpertTable {
+    std::vector<cuda::ExpertMatrices> host;
+    Tensor device;
+    int group = 0;
+    int64_t hidden = 0, inter = 0;
+  };
+  const ExpertTable* expert_table(const ExpertSet& set);
+  bool moe_experts_routed(const ExpertSet& set, const Tensor& x, const Tensor& ids, const Tensor& weights,
+                          Tensor& slots);
+
   // Pinned host ints for asynchronous uploads of routes.
   int32_t* pinned_ints(int64_t count) {
     if (pinned_count_ < count) {
@@ -366,6 +439,8 @@ class CudaBackendImpl final : public CudaBackend {
   std::map<std::string, Tensor> scratch_;
   void* pinned_ = nullptr;
   int64_t pinned_count_ = 0;
+  std::map<const ExpertSet*, ExpertTable> tables_;
+  uint64_t generation_ = 0;
 };
 
 GpuOpScope::GpuOpScope(CudaBackendImpl& b, const char* name) : name_(name) {
@@ -507,6 +582,7 @@ bool CudaBackendImpl::awq_pair(const Linear& w1, const Linear& w3, const Tensor&
 void CudaBackendImpl::moe_experts(const ExpertSet& set, const Tensor& x, const Tensor& ids, const Tensor& weights,
                                   Tensor& slots) {
   op_args::moe_experts(dev_, x, ids, weights, slots);
+  if (moe_experts_routed(set, x, ids, weights, slots)) return;
   const int64_t n = x.rows(), hidden = x.row_size();
   const int k = int(ids.row_size());
   // 1. The routes come back to the host once (the one synchronisation of the layer) and are grouped by expert:
@@ -561,6 +637,87 @@ void CudaBackendImpl::moe_experts(const ExpertSet& set, const Tensor& x, const T
     cuda::launch_scatter_weighted(ye.data<float>(), list_t.data<int32_t>() + slots_n + g.begin, g.count, hidden,
                                   weights.data<float>(), slots.data<float>(), stream_);
   }
+}
+
+// The matrices of one expert as table entries, when all three are AWQ with `group` (0: take w1's).
+bool awq_entry(const ExpertWeights& ex, int& group, cuda::ExpertMatrices& entry) {
+  const CudaLinear* parts[3] = {static_cast<const CudaLinear*>(ex.w1.get()),
+                                static_cast<const CudaLinear*>(ex.w3.get()),
+                                static_cast<const CudaLinear*>(ex.w2.get())};
+  for (int i = 0; i < 3; ++i) {
+    const CudaLinear* l = parts[i];
+    if (!l || l->weight.buffer || !l->qweight.buffer) return false;
+    if (group == 0) group = l->group;
+    if (l->group != group) return false;
+    entry.w[i] = {l->qweight.data<int32_t>(), l->qzeros.data<int32_t>(),
+                  static_cast<const __half*>(l->scales.raw())};
+  }
+  return true;
+}
+
+const CudaBackendImpl::ExpertTable* CudaBackendImpl::expert_table(const ExpertSet& set) {
+  std::vector<cuda::ExpertMatrices> host(set.experts.size());
+  int group = 0;
+  int64_t hidden = 0, inter = 0;
+  for (size_t e = 0; e < set.experts.size(); ++e) {
+    const ExpertWeights* ex = set.experts[e];
+    if (!ex) continue;
+    if (!awq_entry(*ex, group, host[e])) return nullptr;
+    if (hidden == 0) hidden = ex->w1->in_features, inter = ex->w1->out_features;
+    if (ex->w1->in_features != hidden || ex->w3->in_features != hidden || ex->w1->out_features != inter ||
+        ex->w3->out_features != inter || ex->w2->in_features != inter || ex->w2->out_features != hidden)
+      return nullptr;
+  }
+  if (hidden == 0 || inter % 32 != 0 || hidden % 32 != 0 || (group != 32 && group != 64 && group != 128))
+    return nullptr;
+  ExpertTable& t = tables_[&set];
+  const auto same = [&] {
+    return t.host.size() == host.size() &&
+           std::memcmp(t.host.data(), host.data(), host.size() * sizeof(cuda::ExpertMatrices)) == 0;
+  };
+  if (!t.device.buffer || !same()) {  // first use, or another set now lives at this address
+    for (size_t e = 0; e < set.experts.size(); ++e)
+      if (set.experts[e]) check_linear_device("moe_experts", dev_, *set.experts[e]->w1);
+    t.host = std::move(host);
+    t.device = empty(DType::U8, {int64_t(t.host.size() * sizeof(cuda::ExpertMatrices))}, "expert table");
+    from_host(t.host.data(), t.device.nbytes(), t.device);
+    t.group = group, t.hidden = hidden, t.inter = inter;
+    ++generation_;
+  }
+  return &t;
+}
+
+// Decode (few slots): every slot's expert read on the device from `ids` — no host synchronisation, so the step
+// can be recorded as a graph. x → f16; one routed int4 GEMV for w1 and w3 of every slot; h = f16(silu(a)·b);
+// one routed GEMV for w2 scaled by the router weight, written straight into the slot's row.
+bool CudaBackendImpl::moe_experts_routed(const ExpertSet& set, const Tensor& x, const Tensor& ids,
+                                         const Tensor& weights, Tensor& slots) {
+  const int64_t n = x.rows(), k = ids.row_size(), S = n * k;
+  if (2 * S > cuda::kGemvMaxRoutedProblems) return false;
+  const ExpertTable* t = expert_table(set);
+  if (!t || t->hidden != x.row_size()) return false;
+  DeviceGuard guard(dev_.index);
+  GpuOpScope scope(*this, "moe_experts");
+  const int64_t hidden = t->hidden, inter = t->inter;
+  Tensor& x16 = half_x(n * hidden);
+  Tensor& gate_up = scratch(DType::F32, {2 * S, inter}, "moe gate|up");
+  Tensor& h16 = scratch(DType::F16, {S, inter}, "moe hidden f16");
+  gemv_workspace(inter, int(2 * S));
+  void* ws = gemv_workspace(hidden, int(S));  // one buffer, at least the larger of the two needs
+  const auto* table = reinterpret_cast<const cuda::ExpertMatrices*>(t->device.raw());
+  cuda::launch_f32_to_f16(x.data<float>(), x16.raw(), n * hidden, stream_);
+  cuda::GemvW4A16Routes up{ids.data<int32_t>(), table, int(t->host.size()), cuda::kGate, int(S), int(k),
+                           static_cast<const __half*>(x16.raw()), gate_up.raw(), nullptr};
+  cuda::launch_gemv_w4a16_routed(up, 2, DType::F32, hidden, inter, t->group, ws,
+                                 cuda::gemv_w4a16_default_config(hidden, inter, t->group, dev_.index, int(2 * S)),
+                                 stream_);
+  cuda::launch_swiglu_f16(gate_up.data<float>(), gate_up.data<float>() + S * inter, h16.raw(), S * inter, stream_);
+  cuda::GemvW4A16Routes down{ids.data<int32_t>(), table, int(t->host.size()), cuda::kDown, int(S), 1,
+                             static_cast<const __half*>(h16.raw()), slots.raw(), weights.data<float>()};
+  cuda::launch_gemv_w4a16_routed(down, 1, DType::F32, inter, hidden, t->group, ws,
+                                 cuda::gemv_w4a16_default_config(inter, hidden, t->group, dev_.index, int(S)),
+                                 stream_);
+  return true;
 }
 
 const bool registered = register_backend(BackendFactory{

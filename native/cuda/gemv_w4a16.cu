@@ -27,6 +27,7 @@
 #include <mutex>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 
 #include "cuda_check.h"
@@ -43,6 +44,10 @@ constexpr int kRowsPerFlush = 4;  // fp16 accumulation length before the fp32 fl
 struct Batch {
   GemvW4A16Problem p[kGemvMaxBatch];
 };
+
+// Where the problems' pointers come from: scalar parameters (one problem), the Batch (blockIdx.z), or the routes
+// (blockIdx.z = matrix · slots + slot, the expert read from the device).
+enum Mode : int { kOne = 0, kBatched = 1, kRouted = 2 };
 
 // Two nibbles (bits 4p..4p+3 and 16+4p..16+4p+3) of `word` as the half2 (1024 + lo, 1024 + hi).
 __device__ __forceinline__ half2 nibble_pair_plus_1024(uint32_t word, int p) {
@@ -96,9 +101,9 @@ __device__ __forceinline__ uint2 load_weights(const uint2* p) {
 // kBatched: the problem's pointers come from `batch` (indexed by blockIdx.z); otherwise from the scalar
 // parameters, which the compiler uses straight from the constant bank — measured faster for one problem
 // (the batched form holds 10 more registers and spilled at R = 32).
-template <int C, int R, int W, bool kBatched, class OutT>
+template <int C, int R, int W, int kMode, class OutT>
 __global__ void __launch_bounds__(kThreads, W == 2 ? 3 : 2)  // W = 2: ≤ 85 registers, three blocks per SM
-    gemv_w4a16_kernel(const Batch batch,
+    gemv_w4a16_kernel(const Batch batch, const GemvW4A16Routes routes,
                       const __half* __restrict__ x_one,         // [in]          (!kBatched)
                       const int32_t* __restrict__ qweight_one,  // [in][out/8]
                       const int32_t* __restrict__ qzeros_one,   // [in/G][out/8]
@@ -110,10 +115,29 @@ __global__ void __launch_bounds__(kThreads, W == 2 ? 3 : 2)  // W = 2: ≤ 85 re
   using Vec = typename WordsOf<W>::type;
   constexpr int KB = kThreads / C;
   constexpr int kOut = 8 * W;  // outputs per thread
-  const __half* __restrict__ x = kBatched ? batch.p[blockIdx.z].x : x_one;
-  const Vec* __restrict__ qweight = reinterpret_cast<const Vec*>(kBatched ? batch.p[blockIdx.z].qweight : qweight_one);
-  const Vec* __restrict__ qzeros = reinterpret_cast<const Vec*>(kBatched ? batch.p[blockIdx.z].qzeros : qzeros_one);
-  const __half* __restrict__ scales = kBatched ? batch.p[blockIdx.z].scales : scales_one;
+  const __half* x = x_one;
+  const int32_t* qweight_words = qweight_one;
+  const int32_t* qzeros_words = qzeros_one;
+  const __half* scales = scales_one;
+  void* y = y_one;
+  float y_scale = 1.0f;
+  if constexpr (kMode == kBatched) {
+    const GemvW4A16Problem& p = batch.p[blockIdx.z];
+    x = p.x, qweight_words = p.qweight, qzeros_words = p.qzeros, scales = p.scales, y = p.y;
+  }
+  if constexpr (kMode == kRouted) {
+    const int matrix = blockIdx.z / routes.slots, slot = blockIdx.z % routes.slots;
+    const int e = routes.expert_of[slot];
+    if (e < 0 || e >= routes.num_experts) return;  // a masked or foreign id: no expert to run
+    const AwqMatrix m = routes.table[e].w[routes.first_matrix + matrix];
+    if (!m.qweight) return;  // an expert this device does not hold: its slot is left as it is
+    x = routes.x + static_cast<size_t>(slot / routes.x_row_div) * in;
+    qweight_words = m.qweight, qzeros_words = m.qzeros, scales = m.scales;
+    y = static_cast<char*>(routes.y) + (static_cast<size_t>(blockIdx.z) * out) * (sizeof(OutT));
+    if (routes.y_scale) y_scale = routes.y_scale[slot];
+  }
+  const Vec* __restrict__ qweight = reinterpret_cast<const Vec*>(qweight_words);
+  const Vec* __restrict__ qzeros = reinterpret_cast<const Vec*>(qzeros_words);
   const int cols = out / kOut;  // Vec columns per row
   const int c_local = threadIdx.x % C, k_lane = threadIdx.x / C;
   const int col = blockIdx.x * C + c_local;
@@ -210,12 +234,10 @@ __global__ void __launch_bounds__(kThreads, W == 2 ? 3 : 2)  // W = 2: ≤ 85 re
     sums[q] = sum;
     outs[q] = part == 0 ? blockIdx.x * kBlockOut + o_local : out;  // `out` marks "not mine to write"
   }
-  void* y = kBatched ? batch.p[blockIdx.z].y : y_one;
-
   if (gridDim.y == 1) {
 #pragma unroll
     for (int q = 0; q < Q; ++q)
-      if (outs[q] < out) store_out<OutT>(y, outs[q], sums[q]);
+      if (outs[q] < out) store_out<OutT>(y, outs[q], y_scale * sums[q]);
     return;
   }
 
@@ -238,45 +260,55 @@ __global__ void __launch_bounds__(kThreads, W == 2 ? 3 : 2)  // W = 2: ≤ 85 re
     float total = 0.0f;
     for (int s = 0; s < static_cast<int>(gridDim.y); ++s)
       total += __ldcg(&my_partials[static_cast<size_t>(s) * out + outs[q]]);
-    store_out<OutT>(y, outs[q], total);
+    store_out<OutT>(y, outs[q], y_scale * total);
   }
   if (threadIdx.x == 0) *counter = 0;
 }
 
-using KernelPtr = void (*)(const Batch, const __half*, const int32_t*, const int32_t*, const __half*, void*, float*,
+using KernelPtr = void (*)(const Batch, const GemvW4A16Routes, const __half*, const int32_t*, const int32_t*, const __half*, void*, float*,
                            unsigned*, int, int, int, int);
 
-template <class OutT, bool kBatched, int W>
+template <class OutT, int kMode, int W>
 KernelPtr pick_shape(int C, int R) {
   if (R == 16) {
-    if (C == 2) return gemv_w4a16_kernel<2, 16, W, kBatched, OutT>;
-    if (C == 4) return gemv_w4a16_kernel<4, 16, W, kBatched, OutT>;
-    if (C == 8) return gemv_w4a16_kernel<8, 16, W, kBatched, OutT>;
+    if (C == 2) return gemv_w4a16_kernel<2, 16, W, kMode, OutT>;
+    if (C == 4) return gemv_w4a16_kernel<4, 16, W, kMode, OutT>;
+    if (C == 8) return gemv_w4a16_kernel<8, 16, W, kMode, OutT>;
   }
   if constexpr (W == 4) {  // W = 2 with R = 32 never won the sweep: not built
     if (R == 32) {
-      if (C == 2) return gemv_w4a16_kernel<2, 32, W, kBatched, OutT>;
-      if (C == 4) return gemv_w4a16_kernel<4, 32, W, kBatched, OutT>;
-      if (C == 8) return gemv_w4a16_kernel<8, 32, W, kBatched, OutT>;
+      if (C == 2) return gemv_w4a16_kernel<2, 32, W, kMode, OutT>;
+      if (C == 4) return gemv_w4a16_kernel<4, 32, W, kMode, OutT>;
+      if (C == 8) return gemv_w4a16_kernel<8, 32, W, kMode, OutT>;
     }
   }
   return nullptr;
 }
 
-template <class OutT>
-KernelPtr pick_typed(const GemvW4A16Config& cfg, bool batched) {
-  const int C = cfg.cols_per_block, R = cfg.rows_per_run;
-  if (cfg.words_per_thread == 4)
-    return batched ? pick_shape<OutT, true, 4>(C, R) : pick_shape<OutT, false, 4>(C, R);
-  if (cfg.words_per_thread == 2)
-    return batched ? pick_shape<OutT, true, 2>(C, R) : pick_shape<OutT, false, 2>(C, R);
+template <class OutT, int W>
+KernelPtr pick_mode(int C, int R, Mode mode) {
+  switch (mode) {
+    case kOne: return pick_shape<OutT, kOne, W>(C, R);
+    case kBatched: return pick_shape<OutT, kBatched, W>(C, R);
+    case kRouted:  // f32 outputs only (the MoE's gate/up and slots)
+      if constexpr (std::is_same_v<OutT, float>) return pick_shape<OutT, kRouted, W>(C, R);
+      return nullptr;
+  }
   return nullptr;
 }
 
-KernelPtr pick_kernel(const GemvW4A16Config& cfg, DType y_dtype, bool batched) {
+template <class OutT>
+KernelPtr pick_typed(const GemvW4A16Config& cfg, Mode mode) {
+  const int C = cfg.cols_per_block, R = cfg.rows_per_run;
+  if (cfg.words_per_thread == 4) return pick_mode<OutT, 4>(C, R, mode);
+  if (cfg.words_per_thread == 2) return pick_mode<OutT, 2>(C, R, mode);
+  return nullptr;
+}
+
+KernelPtr pick_kernel(const GemvW4A16Config& cfg, DType y_dtype, Mode mode) {
   KernelPtr k = nullptr;
-  if (y_dtype == DType::F16) k = pick_typed<__half>(cfg, batched);
-  if (y_dtype == DType::F32) k = pick_typed<float>(cfg, batched);
+  if (y_dtype == DType::F16) k = pick_typed<__half>(cfg, mode);
+  if (y_dtype == DType::F32) k = pick_typed<float>(cfg, mode);
   if (!k)
     throw Error("gemv_w4a16: unsupported config cols_per_block=" + std::to_string(cfg.cols_per_block) +
                 " rows_per_run=" + std::to_string(cfg.rows_per_run) + " words_per_thread=" +
@@ -311,7 +343,7 @@ std::pair<int, int> occupancy(int device, const GemvW4A16Config& cfg) {
   int sms = 0, blocks = 0;
   CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   DeviceGuard guard(device);
-  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, pick_kernel(cfg, DType::F16, false), kThreads, 0));
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, pick_kernel(cfg, DType::F16, kOne), kThreads, 0));
   return cache[key] = {std::max(1, blocks), sms};
 }
 
@@ -365,8 +397,25 @@ void launch_gemv_w4a16(const GemvW4A16Problem* problems, int count, DType y_dtyp
                                                    size_t(count) * kMaxSplitK * out * sizeof(float));
   const dim3 grid(plan.tiles, plan.split_k, count);
   const GemvW4A16Problem& p0 = problems[0];
-  pick_kernel(cfg, y_dtype, count > 1)<<<grid, kThreads, 0, stream>>>(
-      batch, p0.x, p0.qweight, p0.qzeros, p0.scales, p0.y, partials, counters, static_cast<int>(in), static_cast<int>(out), group_size, plan.rows_per_split);
+  pick_kernel(cfg, y_dtype, count > 1 ? kBatched : kOne)<<<grid, kThreads, 0, stream>>>(
+      batch, GemvW4A16Routes{}, p0.x, p0.qweight, p0.qzeros, p0.scales, p0.y, partials, counters, static_cast<int>(in), static_cast<int>(out), group_size, plan.rows_per_split);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_gemv_w4a16_routed(const GemvW4A16Routes& routes, int matrices, DType y_dtype, int64_t in, int64_t out,
+                              int group_size, void* workspace, const GemvW4A16Config& cfg, cudaStream_t stream) {
+  const int count = matrices * routes.slots;
+  if (matrices < 1 || routes.slots < 1 || count > kGemvMaxRoutedProblems)
+    throw Error("gemv_w4a16 routed: " + std::to_string(matrices) + " matrices × " + std::to_string(routes.slots) +
+                " slots, need 1.." + std::to_string(kGemvMaxRoutedProblems) + " problems");
+  const Plan plan = make_plan(in, out, cfg);
+  float* partials = static_cast<float*>(workspace);
+  unsigned* counters = reinterpret_cast<unsigned*>(static_cast<char*>(workspace) +
+                                                   size_t(count) * kMaxSplitK * out * sizeof(float));
+  const dim3 grid(plan.tiles, plan.split_k, count);
+  pick_kernel(cfg, y_dtype, kRouted)<<<grid, kThreads, 0, stream>>>(
+      Batch{}, routes, nullptr, nullptr, nullptr, nullptr, nullptr, partials, counters, static_cast<int>(in),
+      static_cast<int>(out), group_size, plan.rows_per_split);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "expert_table.h"
 #include "tensor.h"  // mixq::DType
 
 namespace mixq::cuda {
@@ -31,6 +32,23 @@ struct GemvW4A16Problem {
   const int32_t* qzeros = nullptr;    // [in/G, out/8]
   const __half* scales = nullptr;     // [in/G, out]
   void* y = nullptr;                  // [out] fp16 or f32
+};
+
+// Routed form (MoE decode): problem z = m · slots + s multiplies matrix first_matrix + m of the expert
+// expert_of[s] — read on the device from the router's output, never from the host — by x row s / x_row_div,
+// into y + z·out, scaled by y_scale[s] when given. A slot whose id is outside [0, num_experts) or whose
+// expert this device does not hold (null qweight) is skipped: its y is left as it is.
+constexpr int kGemvMaxRoutedProblems = 64;
+struct GemvW4A16Routes {
+  const int32_t* expert_of = nullptr;     // [slots] device
+  const ExpertMatrices* table = nullptr;  // [num_experts] device
+  int num_experts = 0;
+  int first_matrix = 0;                   // kGate (w1, w3 as matrices 0, 1) or kDown
+  int slots = 0;
+  int x_row_div = 1;                      // x row of slot s (top_k: rows are tokens; 1: rows are slots)
+  const __half* x = nullptr;              // [rows, in]
+  void* y = nullptr;                      // [matrices · slots, out]
+  const float* y_scale = nullptr;         // [slots] or null
 };
 
 // How the work is cut. cols_per_block (C) columns of 8·W outputs per block, 256/C row-runs of
@@ -67,5 +85,10 @@ void gemv_w4a16_batched(const GemvW4A16Problem* problems, int count, DType y_dty
 void launch_gemv_w4a16(const GemvW4A16Problem* problems, int count, DType y_dtype, int64_t in_features,
                        int64_t out_features, int group_size, void* workspace, const GemvW4A16Config& config,
                        cudaStream_t stream);
+
+// The routed launcher (no checks, no guard): `matrices` · routes.slots ≤ kGemvMaxRoutedProblems problems, all
+// matrices of the table [in, out] with `group_size`; workspace of gemv_w4a16_workspace_bytes(out, problems).
+void launch_gemv_w4a16_routed(const GemvW4A16Routes& routes, int matrices, DType y_dtype, int64_t in, int64_t out,
+                              int group_size, void* workspace, const GemvW4A16Config& config, cudaStream_t stream);
 
 }  // namespace mixq::cuda

@@ -22,6 +22,8 @@ void launch_rope(float* x, int64_t n, int heads, int head_dim, const int32_t* po
 // y = a + b; a = silu(a)·b. n elements.
 void launch_add(const float* a, const float* b, float* y, int64_t n, cudaStream_t stream);
 void launch_swiglu(float* a, const float* b, int64_t n, cudaStream_t stream);
+// h[n] (fp16) = silu(a)·b rounded to nearest (a, b f32).
+void launch_swiglu_f16(const float* a, const float* b, void* h, int64_t n, cudaStream_t stream);
 // y[n] (fp16) = x[n] (f32) rounded to nearest.
 void launch_f32_to_f16(const float* x, void* y, int64_t n, cudaStream_t stream);
 

@@ -6,6 +6,7 @@
 // Activations are f32 [rows, features] on the CPU; a GPU backend may keep 16-bit activations (Tensor.dtype).
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -33,6 +34,14 @@ struct ExpertWeights {
 };
 struct ExpertSet {
   std::vector<const ExpertWeights*> experts;  // [num_experts]
+};
+
+// A recorded sequence of one backend's queued ops (a CUDA graph), replayed as a whole: the ops' argument checks ran
+// once, when it was recorded. It reads and writes the same buffers every replay.
+class Graph {
+ public:
+  virtual ~Graph() = default;
+  virtual void replay() = 0;
 };
 
 struct BackendOptions {
@@ -76,6 +85,18 @@ class Backend {
   virtual std::unique_ptr<Event> record() = 0;
   virtual void wait(const Event& e) = 0;  // this stream waits for e (recorded on any device)
   virtual void synchronize() = 0;
+
+  // ---- recording (graphs) ---------------------------------------------------------------------------------
+  // begin_capture: from now on this backend's ops are recorded, not run (false: this backend cannot record, or
+  // recording is switched off — then nothing changes). end_capture returns the recording; cancel_capture drops a
+  // recording after an error. Between the two, ops must not synchronise with the host (no to_host, no
+  // from_host, no synchronize).
+  virtual bool begin_capture() { return false; }
+  virtual std::unique_ptr<Graph> end_capture() { return nullptr; }
+  virtual void cancel_capture() {}
+  // Changes whenever a buffer that a recorded op may use is replaced (the backend's scratch grew): a graph
+  // recorded at another generation must not be replayed.
+  virtual uint64_t generation() const { return 0; }
 
   // ---- weights ------------------------------------------------------------------------------------------
   virtual std::unique_ptr<Linear> prepare_linear(const LinearSource& src) = 0;

@@ -38,6 +38,7 @@ struct BenchResult {
   int decode_tokens = 0;
   double decode_ms_per_layer = 0;       // mean wall ms of one decoder layer per decoded token
   double decode_head_ms = 0;            // embedding + final norm + lm_head per decoded token
+  std::string decode_step_mode;         // Context::step_mode() after the decode loop ("graph", "ops", …)
   std::vector<double> decode_layer_ms;  // per layer, mean over decoded tokens
   double weight_bytes_per_token = 0;    // attention + router + top-k experts per layer + lm_head
   double memcpy_gbps = 0;               // read + write bytes per second of a large memcpy, GB/s (1e9)

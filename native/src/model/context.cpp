@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <tuple>
 
 #include "engine.h"
 #include "model.h"
@@ -15,19 +16,43 @@
 
 namespace mixq {
 
+namespace {
+struct Forward;
+}
+
 struct Context::Impl {
   std::shared_ptr<Model> model;
   int capacity = 0;
   std::vector<Tensor> k_cache, v_cache;  // [layer]: [capacity, kv_heads*head_dim] f32 on the layer's device
   std::vector<Tensor> inv_freq;          // [device]: [head_dim/2] f32 (empty where unused)
   std::vector<int32_t> tokens;           // ids held by the cache, position i = tokens[i]
-  // Activations kept from one eval to the next: one tensor per (device, role), reallocated when its shape changes
-  // (a decode loop allocates nothing).
-  std::map<std::pair<int, std::string>, Tensor> workspace;
+  // Activations kept from one eval to the next: one tensor per (device, role, one-token step or not),
+  // reallocated when its shape changes — a decode loop allocates nothing, and a prefill between decode steps
+  // leaves the decode tensors (and so a recorded decode step) where they were.
+  std::map<std::tuple<int, std::string, bool>, Tensor> workspace;
+  bool single_token = false;  // the eval in progress evaluates one token
+  uint64_t allocations = 0;   // workspace tensors (re)allocated so far
   Tensor& scratch(Backend& b, int d, DType dt, std::vector<int64_t> shape, const std::string& role) {
-    Tensor& t = workspace[{d, role}];
-    if (!t.buffer || t.shape != shape || t.dtype != dt) t = b.empty(dt, std::move(shape), role);
+    Tensor& t = workspace[{d, role, single_token}];
+    if (!t.buffer || t.shape != shape || t.dtype != dt) {
+      t = b.empty(dt, std::move(shape), role);
+      ++allocations;
+    }
     return t;
+  }
+  // The one-token step recorded as a graph (a single-device plan on a backend that records): replayed while
+  // neither the workspace nor the backend's buffers moved since it was recorded (generation).
+  std::unique_ptr<Graph> step_graph;
+  uint64_t step_graph_generation = 0;
+  uint64_t last_generation = ~uint64_t{0};  // after the previous eval: two equal in a row → shapes are settled
+  bool recording = true;       // false once recording failed for this context (recording_error says why)
+  std::string recording_error;
+  Tensor step_logits;           // the recorded step's logits [1, vocab] on the head's device
+  const Tensor& step(const Forward& f, Backend& b);
+  uint64_t generation() const {
+    uint64_t g = allocations;
+    for (const auto& b : model->impl->backends) g += b->generation();
+    return g;
   }
 };
 
@@ -59,6 +84,10 @@ Context::~Context() = default;
 
 int Context::n_past() const { return int(impl->tokens.size()); }
 int Context::capacity() const { return impl->capacity; }
+std::string Context::step_mode() const {
+  if (impl->step_graph) return "graph";
+  return impl->recording ? "ops" : "ops (recording failed: " + impl->recording_error + ")";
+}
 const std::vector<int32_t>& Context::cached_tokens() const { return impl->tokens; }
 Model& Context::model() const { return *impl->model; }
 
@@ -98,12 +127,172 @@ struct Devices {
   }
 };
 
+// One forward pass over the op set, from the uploaded ids to the logits tensor on the head's device.
+struct Forward {
+  Context::Impl& ctx;
+  Model::Impl& m;
+  const Devices& dev;
+  EvalCapture& out;
+  int64_t n = 0, n_past = 0;
+  const Tensor* ids = nullptr;                 // [n] i32 on the embedding's device
+  std::vector<const Tensor*> positions;        // [device]: [n] i32 where a layer runs, else null
+
+  Tensor& scratch(int d, DType dt, std::vector<int64_t> shape, const char* role) const {
+    return ctx.scratch(dev.at(d), d, dt, std::move(shape), role);
+  }
+  const Tensor& run() const;
+  void layer(int l, Tensor& x) const;
+  void experts(int l, const Tensor& xn, Tensor& tmp) const;
+};
+
+using Clock = std::chrono::steady_clock;
+double ms_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+const Tensor& Forward::run() const {
+  const ModelConfig& c = m.config;
+  const Plan& plan = m.plan;
+  const int64_t hidden = c.hidden_size, vocab = c.vocab_size;
+  const auto t_start = Clock::now();
+  int cur = plan.embed;
+  Tensor x = scratch(cur, DType::F32, {n, hidden}, "x");
+  dev.at(cur).embed(m.weights.embed, *ids, x);
+  if (out.hidden) out.hidden_states.push_back(dev.host<float>(x));
+  auto t_layer = Clock::now();
+  const double head_ms = ms_between(t_start, t_layer);
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    const int d = plan.layer[size_t(l)];
+    if (d != cur) x = dev.to(x, d);  // a layer-split boundary
+    cur = d;
+    layer(l, x);
+    if (out.hidden && l + 1 < c.num_hidden_layers) out.hidden_states.push_back(dev.host<float>(x));
+    if (out.timing) {
+      dev.at(d).synchronize();
+      const auto now = Clock::now();
+      out.layer_ms[size_t(l)] = ms_between(t_layer, now);
+      t_layer = now;
+    }
+  }
+  const auto t_head = Clock::now();
+  if (cur != plan.head) x = dev.to(x, plan.head);
+  Backend& H = dev.at(plan.head);
+  Tensor& xn = scratch(plan.head, DType::F32, {n, hidden}, "x normed");
+  H.rms_norm(x, m.weights.final_norm, float(c.rms_norm_eps), xn);
+  if (out.hidden) out.hidden_states.push_back(dev.host<float>(xn));
+  const Tensor head_in = out.all_logits ? xn : xn.slice_rows(n - 1, 1);
+  Tensor& logits = scratch(plan.head, DType::F32, {head_in.rows(), vocab}, "logits");
+  H.linear(*m.weights.lm_head, head_in, logits);
+  out.head_ms = head_ms + ms_between(t_head, Clock::now());
+  return logits;
+}
+
+// x[n, hidden] += attention block; x += MoE block — on the layer's device (experts wherever they live).
+void Forward::layer(int l, Tensor& x) const {
+  const ModelConfig& c = m.config;
+  const LayerWeights& lw = m.weights.layers[size_t(l)];
+  const int d = m.plan.layer[size_t(l)];
+  Backend& B = dev.at(d);
+  const int64_t hidden = c.hidden_size, hd = c.head_dim;
+  const int64_t q_dim = int64_t(c.num_attention_heads) * hd, kv_dim = int64_t(c.num_key_value_heads) * hd;
+  const AttentionShape shape{c.num_attention_heads, c.num_key_value_heads, int(hd), c.sliding_window};
+  const float eps = float(c.rms_norm_eps);
+  Tensor& xn = scratch(d, DType::F32, {n, hidden}, "x normed");
+  Tensor& q = scratch(d, DType::F32, {n, q_dim}, "q");
+  Tensor& att = scratch(d, DType::F32, {n, q_dim}, "attention out");
+  Tensor& k = scratch(d, DType::F32, {n, kv_dim}, "k");
+  Tensor& v = scratch(d, DType::F32, {n, kv_dim}, "v");
+  Tensor& tmp = scratch(d, DType::F32, {n, hidden}, "block out");
+  B.rms_norm(x, lw.attn_norm, eps, xn);
+  B.linear(*lw.q, xn, q);
+  B.linear(*lw.k, xn, k);
+  B.linear(*lw.v, xn, v);
+  B.rope(q, *positions[size_t(d)], ctx.inv_freq[size_t(d)], c.num_attention_heads, int(hd));
+  B.rope(k, *positions[size_t(d)], ctx.inv_freq[size_t(d)], c.num_key_value_heads, int(hd));
+  B.attention(q, k, v, ctx.k_cache[size_t(l)], ctx.v_cache[size_t(l)], n_past, shape, att);
+  B.linear(*lw.o, att, tmp);
+  B.add(x, tmp, x);
+  B.rms_norm(x, lw.post_attn_norm, eps, xn);
+  experts(l, xn, tmp);
+  B.add(x, tmp, x);
+}
+
+// tmp[n, hidden] = Σ_j w_j · expert_{ids_j}(xn): router on the layer's device, experts on the devices holding them,
+// their slots brought back and combined in ascending expert order.
+void Forward::experts(int l, const Tensor& xn, Tensor& tmp) const {
+  const ModelConfig& c = m.config;
+  const LayerWeights& lw = m.weights.layers[size_t(l)];
+  const Plan& plan = m.plan;
+  const int d = plan.layer[size_t(l)], K = c.num_experts_per_tok;
+  Backend& B = dev.at(d);
+  Tensor& logits = scratch(d, DType::F32, {n, c.num_local_experts}, "router logits");
+  Tensor& expert_ids = scratch(d, DType::I32, {n, K}, "expert ids");
+  Tensor& expert_w = scratch(d, DType::F32, {n, K}, "expert weights");
+  B.linear(*lw.gate, xn, logits);
+  B.router(logits, K, true, expert_ids, expert_w);
+  if (out.router_logits) {
+    out.router[size_t(l)] = dev.host<float>(logits);
+    out.topk_experts[size_t(l)] = dev.host<int32_t>(expert_ids);
+  }
+  std::vector<Tensor> slots;
+  std::vector<int> owner(size_t(c.num_local_experts), 0);
+  for (int e_dev : plan.expert_devices(l)) {
+    Backend& E = dev.at(e_dev);
+    Tensor& s = scratch(e_dev, DType::F32, {n * K, c.hidden_size}, "expert slots");
+    E.moe_experts(lw.expert_sets[size_t(e_dev)], dev.to(xn, e_dev), dev.to(expert_ids, e_dev),
+                  dev.to(expert_w, e_dev), s);
+    for (int e = 0; e < c.num_local_experts; ++e)
+      if (plan.expert[size_t(l)][size_t(e)] == e_dev) owner[size_t(e)] = int(slots.size());
+    slots.push_back(dev.to(s, d));
+  }
+  std::vector<const Tensor*> slot_ptrs;
+  for (const Tensor& s : slots) slot_ptrs.push_back(&s);
+  B.moe_combine(slot_ptrs, owner, expert_ids, tmp);
+}
+
+// The device index every part of the plan uses, or -1 when it uses several.
+int single_device(const Plan& plan) {
+  const int d = plan.embed;
+  if (plan.head != d) return -1;
+  for (size_t l = 0; l < plan.layer.size(); ++l) {
+    if (plan.layer[l] != d) return -1;
+    for (int e : plan.expert[l])
+      if (e != d) return -1;
+  }
+  return d;
+}
+
 }  // namespace
+
+// A one-token step on one device: replay the recorded graph when nothing moved since it was recorded; record it
+// when the previous eval left the buffers as they are now (shapes settled); else run the ops one by one.
+const Tensor& Context::Impl::step(const Forward& f, Backend& b) {
+  const uint64_t g = generation();
+  if (step_graph && step_graph_generation == g) {
+    step_graph->replay();
+    return step_logits;
+  }
+  step_graph.reset();
+  if (g != last_generation || !recording || !b.begin_capture()) return f.run();
+  try {
+    const Tensor& logits = f.run();
+    step_graph = b.end_capture();
+    step_logits = logits;
+    step_graph_generation = generation();
+  } catch (const std::exception& e) {  // an op that cannot be recorded: run this context's steps one by one
+    b.cancel_capture();
+    step_graph.reset();
+    recording = false;
+    recording_error = e.what();
+    return f.run();
+  }
+  step_graph->replay();
+  return step_logits;
+}
 
 void Context::eval(const std::vector<int32_t>& tokens, EvalCapture& out) {
   Model::Impl& m = *impl->model->impl;
   const ModelConfig& c = m.config;
-  const ModelWeights& W = m.weights;
   const Plan& plan = m.plan;
   const Devices dev{m};
   const int64_t n = int64_t(tokens.size());
@@ -118,14 +307,7 @@ void Context::eval(const std::vector<int32_t>& tokens, EvalCapture& out) {
                 " new tokens exceed the capacity of " + std::to_string(impl->capacity));
   }
   const ProfileScope step(m.steps, n == 1 ? "decode" : "prefill");  // the timeline's step bounds (when profiling)
-  const int64_t hidden = c.hidden_size, hd = c.head_dim, vocab = c.vocab_size;
-  const int64_t q_dim = int64_t(c.num_attention_heads) * hd, kv_dim = int64_t(c.num_key_value_heads) * hd;
-  const int L = c.num_hidden_layers, K = c.num_experts_per_tok;
-  using clock = std::chrono::steady_clock;
-  auto ms_between = [](clock::time_point a, clock::time_point b) {
-    return std::chrono::duration<double, std::milli>(b - a).count();
-  };
-  const auto t_start = clock::now();
+  const int L = c.num_hidden_layers;
   out.layer_ms.assign(out.timing ? size_t(L) : 0, 0.0);
   out.logits.clear();
   out.hidden_states.clear();
@@ -135,103 +317,30 @@ void Context::eval(const std::vector<int32_t>& tokens, EvalCapture& out) {
     out.router.resize(size_t(L));
     out.topk_experts.resize(size_t(L));
   }
+  impl->single_token = n == 1;
 
-  // Token ids and positions [n] i32 on each device that needs them.
+  // Inputs, uploaded before any op runs (a recorded step reads them where they are): token ids [n] i32 on the
+  // embedding's device, positions [n] i32 on every device that runs a layer.
+  Forward f{*impl, m, dev, out, n, n_past, nullptr, std::vector<const Tensor*>(m.backends.size(), nullptr)};
+  Tensor& ids = f.scratch(plan.embed, DType::I32, {n}, "token ids");
+  dev.at(plan.embed).from_host(tokens.data(), tokens.size() * sizeof(int32_t), ids);
+  f.ids = &ids;
   std::vector<int32_t> pos_host(static_cast<size_t>(n));
   for (int64_t t = 0; t < n; ++t) pos_host[size_t(t)] = int32_t(n_past + t);
-  std::vector<bool> positions_set(m.backends.size(), false);
-  auto positions_on = [&](int d) -> const Tensor& {
-    Tensor& p = impl->scratch(dev.at(d), d, DType::I32, {n}, "positions");
-    if (!positions_set[size_t(d)]) {
-      dev.at(d).from_host(pos_host.data(), pos_host.size() * sizeof(int32_t), p);
-      positions_set[size_t(d)] = true;
-    }
-    return p;
-  };
-  auto scratch = [&](int d, DType dt, std::vector<int64_t> shape, const char* role) -> Tensor& {
-    return impl->scratch(dev.at(d), d, dt, std::move(shape), role);
-  };
-
-  int cur = plan.embed;
-  Tensor& ids = scratch(cur, DType::I32, {n}, "token ids");
-  dev.at(cur).from_host(tokens.data(), tokens.size() * sizeof(int32_t), ids);
-  Tensor x = scratch(cur, DType::F32, {n, hidden}, "x");
-  dev.at(cur).embed(W.embed, ids, x);
-  if (out.hidden) out.hidden_states.push_back(dev.host<float>(x));
-
-  auto t_layer = clock::now();
-  const double head_ms = ms_between(t_start, t_layer);
-  const AttentionShape shape{c.num_attention_heads, c.num_key_value_heads, int(hd), c.sliding_window};
-  const float eps = float(c.rms_norm_eps);
-  for (int l = 0; l < L; ++l) {
-    const LayerWeights& lw = W.layers[size_t(l)];
-    const int d = plan.layer[size_t(l)];
-    if (d != cur) x = dev.to(x, d);  // a layer-split boundary
-    cur = d;
-    Backend& B = dev.at(d);
-    Tensor& xn = scratch(d, DType::F32, {n, hidden}, "x normed");
-    Tensor& q = scratch(d, DType::F32, {n, q_dim}, "q");
-    Tensor& att = scratch(d, DType::F32, {n, q_dim}, "attention out");
-    Tensor& k = scratch(d, DType::F32, {n, kv_dim}, "k");
-    Tensor& v = scratch(d, DType::F32, {n, kv_dim}, "v");
-    Tensor& tmp = scratch(d, DType::F32, {n, hidden}, "block out");
-    B.rms_norm(x, lw.attn_norm, eps, xn);
-    B.linear(*lw.q, xn, q);
-    B.linear(*lw.k, xn, k);
-    B.linear(*lw.v, xn, v);
-    B.rope(q, positions_on(d), impl->inv_freq[size_t(d)], c.num_attention_heads, int(hd));
-    B.rope(k, positions_on(d), impl->inv_freq[size_t(d)], c.num_key_value_heads, int(hd));
-    B.attention(q, k, v, impl->k_cache[size_t(l)], impl->v_cache[size_t(l)], n_past, shape, att);
-    B.linear(*lw.o, att, tmp);
-    B.add(x, tmp, x);
-
-    B.rms_norm(x, lw.post_attn_norm, eps, xn);
-    Tensor& logits = scratch(d, DType::F32, {n, c.num_local_experts}, "router logits");
-    Tensor& expert_ids = scratch(d, DType::I32, {n, K}, "expert ids");
-    Tensor& expert_w = scratch(d, DType::F32, {n, K}, "expert weights");
-    B.linear(*lw.gate, xn, logits);
-    B.router(logits, K, true, expert_ids, expert_w);
-    if (out.router_logits) {
-      out.router[size_t(l)] = dev.host<float>(logits);
-      out.topk_experts[size_t(l)] = dev.host<int32_t>(expert_ids);
-    }
-    // Experts on the devices holding them; their slots come back to this layer's device to be combined.
-    std::vector<Tensor> slots;
-    std::vector<int> owner(size_t(c.num_local_experts), 0);
-    for (int e_dev : plan.expert_devices(l)) {
-      Backend& E = dev.at(e_dev);
-      Tensor& s = scratch(e_dev, DType::F32, {n * K, hidden}, "expert slots");
-      E.moe_experts(lw.expert_sets[size_t(e_dev)], dev.to(xn, e_dev), dev.to(expert_ids, e_dev),
-                    dev.to(expert_w, e_dev), s);
-      for (int e = 0; e < c.num_local_experts; ++e)
-        if (plan.expert[size_t(l)][size_t(e)] == e_dev) owner[size_t(e)] = int(slots.size());
-      slots.push_back(dev.to(s, d));
-    }
-    std::vector<const Tensor*> slot_ptrs;
-    for (const Tensor& s : slots) slot_ptrs.push_back(&s);
-    B.moe_combine(slot_ptrs, owner, expert_ids, tmp);
-    B.add(x, tmp, x);
-    if (out.hidden && l + 1 < L) out.hidden_states.push_back(dev.host<float>(x));
-    if (out.timing) {
-      B.synchronize();
-      const auto now = clock::now();
-      out.layer_ms[size_t(l)] = ms_between(t_layer, now);
-      t_layer = now;
-    }
+  for (int d : plan.layer) {
+    if (f.positions[size_t(d)]) continue;
+    Tensor& p = f.scratch(d, DType::I32, {n}, "positions");
+    dev.at(d).from_host(pos_host.data(), pos_host.size() * sizeof(int32_t), p);
+    f.positions[size_t(d)] = &p;
   }
-  const auto t_head = clock::now();
 
-  if (cur != plan.head) x = dev.to(x, plan.head);
-  Backend& H = dev.at(plan.head);
-  Tensor& xn = scratch(plan.head, DType::F32, {n, hidden}, "x normed");
-  H.rms_norm(x, W.final_norm, eps, xn);
-  if (out.hidden) out.hidden_states.push_back(dev.host<float>(xn));
-  const Tensor head_in = out.all_logits ? xn : xn.slice_rows(n - 1, 1);
-  Tensor& logits = scratch(plan.head, DType::F32, {head_in.rows(), vocab}, "logits");
-  H.linear(*W.lm_head, head_in, logits);
+  const int one = single_device(plan);
+  const bool recordable = n == 1 && one >= 0 && !out.hidden && !out.router_logits && !out.timing &&
+                          !dev.at(one).profiler().enabled();
+  const Tensor& logits = recordable ? impl->step(f, dev.at(one)) : f.run();
   out.logits = dev.host<float>(logits);
+  impl->last_generation = impl->generation();
   impl->tokens.insert(impl->tokens.end(), tokens.begin(), tokens.end());
-  out.head_ms = head_ms + ms_between(t_head, clock::now());
 }
 
 }  // namespace mixq

@@ -119,6 +119,9 @@ class Context {
   void truncate(int n);
   int n_past() const;
   int capacity() const;
+  // How one-token steps run: "graph" (recorded once, replayed), "ops" (one by one: no recording backend, a
+  // multi-device plan, or not yet settled) or "ops (recording failed: …)".
+  std::string step_mode() const;
   const std::vector<int32_t>& cached_tokens() const;
   Model& model() const;
 
