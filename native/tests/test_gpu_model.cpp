@@ -4,6 +4,7 @@
 // one-device logits. Skips (77) without a CUDA backend or GPU, as on CI.
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "core/backend.h"
@@ -74,6 +75,40 @@ std::vector<float> prefill_logits(const std::shared_ptr<Model>& model) {
   return all;
 }
 
+// Two rounds in one context (a prompt, 12 greedy steps; then truncate to 3 tokens, a new prefill, 12 more steps):
+// the logits of every step, and how the steps ran.
+std::vector<float> decode_rounds(const std::shared_ptr<Model>& model, std::string& mode) {
+  Context ctx(model, 128);
+  EvalCapture cap;
+  const std::vector<int32_t> prompt = {1, 822, 1875, 2989, 2987, 1125, 13, 1678};
+  std::vector<float> all;
+  for (int round = 0; round < 2; ++round) {
+    ctx.truncate(round ? 3 : 0);
+    ctx.eval(round ? std::vector<int32_t>(prompt.begin() + 3, prompt.end()) : prompt, cap);
+    for (int i = 0; i < 12; ++i) {
+      const auto tok = int32_t(std::max_element(cap.logits.begin(), cap.logits.end()) - cap.logits.begin());
+      ctx.eval({tok}, cap);
+      all.insert(all.end(), cap.logits.begin(), cap.logits.end());
+    }
+  }
+  mode = ctx.step_mode();
+  return all;
+}
+
+// Decode steps recorded once and replayed as a CUDA graph give bitwise the logits of the same steps launched op by
+// op (MIXQ_CUDA_GRAPHS=0), across a second prefill in the same context.
+void check_recorded_steps(const std::shared_ptr<Model>& model, const std::string& what) {
+  std::string mode_ops, mode_graph;
+  setenv("MIXQ_CUDA_GRAPHS", "0", 1);
+  const std::vector<float> ops = decode_rounds(model, mode_ops);
+  unsetenv("MIXQ_CUDA_GRAPHS");
+  const std::vector<float> graph = decode_rounds(model, mode_graph);
+  check(mode_ops == "ops" && mode_graph == "graph",
+        what + ": one-token steps ran as '" + mode_graph + "' (graphs on) and '" + mode_ops + "' (MIXQ_CUDA_GRAPHS=0)");
+  check(ops.size() == graph.size() && std::memcmp(ops.data(), graph.data(), ops.size() * 4) == 0,
+        what + ": 24 decode steps replayed from a graph give bitwise the logits of the steps launched op by op");
+}
+
 }  // namespace
 
 int main() {
@@ -88,6 +123,7 @@ int main() {
   auto bf16 = load(tiny_model_dir(), {"cuda:0"}, "layer");
   std::printf("# %s\n", bf16->description().c_str());
   check_reference(bf16);
+  check_recorded_steps(bf16, "bf16 on cuda:0");
 
   const std::vector<float> one = prefill_logits(bf16);
   for (const char* placement : {"layer", "expert"}) {
@@ -117,6 +153,7 @@ int main() {
   const TensorView& ids = *valid.find("ids");
   auto awq_gpu = load(q.output_dir, {"cuda:0"}, "layer");
   auto awq_cpu = load(q.output_dir, {"cpu:0"}, "layer");
+  check_recorded_steps(awq_gpu, "AWQ g128 on cuda:0");
   const double p_gpu = ppl(awq_gpu, ids), p_cpu = ppl(awq_cpu, ids);
   check(std::abs(p_gpu / p_cpu - 1) <= 5e-3, "AWQ g128 ppl on cuda:0 " + fmt(p_gpu) + " within 0.5% of cpu:0 " +
                                                  fmt(p_cpu));
