@@ -248,7 +248,8 @@ void test_router(Backend& b) {
 void test_moe(Backend& b) {
   const std::string dev = b.device().str() + ": ";
   struct Case { int E, k; int64_t hidden, inter; std::string kind; };
-  for (const Case c : {Case{8, 2, 64, 96, "awq-g32"}, Case{8, 2, 64, 128, "bf16"}, Case{128, 8, 32, 64, "f32"}}) {
+  for (const Case c : {Case{8, 2, 64, 96, "awq-g32"}, Case{8, 2, 64, 128, "bf16"}, Case{128, 8, 32, 64, "f32"},
+                       Case{128, 8, 64, 128, "awq-g64"}}) {
     SyntheticStore store;
     std::vector<ExpertWeights> experts(size_t(c.E));
     std::vector<const Linear*> w1, w2, w3, held1, held2, held3;
