@@ -675,6 +675,10 @@ class BenchWorker : public Napi::AsyncWorker {
     o.Set("weightBytesPerToken", result_.weight_bytes_per_token);
     o.Set("memcpyGBps", result_.memcpy_gbps);
     o.Set("bandwidthRatio", result_.bandwidth_ratio);
+    Napi::Object deviceCopy = Napi::Object::New(env);
+    for (const auto& [name, gbps] : result_.device_copy_gbps) deviceCopy.Set(name, gbps);
+    o.Set("deviceCopyGBps", deviceCopy);
+    o.Set("decodeStepMode", result_.decode_step_mode);
     o.Set("peakRssBytes", static_cast<double>(result_.peak_rss_bytes));
     o.Set("description", result_.description);
     o.Set("decodeHeadMs", result_.decode_head_ms);
@@ -723,16 +727,17 @@ Napi::Value Bench(const Napi::CallbackInfo& info) {
   return promise;
 }
 
-// measureCopyBandwidth({mib, threads?}) → Promise<number>: host memcpy GB/s (read + write) on a worker thread.
+// measureCopyBandwidth({mib, threads?, device?}) → Promise<number>: the copy ceiling of `device` (default the host:
+// memcpy; a GPU: a copy within its memory), GB/s read + write, on a worker thread.
 class CopyBandwidthWorker : public Napi::AsyncWorker {
  public:
-  CopyBandwidthWorker(Napi::Env env, size_t bytes, int threads)
+  CopyBandwidthWorker(Napi::Env env, size_t bytes, int threads, std::string device)
       : Napi::AsyncWorker(env, "mixq.measureCopyBandwidth"), deferred_(Napi::Promise::Deferred::New(env)),
-        bytes_(bytes), threads_(threads) {}
+        bytes_(bytes), threads_(threads), device_(std::move(device)) {}
   Napi::Promise Promise() const { return deferred_.Promise(); }
   void Execute() override {
     try {
-      gbps_ = mixq::measure_memcpy_gbps(bytes_, threads_);
+      gbps_ = mixq::measure_device_copy_gbps(device_, bytes_, threads_);
     } catch (const std::exception& e) {
       SetError(e.what());
     }
@@ -744,15 +749,22 @@ class CopyBandwidthWorker : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
   size_t bytes_;
   int threads_;
+  std::string device_;
   double gbps_ = 0;
 };
 
 Napi::Value MeasureCopyBandwidth(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "measureCopyBandwidth({mib, threads?})");
+  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "measureCopyBandwidth({mib, threads?, device?})");
   Napi::Object o = info[0].As<Napi::Object>();
   const int mib = optInt(o, "mib", 256, 1);
-  auto* worker = new CopyBandwidthWorker(env, static_cast<size_t>(mib) << 20, optInt(o, "threads", 0, 0));
+  const std::string device = optString(o, "device", "cpu");
+  try {
+    mixq::Device::parse(device);
+  } catch (const std::exception& e) {
+    throw Napi::TypeError::New(env, std::string("measureCopyBandwidth: ") + e.what());
+  }
+  auto* worker = new CopyBandwidthWorker(env, static_cast<size_t>(mib) << 20, optInt(o, "threads", 0, 0), device);
   Napi::Promise promise = worker->Promise();
   worker->Queue();
   return promise;

@@ -246,6 +246,27 @@ class CudaBackendImpl final : public CudaBackend {
   }
   uint64_t generation() const override { return generation_; }
 
+  double measure_copy_gbps(size_t bytes) override {
+    DeviceGuard guard(dev_.index);
+    const Tensor src = empty(DType::U8, {int64_t(bytes)}, "copy probe source");
+    Tensor dst = empty(DType::U8, {int64_t(bytes)}, "copy probe destination");
+    CUDA_CHECK(cudaMemsetAsync(src.buffer->data(), 1, bytes, stream_));
+    cudaEvent_t start = timing_event(), stop = timing_event();
+    float best = 1e30f;
+    for (int r = 0; r < 6; ++r) {  // the first one warms up
+      CUDA_CHECK(cudaEventRecord(start, stream_));
+      CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src.raw(), bytes, cudaMemcpyDeviceToDevice, stream_));
+      CUDA_CHECK(cudaEventRecord(stop, stream_));
+      CUDA_CHECK(cudaEventSynchronize(stop));
+      float ms = 0;
+      CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+      if (r > 0) best = std::min(best, ms);
+    }
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    return 2.0 * double(bytes) / (double(best) * 1e-3) / 1e9;
+  }
+
   std::unique_ptr<Linear> prepare_linear(const LinearSource& src) override;
 
   void embed(const Tensor& table, const Tensor& ids, Tensor& x) override {

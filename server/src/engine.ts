@@ -256,9 +256,12 @@ export class Engine {
     this.native.resetProfile();
   }
 
-  /** Host memcpy bandwidth (read + write GB/s) over `mib` MiB, measured on a worker thread (the ceiling of CPU ops). */
-  copyBandwidth(mib: number): Promise<number> {
-    return this.addon.measureCopyBandwidth({ mib, threads: this.info.threads });
+  /**
+   * The copy ceiling (read + write GB/s over `mib` MiB) of `device`: the host memcpy for 'cpu' (the ceiling of CPU
+   * ops), a copy within the GPU's memory for 'cuda:N'. Measured on a worker thread.
+   */
+  copyBandwidth(mib: number, device = 'cpu'): Promise<number> {
+    return this.addon.measureCopyBandwidth({ mib, threads: this.info.threads, device });
   }
 
   /** Token ids held in the KV cache (only meaningful while idle). */

@@ -93,8 +93,10 @@ export interface NativeBenchResult {
   decodeTokens: number;
   decodeMsPerLayer: number;
   weightBytesPerToken: number;   // bytes streamed per decoded token
-  memcpyGBps: number;            // measured in the same run
-  bandwidthRatio: number;        // (weightBytesPerToken * decode tok/s) / memcpy bandwidth
+  memcpyGBps: number;            // host memcpy, measured in the same run
+  deviceCopyGBps?: Record<string, number>;  // per GPU of the run ("cuda:0"): a copy within its memory, same run
+  decodeStepMode?: string;       // "graph" (decode steps replayed from a recording) or "ops"
+  bandwidthRatio: number;        // (weightBytesPerToken * decode tok/s) / the copy ceiling (the GPUs' when they hold the weights)
   peakRssBytes: number;
   description: string;
   decodeHeadMs: number;          // embedding + final norm + lm_head per decoded token
@@ -225,7 +227,8 @@ export interface NativeAddon {
   loadModel(dir: string, opts?: NativeLoadOptions): Promise<NativeEngine>;
   bench(opts: NativeBenchOptions): Promise<NativeBenchResult>;
   /** Read + write GB/s of a multi-threaded host memcpy over `mib` MiB (best of 5), on a worker thread. */
-  measureCopyBandwidth(opts: { mib: number; threads?: number }): Promise<number>;
+  /** The copy ceiling of `device` (default the host: memcpy; a GPU: a copy within its memory), GB/s read + write. */
+  measureCopyBandwidth(opts: { mib: number; threads?: number; device?: string }): Promise<number>;
   /** Quantizes a 16-bit model folder to AutoAWQ GEMM int4 (AWQ or round-to-nearest). */
   quantize(opts: NativeQuantizeOptions, onProgress?: (p: NativeQuantizeProgress) => void): NativeQuantization;
 }

@@ -18,13 +18,23 @@ export function profileData(native: NativeProfile, ceilings: ProfileCeilings, mo
   return { enabled: native.enabled, devices: native.devices, steps: native.steps, ceilings, model, epoch };
 }
 
+/** The physical device a (virtual or logical) device runs on, as the copy probes name it: 'cpu' or 'cuda:N'. */
+export function physicalDevice(device: string): string {
+  if (device.startsWith('cpu')) return 'cpu';
+  return device.replace(/\/\d+$/, '');
+}
+
 /**
- * Per-device ceilings from one host memcpy figure: every CPU device gets it; GPUs get theirs once their backend
- * measures a device-to-device copy (not yet: absent, so their GB/s column shows no ceiling).
+ * Per-device ceilings from the copy rates measured per physical device (`measured`: 'cpu' → the host memcpy,
+ * 'cuda:N' → a copy within that GPU's memory): every virtual CPU device gets the host's, every logical GPU device
+ * its GPU's. A device whose rate was not measured gets none (its GB/s column shows no ceiling).
  */
-export function cpuCeilings(devices: readonly string[], hostGBps: number | undefined, method: string | undefined): ProfileCeilings {
+export function deviceCeilings(devices: readonly string[], measured: Record<string, number>, method: string | undefined): ProfileCeilings {
   const copyGBps: Record<string, number> = {};
-  if (hostGBps !== undefined) for (const d of devices) if (d.startsWith('cpu')) copyGBps[d] = hostGBps;
+  for (const d of devices) {
+    const gbps = measured[physicalDevice(d)];
+    if (gbps !== undefined) copyGBps[d] = gbps;
+  }
   return method ? { copyGBps, method } : { copyGBps };
 }
 
@@ -38,7 +48,7 @@ export class ProfileHost {
   private wanted = false;
   private epochSeq = 0;
   private model: CompletionModel | undefined;
-  private hostGBps: number | undefined;
+  private measured: Record<string, number> | undefined;
   private method: string | undefined;
   private measuring: Promise<void> | undefined;
 
@@ -64,14 +74,14 @@ export class ProfileHost {
     const model = this.model;
     const p = model?.profiling;
     if (!model || !p) return emptyProfile(this.epoch, this.wanted);
-    return profileData(p.profile(), cpuCeilings(model.info.devices, this.hostGBps, this.method), model.info.description, this.epoch);
+    return profileData(p.profile(), deviceCeilings(model.info.devices, this.measured ?? {}, this.method), model.info.description, this.epoch);
   }
 
   /** Switches timing on or off; switching on measures the ceilings once (in the background). */
   enable(on: boolean): ProfileData {
     this.wanted = on;
     this.model?.profiling?.setProfiling(on);
-    if (on && this.hostGBps === undefined) void this.measureCeilings();
+    if (on && this.measured === undefined) void this.measureCeilings();
     return this.current();
   }
 
@@ -81,18 +91,20 @@ export class ProfileHost {
     return this.current();
   }
 
-  /** Measures the host copy bandwidth (joins a measurement in flight). */
+  /** Measures the copy bandwidth of the host and of each GPU the model uses (joins a measurement in flight). */
   measureCeilings(): Promise<void> {
-    const p = this.model?.profiling;
-    if (!p) return Promise.resolve();
+    const model = this.model;
+    const p = model?.profiling;
+    if (!model || !p) return Promise.resolve();
     if (this.measuring) return this.measuring;
-    this.measuring = p
-      .copyBandwidth(CEILING_PROBE_MIB)
-      .then((gbps) => {
-        this.hostGBps = gbps;
-        this.method = `host memcpy ${CEILING_PROBE_MIB} MiB, read + write, best of 5`;
-        this.log(`profiler: host copy bandwidth ${gbps.toFixed(1)} GB/s`);
-      })
+    const physical = [...new Set(['cpu', ...model.info.devices.map(physicalDevice)])];
+    this.measuring = (async () => {
+      const measured: Record<string, number> = {};
+      for (const d of physical) measured[d] = await p.copyBandwidth(CEILING_PROBE_MIB, d === 'cpu' ? undefined : d);
+      this.measured = measured;
+      this.method = `copy of ${CEILING_PROBE_MIB} MiB, read + write, best of 5: host memcpy for CPU devices, within GPU memory for GPUs`;
+      this.log(`profiler: copy bandwidth ${Object.entries(measured).map(([d, g]) => `${d} ${g.toFixed(1)} GB/s`).join(', ')}`);
+    })()
       .catch((e: unknown) => this.log(`profiler: copy bandwidth not measured: ${(e as Error).message}`))
       .finally(() => {
         this.measuring = undefined;
@@ -151,12 +163,12 @@ export class ProfileHost {
     const cancelled = r.stopReason === 'cancelled';
     if (!cancelled) {
       control.onProgress({ phase: 'ceilings', done, total: decodeTokens });
-      this.hostGBps = undefined;
+      this.measured = undefined;
       await this.measureCeilings();
     }
     control.onProgress({ phase: 'done', done, total: decodeTokens });
     return {
-      profile: profileData(native, cpuCeilings(model.info.devices, this.hostGBps, this.method), model.info.description, this.epoch),
+      profile: profileData(native, deviceCeilings(model.info.devices, this.measured ?? {}, this.method), model.info.description, this.epoch),
       prefillTokens: r.promptTokens - r.reusedTokens,
       decodeTokens: r.tokens.length,
       prefillMs: r.prefillMs,

@@ -145,6 +145,28 @@ test('ProfileHost: the on/off choice follows model reloads, each reload and rese
   await assert.rejects(host.runBenchmark({ prefillTokens: 1, decodeTokens: 1 }, { onProgress: () => undefined, onCancel: () => undefined }), /no model/);
 });
 
+test('ProfileHost: GPU devices get their own GPU\'s copy ceiling, logical devices their physical GPU\'s', async () => {
+  const asked: (string | undefined)[] = [];
+  const native: nativeModule.NativeProfile = { enabled: false, devices: [], steps: [] };
+  const model = {
+    info: { description: 'm', devices: ['cuda:0', 'cuda:0/1', 'cuda:1'] },
+    profiling: {
+      vocabSize: 100,
+      setProfiling: () => undefined,
+      profile: () => native,
+      resetProfile: () => undefined,
+      copyBandwidth: async (_mib: number, device?: string) => { asked.push(device); return device === undefined ? 20 : device === 'cuda:0' ? 3000 : 2900; },
+    },
+  } as unknown as modelModule.CompletionModel;
+  const host = new ProfileHost();
+  host.attach(model);
+  host.enable(true);
+  await host.measureCeilings();
+  assert.deepEqual(asked, [undefined, 'cuda:0', 'cuda:1'], 'the host once, each physical GPU once');
+  assert.deepEqual(host.current().ceilings.copyGBps, { 'cuda:0': 3000, 'cuda:0/1': 3000, 'cuda:1': 2900 });
+  assert.match(host.current().ceilings.method ?? '', /within GPU memory/);
+});
+
 test('webview page: strict CSP (nothing by default, the script by nonce only, no remote or inline source)', () => {
   const nonce = makeNonce();
   assert.ok(nonce.length >= 22 && nonce !== makeNonce(), 'fresh 128-bit nonces');

@@ -60,6 +60,9 @@ class Backend {
   // Bytes this device holds now: its allocations plus weights it maps in place.
   virtual size_t arena_bytes() const = 0;
   virtual size_t peak_arena_bytes() const = 0;
+  // The memory ceiling: a copy of `bytes` within this device's memory, GB/s counting read + write, best of 5.
+  // 0 where the backend does not measure it itself (the CPU: the host memcpy probe, measure_memcpy_gbps).
+  virtual double measure_copy_gbps(size_t /*bytes*/) { return 0; }
 
   // ---- profiling ----------------------------------------------------------------------------------------------
   // This device's op timings (core/profiler.h), off until switched on. A synchronous backend opens a ProfileScope at

@@ -38,7 +38,8 @@ struct BenchResult {
   int decode_tokens = 0;
   double decode_ms_per_layer = 0;       // mean wall ms of one decoder layer per decoded token
   double decode_head_ms = 0;            // embedding + final norm + lm_head per decoded token
-  std::string decode_step_mode;         // Context::step_mode() after the decode loop ("graph", "ops", …)
+  std::string decode_step_mode;
+  std::map<std::string, double> device_copy_gbps;  // per GPU of the run: its own copy ceiling (read + write)         // Context::step_mode() after the decode loop ("graph", "ops", …)
   std::vector<double> decode_layer_ms;  // per layer, mean over decoded tokens
   double weight_bytes_per_token = 0;    // attention + router + top-k experts per layer + lm_head
   double memcpy_gbps = 0;               // read + write bytes per second of a large memcpy, GB/s (1e9)
@@ -59,6 +60,9 @@ BenchResult run_bench(const BenchOptions& opts);
 
 // Best-of-`repeats` multi-threaded memcpy over `bytes`: returns (read + write) GB/s.
 double measure_memcpy_gbps(size_t bytes, int threads, int repeats = 5);
+// The copy ceiling of one device ("cpu", "cuda:0", "cuda:0/1"): the host memcpy for the CPU, a copy within the
+// GPU's memory for a GPU (read + write GB/s, best of 5).
+double measure_device_copy_gbps(const std::string& device, size_t bytes, int threads = 0);
 // Peak resident set (VmHWM), bytes.
 size_t peak_rss_bytes();
 

@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import { chromeTrace, profileCsv, profileJson, profileRows, type ProfileData } from '#protocol';
 
 import { Engine } from '../engine';
-import { cpuCeilings, profileData } from '../profiling';
+import { deviceCeilings, profileData } from '../profiling';
 import { deviceFlags, deviceOptions, parseFlags } from './args';
 import type { CliIo, Command } from './command';
 import { jsonLine } from './common';
@@ -63,7 +63,8 @@ export const profileCommand: Command = {
     });
     if (!r.profile) throw new Error('this addon does not profile (rebuild it: npm run build:native)');
     const devices = r.profile.devices.map((d) => d.device);
-    const ceilings = cpuCeilings(devices, r.memcpyGBps, `host memcpy ${MEMCPY_MIB} MiB, read + write, best of 5`);
+    const ceilings = deviceCeilings(devices, { cpu: r.memcpyGBps, ...(r.deviceCopyGBps ?? {}) },
+      `copy of ${MEMCPY_MIB} MiB, read + write, best of 5: host memcpy for CPU devices, within GPU memory for GPUs`);
     const data = profileData(r.profile, ceilings, r.description, 'cli');
     if (f.trace) fs.writeFileSync(f.trace, JSON.stringify(chromeTrace(data)) + '\n');
     if (f.csv) fs.writeFileSync(f.csv, profileCsv(profileRows(data)));

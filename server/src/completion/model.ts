@@ -26,8 +26,8 @@ export interface ModelProfiling {
   setProfiling(enabled: boolean): void;
   profile(): NativeProfile;
   resetProfile(): void;
-  /** Host memcpy GB/s (read + write) over `mib` MiB, measured on a worker thread. */
-  copyBandwidth(mib: number): Promise<number>;
+  /** Copy GB/s (read + write) over `mib` MiB on `device` (default the host's memcpy), on a worker thread. */
+  copyBandwidth(mib: number, device?: string): Promise<number>;
 }
 
 export interface CompletionModel extends PromptTokenizer {
@@ -95,7 +95,7 @@ export class EngineCompletionModel implements CompletionModel {
       setProfiling: (on) => engine.setProfiling(on),
       profile: () => engine.profile(),
       resetProfile: () => engine.resetProfile(),
-      copyBandwidth: (mib) => engine.copyBandwidth(mib),
+      copyBandwidth: (mib, device) => engine.copyBandwidth(mib, device),
     };
     this.maxTokenChars = longestPiece(this.tokenizer);
   }
