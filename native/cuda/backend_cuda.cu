@@ -338,6 +338,13 @@ class CudaBackendImpl final : public CudaBackend {
                              out.data<float>(), stream_);
   }
 
+  void argmax(const Tensor& x, Tensor& ids) override {
+    op_args::argmax(dev_, x, ids);
+    DeviceGuard guard(dev_.index);
+    GpuOpScope scope(*this, "argmax");
+    cuda::launch_argmax(x.data<float>(), x.rows(), x.row_size(), ids.data<int32_t>(), stream_);
+  }
+
   void add(const Tensor& a, const Tensor& b, Tensor& y) override {
     op_args::add(dev_, a, b, y);
     DeviceGuard guard(dev_.index);

@@ -19,6 +19,9 @@ void launch_embed(const void* table, DType dtype, int64_t vocab, int64_t hidden,
 void launch_rope(float* x, int64_t n, int heads, int head_dim, const int32_t* positions, const float* inv_freq,
                  cudaStream_t stream);
 
+// ids[r] = argmax of row r of x [rows, n] (lowest index on ties, NaN never wins), rows < 2^31.
+void launch_argmax(const float* x, int64_t rows, int64_t n, int32_t* ids, cudaStream_t stream);
+
 // y = a + b; a = silu(a)·b. n elements.
 void launch_add(const float* a, const float* b, float* y, int64_t n, cudaStream_t stream);
 void launch_swiglu(float* a, const float* b, int64_t n, cudaStream_t stream);

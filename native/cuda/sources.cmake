@@ -1,6 +1,7 @@
 # CUDA backend: sources (one op per file pair), its tests and its benchmark.
 # Included by native/CMakeLists.txt when nvcc is found; sets MIXQ_CUDA_SOURCES for the mixq_cuda library.
 set(MIXQ_CUDA_SOURCES
+  ${CMAKE_CURRENT_LIST_DIR}/argmax.cu
   ${CMAKE_CURRENT_LIST_DIR}/attention.cu
   ${CMAKE_CURRENT_LIST_DIR}/backend_cuda.cu
   ${CMAKE_CURRENT_LIST_DIR}/cuda_check.cu

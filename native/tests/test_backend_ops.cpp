@@ -17,6 +17,7 @@
 #include "ops/moe.h"
 #include "ops/rms_norm.h"
 #include "ops/rope.h"
+#include "ops/argmax.h"
 #include "test_util.h"
 
 using namespace mixq;
@@ -150,6 +151,28 @@ void test_embed_norm_rope_add(Backend& b) {
       Tensor x = b.empty(DType::F32, {1, 32}, "x");
       b.embed(table, put(b, std::vector<int32_t>{100}, {1}, DType::I32, "ids"), x);
     }, {"token id 100", "vocab size 100"}, dev + "embed: an id out of range is an error naming it");
+  }
+}
+
+// argmax over vocab-sized rows (Mixtral's 32000, Qwen3's 151936): random rows, rows whose maximum repeats (the
+// lowest index wins), rows with NaN (never chosen) and an all-NaN row (0) — each against the reference.
+void test_argmax(Backend& b) {
+  const std::string dev = b.device().str() + ": ";
+  for (const int64_t vocab : {int64_t{7}, int64_t{32000}, int64_t{151936}}) {
+    const int64_t rows = 5;
+    std::vector<float> x = randv(size_t(rows * vocab));
+    x[size_t(1 * vocab + vocab / 3)] = 50.f, x[size_t(1 * vocab + vocab / 2)] = 50.f, x[size_t(1 * vocab + vocab - 1)] = 50.f;
+    x[size_t(2 * vocab)] = std::numeric_limits<float>::quiet_NaN();
+    x[size_t(2 * vocab + vocab - 1)] = 60.f;
+    for (int64_t i = 0; i < vocab; ++i) x[size_t(3 * vocab + i)] = std::numeric_limits<float>::quiet_NaN();
+    x[size_t(4 * vocab + vocab - 1)] = 1e30f;
+    std::vector<int32_t> want(static_cast<size_t>(rows), 0);
+    argmax_rows(x.data(), rows, vocab, want.data());
+    Tensor ids = put(b, std::vector<int32_t>(size_t(rows), -7), {rows}, DType::I32, "ids");
+    b.argmax(putf(b, x, {rows, vocab}, "logits"), ids);
+    const std::vector<int32_t> got = get<int32_t>(b, ids);
+    check(got == want && want[1] == int32_t(vocab / 3) && want[2] == int32_t(vocab - 1) && want[3] == 0,
+          dev + "argmax of 5 rows × " + std::to_string(vocab) + " (ties → lowest index, NaN never wins)");
   }
 }
 
@@ -335,6 +358,7 @@ int main() {
     test_linear(*b);
     test_router(*b);
     test_moe(*b);
+    test_argmax(*b);
   }
   test_copy_between_virtual_devices();
   return finish();

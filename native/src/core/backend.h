@@ -132,6 +132,9 @@ class Backend {
                            const Tensor& ids, Tensor& out) = 0;
   // y = a + b elementwise (y may alias a or b).
   virtual void add(const Tensor& a, const Tensor& b, Tensor& y) = 0;
+  // ids[rows] i32 = argmax of each row of x [rows, n] f32 (lowest index on ties; NaN never wins): greedy
+  // decoding without bringing the logits to the host.
+  virtual void argmax(const Tensor& x, Tensor& ids) = 0;
   // a = silu(a) ⊙ b elementwise (the SwiGLU of an expert whose parts are computed apart: the quantizer).
   virtual void swiglu(Tensor& a, const Tensor& b) = 0;
 

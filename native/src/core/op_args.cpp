@@ -26,6 +26,14 @@ void embed(const Device& dev, const Tensor& table, const Tensor& ids, const Tens
   f32(kOp, dev, x, "x");
 }
 
+void argmax(const Device& dev, const Tensor& x, const Tensor& ids) {
+  const char* kOp = "argmax";
+  check_devices(kOp, dev, {{"x", &x}, {"ids", &ids}});
+  f32(kOp, dev, x, "x");
+  ARG(ids.dtype == DType::I32 && ids.numel() == x.rows() && x.row_size() > 0 && x.row_size() < (int64_t{1} << 31),
+      "ids " + ids.shape_str() + " is not [rows] i32 of x " + x.shape_str());
+}
+
 void rms_norm(const Device& dev, const Tensor& x, const Tensor& w, const Tensor& y) {
   const char* kOp = "rms_norm";
   check_devices(kOp, dev, {{"x", &x}, {"w", &w}, {"y", &y}});

@@ -10,6 +10,7 @@
 namespace mixq::op_args {
 
 void embed(const Device& dev, const Tensor& table, const Tensor& ids, const Tensor& x);
+void argmax(const Device& dev, const Tensor& x, const Tensor& ids);
 void rms_norm(const Device& dev, const Tensor& x, const Tensor& w, const Tensor& y);
 void rope(const Device& dev, const Tensor& x, const Tensor& positions, const Tensor& inv_freq, int heads, int head_dim);
 void attention(const Device& dev, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& k_cache,

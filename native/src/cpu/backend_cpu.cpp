@@ -18,6 +18,7 @@
 #include "cpu_linear.h"
 #include "linear_awq.h"
 #include "linear_transposed.h"
+#include "ops/argmax.h"
 #include "ops/embed.h"
 #include "ops/moe.h"
 #include "ops/rms_norm.h"
@@ -251,6 +252,13 @@ class CpuBackend final : public Backend {
     for (const Tensor* s : slots) rows.push_back(s->data<float>());
     const int k = int(ids.row_size());
     moe_combine_rows(rows, owner, ids.data<int32_t>(), ids.rows(), k, out.row_size(), out.data<float>());
+  }
+
+  void argmax(const Tensor& x, Tensor& ids) override {
+    ProfileScope prof(profiler(), "argmax");
+    if (prof) prof.bytes = x.nbytes() + ids.nbytes();
+    op_args::argmax(dev_, x, ids);
+    argmax_rows(x.data<float>(), x.rows(), x.row_size(), ids.data<int32_t>());
   }
 
   void add(const Tensor& a, const Tensor& b, Tensor& y) override {

@@ -47,7 +47,8 @@ struct Context::Impl {
   uint64_t last_generation = ~uint64_t{0};  // after the previous eval: two equal in a row → shapes are settled
   bool recording = true;       // false once recording failed for this context (recording_error says why)
   std::string recording_error;
-  Tensor step_logits;           // the recorded step's logits [1, vocab] on the head's device
+  Tensor step_result;           // the recorded step's logits [1, vocab] (or next token [1]) on the head's device
+  bool step_next_token_only = false;
   const Tensor& step(const Forward& f, Backend& b);
   uint64_t generation() const {
     uint64_t g = allocations;
@@ -127,7 +128,8 @@ struct Devices {
   }
 };
 
-// One forward pass over the op set, from the uploaded ids to the logits tensor on the head's device.
+// One forward pass over the op set, from the uploaded ids to the logits tensor on the head's device (or, with
+// next_token_only, the chosen token [1] i32).
 struct Forward {
   Context::Impl& ctx;
   Model::Impl& m;
@@ -183,6 +185,12 @@ const Tensor& Forward::run() const {
   const Tensor head_in = out.all_logits ? xn : xn.slice_rows(n - 1, 1);
   Tensor& logits = scratch(plan.head, DType::F32, {head_in.rows(), vocab}, "logits");
   H.linear(*m.weights.lm_head, head_in, logits);
+  if (out.next_token_only) {
+    Tensor& next = scratch(plan.head, DType::I32, {1}, "next token");
+    H.argmax(logits.slice_rows(logits.rows() - 1, 1), next);
+    out.head_ms = head_ms + ms_between(t_head, Clock::now());
+    return next;
+  }
   out.head_ms = head_ms + ms_between(t_head, Clock::now());
   return logits;
 }
@@ -268,16 +276,17 @@ int single_device(const Plan& plan) {
 // when the previous eval left the buffers as they are now (shapes settled); else run the ops one by one.
 const Tensor& Context::Impl::step(const Forward& f, Backend& b) {
   const uint64_t g = generation();
-  if (step_graph && step_graph_generation == g) {
+  if (step_graph && step_graph_generation == g && step_next_token_only == f.out.next_token_only) {
     step_graph->replay();
-    return step_logits;
+    return step_result;
   }
   step_graph.reset();
   if (g != last_generation || !recording || !b.begin_capture()) return f.run();
   try {
-    const Tensor& logits = f.run();
+    const Tensor& result = f.run();
     step_graph = b.end_capture();
-    step_logits = logits;
+    step_result = result;
+    step_next_token_only = f.out.next_token_only;
     step_graph_generation = generation();
   } catch (const std::exception& e) {  // an op that cannot be recorded: run this context's steps one by one
     b.cancel_capture();
@@ -287,7 +296,7 @@ const Tensor& Context::Impl::step(const Forward& f, Backend& b) {
     return f.run();
   }
   step_graph->replay();
-  return step_logits;
+  return step_result;
 }
 
 void Context::eval(const std::vector<int32_t>& tokens, EvalCapture& out) {
@@ -310,6 +319,7 @@ void Context::eval(const std::vector<int32_t>& tokens, EvalCapture& out) {
   const int L = c.num_hidden_layers;
   out.layer_ms.assign(out.timing ? size_t(L) : 0, 0.0);
   out.logits.clear();
+  out.next_token = -1;
   out.hidden_states.clear();
   out.router.clear();
   out.topk_experts.clear();
@@ -337,8 +347,12 @@ void Context::eval(const std::vector<int32_t>& tokens, EvalCapture& out) {
   const int one = single_device(plan);
   const bool recordable = n == 1 && one >= 0 && !out.hidden && !out.router_logits && !out.timing &&
                           !dev.at(one).profiler().enabled();
-  const Tensor& logits = recordable ? impl->step(f, dev.at(one)) : f.run();
-  out.logits = dev.host<float>(logits);
+  const Tensor& result = recordable ? impl->step(f, dev.at(one)) : f.run();
+  if (out.next_token_only) {
+    out.next_token = dev.host<int32_t>(result)[0];
+  } else {
+    out.logits = dev.host<float>(result);
+  }
   impl->last_generation = impl->generation();
   impl->tokens.insert(impl->tokens.end(), tokens.begin(), tokens.end());
 }

@@ -103,6 +103,9 @@ struct EvalCapture {
   std::vector<std::vector<float>> hidden_states;
   std::vector<std::vector<float>> router;
   std::vector<std::vector<int32_t>> topk_experts;  // [layer]: [n, top_k] chosen experts, in order
+  bool next_token_only = false;     // greedy decoding: only next_token, the argmax of the last logits row, chosen
+                                    // on the head's device (logits stay empty: nothing vocab-sized is copied)
+  int32_t next_token = -1;
   bool timing = false;              // fill layer_ms / head_ms (benchmarks)
   std::vector<double> layer_ms;     // [layer]: wall ms spent in each decoder layer during this eval
   double head_ms = 0;               // embedding + final norm + lm_head

@@ -60,6 +60,7 @@ GenerateResult generate(Context& ctx, const std::vector<int32_t>& prompt, const 
   // Prefill in chunks: bounded activation memory, and a cancel is seen between chunks. Results are
   // the same as one batch (every op computes a token's row independently of the others in the batch).
   EvalCapture cap;
+  cap.next_token_only = opts.sampling.greedy;  // the argmax on the device: no logits copied to the host
   const auto t_prefill = std::chrono::steady_clock::now();
   const size_t chunk = size_t(std::max(1, opts.prefill_chunk));
   for (size_t pos = reuse; pos < prompt.size(); pos += chunk) {
@@ -81,7 +82,8 @@ GenerateResult generate(Context& ctx, const std::vector<int32_t>& prompt, const 
       res.stop_reason = StopReason::Cancelled;
       break;
     }
-    const int32_t tok = sampler.sample(cap.logits.data(), int64_t(cap.logits.size()));
+    const int32_t tok =
+        cap.next_token_only ? cap.next_token : sampler.sample(cap.logits.data(), int64_t(cap.logits.size()));
     res.tokens.push_back(tok);
     const bool keep_going = on_token ? on_token(tok) : true;
     if (tok == cfg.eos_token_id && !opts.ignore_eos) {

@@ -8,13 +8,6 @@
 
 namespace mixq {
 
-int32_t argmax(const float* logits, int64_t n) {
-  int64_t best = 0;
-  for (int64_t i = 1; i < n; ++i)
-    if (logits[i] > logits[best]) best = i;
-  return int32_t(best);
-}
-
 Sampler::Sampler(const SamplingOptions& opts) : opts_(opts), rng_(opts.seed) {
   if (!opts.greedy) {
     if (!(opts.temperature > 0) || !std::isfinite(opts.temperature)) throw Error("sampling: temperature must be > 0");

@@ -8,11 +8,11 @@
 #include <vector>
 
 #include "engine.h"
+#include "ops/argmax.h"
 
 namespace mixq {
 
-// Index of the largest logit; the lowest index on ties (torch.argmax's choice).
-int32_t argmax(const float* logits, int64_t n);
+// argmax(logits, n): ops/argmax.h.
 
 class Sampler {
  public:
