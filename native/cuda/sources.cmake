@@ -8,6 +8,7 @@ set(MIXQ_CUDA_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/device_guard.cu
   ${CMAKE_CURRENT_LIST_DIR}/elementwise.cu
   ${CMAKE_CURRENT_LIST_DIR}/embed.cu
+  ${CMAKE_CURRENT_LIST_DIR}/gemm_w4a16.cu
   ${CMAKE_CURRENT_LIST_DIR}/gemv_w4a16.cu
   ${CMAKE_CURRENT_LIST_DIR}/linear.cu
   ${CMAKE_CURRENT_LIST_DIR}/moe.cu
