@@ -28,6 +28,7 @@ if(MIXQ_BUILD_TESTS)
     test_cuda_rms_norm
     test_cuda_moe_align
     test_cuda_gemv_w4a16
+    test_cuda_gemm_w4a16
   )
   foreach(t ${MIXQ_CUDA_TESTS})
     add_executable(${t} ${CMAKE_CURRENT_LIST_DIR}/../tests/${t}.cu)
