@@ -16,7 +16,10 @@
 #include "cuda_check.h"
 #include "device_buffer.h"
 #include "device_guard.h"
+#include "expert_table.h"
+#include "gemm_w4a16.h"
 #include "gemv_w4a16.h"
+#include "moe_align_block_size.h"
 #include "ops_cuda.h"
 #include "ops/router.h"
 #include "rms_norm.h"
@@ -244,6 +247,10 @@ class CudaBackendImpl final : public CudaBackend {
 
   void moe_experts(const ExpertSet& set, const Tensor& x, const Tensor& ids, const Tensor& weights,
                    Tensor& slots) override;
+  // Prefill MoE on the tensor cores, routes grouped on the device (no host synchronisation): moe_align_block_size,
+  // then the grouped int4 GEMMs gate_up (h = silu(x·w1ᵀ) ⊙ x·w3ᵀ, fp16) and down (slots = weight · h·w2ᵀ).
+  void moe_experts_grouped(const ExpertSet& set, int group, const Tensor& x, const Tensor& ids,
+                           const Tensor& weights, Tensor& slots);
 
   void moe_combine(const std::vector<const Tensor*>& slots, const std::vector<int>& owner, const Tensor& ids,
                    Tensor& out) override {
@@ -295,6 +302,18 @@ class CudaBackendImpl final : public CudaBackend {
     }
     return gemv_ws_.raw();
   }
+
+  // The common AWQ group size of the held experts when the grouped GEMM can run them (every held expert AWQ, one
+  // group size and shape, both dims % 32 == 0, ≤ 256 experts), else 0.
+  int grouped_moe_group(const ExpertSet& set) const;
+  // The set's experts as a device table (cuda/expert_table.h), built once per set and rebuilt when its matrices'
+  // device pointers change; null entries for experts this device does not hold.
+  const cuda::ExpertMatrices* expert_table(const ExpertSet& set);
+  struct ExpertTable {
+    std::vector<cuda::ExpertMatrices> host;
+    Tensor device;
+  };
+  std::map<const ExpertSet*, ExpertTable> expert_tables_;
 
   // Temporaries of the ops, one per role, grown when a call needs more (work on one stream is ordered, so reuse
   // across calls is safe).
@@ -456,6 +475,14 @@ void CudaBackendImpl::linear(const Linear& w, const Tensor& x, Tensor& y) {
     return;
   }
   const bool gemv = n <= cuda::kGemvMaxBatch && out % 32 == 0 && (l.group == 32 || l.group == 64 || l.group == 128);
+  if (!gemv && n > cuda::kGemvMaxBatch && out % 32 == 0 && in % 32 == 0 && l.group % 32 == 0) {
+    // Prefill: the tensor-core int4 GEMM over an f16 copy of x.
+    Tensor& x16 = half_x(n * in);
+    cuda::launch_f32_to_f16(x.data<float>(), x16.raw(), n * in, stream_);
+    cuda::launch_gemm_w4a16(static_cast<const __half*>(x16.raw()), l.qweight.data<int32_t>(), l.qzeros.data<int32_t>(),
+                            static_cast<const __half*>(l.scales.raw()), y.data<float>(), n, in, out, l.group, stream_);
+    return;
+  }
   if (!gemv) {
     cuda::launch_linear_awq(x.data<float>(), l.qweight.data<int32_t>(), l.qzeros.data<int32_t>(), l.scales.raw(),
                             l.group, y.data<float>(), n, in, out, stream_);
@@ -506,6 +533,8 @@ bool CudaBackendImpl::awq_pair(const Linear& w1, const Linear& w3, const Tensor&
 
 void CudaBackendImpl::moe_experts(const ExpertSet& set, const Tensor& x, const Tensor& ids, const Tensor& weights,
                                   Tensor& slots) {
+  if (const int g = x.rows() * ids.row_size() > 16 ? grouped_moe_group(set) : 0)
+    return moe_experts_grouped(set, g, x, ids, weights, slots);  // prefill: tensor cores, routes on the device
   op_args::moe_experts(dev_, x, ids, weights, slots);
   const int64_t n = x.rows(), hidden = x.row_size();
   const int k = int(ids.row_size());
@@ -588,4 +617,94 @@ std::unique_ptr<Backend> make_cuda_backend(const Device& d) {
   return std::make_unique<CudaBackendImpl>(d);
 }
 
+}  // namespace mixq
+
+// ---- prefill MoE on the tensor cores (grouped int4 GEMM) ----------------------------------------------------------
+namespace mixq {
+namespace {
+
+int CudaBackendImpl::grouped_moe_group(const ExpertSet& set) const {
+  if (set.experts.empty() || set.experts.size() > size_t(cuda::kMoeAlignMaxExperts)) return 0;
+  int group = 0;
+  int64_t hidden = 0, inter = 0;
+  for (const ExpertWeights* ex : set.experts) {
+    if (!ex) continue;
+    const auto& l1 = static_cast<const CudaLinear&>(*ex->w1);
+    const auto& l2 = static_cast<const CudaLinear&>(*ex->w2);
+    const auto& l3 = static_cast<const CudaLinear&>(*ex->w3);
+    if (l1.weight.buffer || l2.weight.buffer || l3.weight.buffer) return 0;
+    if (group == 0) {
+      group = l1.group;
+      hidden = l1.in_features;
+      inter = l1.out_features;
+    }
+    if (l1.group != group || l2.group != group || l3.group != group || l1.in_features != hidden ||
+        l3.in_features != hidden || l1.out_features != inter || l3.out_features != inter ||
+        l2.in_features != inter || l2.out_features != hidden)
+      return 0;
+  }
+  const bool fits = group > 0 && group % 32 == 0 && hidden % 32 == 0 && inter % 32 == 0 && hidden % group == 0 &&
+                    inter % group == 0;
+  return fits ? group : 0;
+}
+
+const cuda::ExpertMatrices* CudaBackendImpl::expert_table(const ExpertSet& set) {
+  std::vector<cuda::ExpertMatrices> host(set.experts.size());
+  for (size_t e = 0; e < set.experts.size(); ++e) {
+    const ExpertWeights* ex = set.experts[e];
+    if (!ex) continue;
+    const Linear* ws[3] = {ex->w1.get(), ex->w3.get(), ex->w2.get()};  // kGate, kUp, kDown
+    for (int m = 0; m < 3; ++m) {
+      const auto& l = static_cast<const CudaLinear&>(*ws[m]);
+      host[e].w[m] = {l.qweight.data<int32_t>(), l.qzeros.data<int32_t>(), static_cast<const __half*>(l.scales.raw())};
+    }
+  }
+  ExpertTable& t = expert_tables_[&set];
+  const size_t bytes = host.size() * sizeof(cuda::ExpertMatrices);
+  if (!t.device.buffer || t.host.size() != host.size() || std::memcmp(t.host.data(), host.data(), bytes) != 0) {
+    for (const ExpertWeights* ex : set.experts)
+      if (ex)
+        for (const Linear* w : {ex->w1.get(), ex->w2.get(), ex->w3.get()}) check_linear_device("moe_experts", dev_, *w);
+    t.device = empty(DType::U8, {int64_t(bytes)}, "expert table");
+    from_host(host.data(), bytes, t.device);
+    t.host = std::move(host);
+  }
+  return static_cast<const cuda::ExpertMatrices*>(t.device.raw());
+}
+
+void CudaBackendImpl::moe_experts_grouped(const ExpertSet& set, int group, const Tensor& x, const Tensor& ids,
+                                          const Tensor& weights, Tensor& slots) {
+  op_args::moe_experts(dev_, x, ids, weights, slots);
+  const int64_t n = x.rows(), hidden = x.row_size(), numel = ids.numel();
+  const int E = int(set.experts.size());
+  int64_t inter = 0;
+  for (const ExpertWeights* ex : set.experts)
+    if (ex) inter = ex->w1->out_features;
+  DeviceGuard guard(dev_.index);
+  const cuda::ExpertMatrices* table = expert_table(set);
+  GpuOpScope scope(*this, "moe_experts_grouped");
+  cuda::MoeRoutes r;
+  r.numel = numel;
+  r.top_k = int(ids.row_size());
+  r.num_experts = E;
+  r.block_rows = cuda::gemm_w4a16_moe_block_rows(numel, E);
+  const int64_t capacity = cuda::moe_align_capacity(numel, E, r.block_rows);
+  Tensor& sorted = scratch(DType::I32, {capacity}, "moe sorted slots");
+  Tensor& blocks = scratch(DType::I32, {cuda::moe_align_max_blocks(numel, E, r.block_rows)}, "moe block experts");
+  Tensor& post = scratch(DType::I32, {1}, "moe padded count");
+  r.sorted_token_ids = sorted.data<int32_t>();
+  r.expert_ids = blocks.data<int32_t>();
+  r.num_tokens_post_pad = post.data<int32_t>();
+  cuda::launch_moe_align_block_size(ids.data<int32_t>(), numel, E, r.block_rows, sorted.data<int32_t>(),
+                                    blocks.data<int32_t>(), post.data<int32_t>(), stream_);
+  Tensor& x16 = half_x(n * hidden);
+  cuda::launch_f32_to_f16(x.data<float>(), x16.raw(), n * hidden, stream_);
+  Tensor& h = scratch(DType::F16, {capacity, inter}, "moe h");  // [sorted row, inter]
+  cuda::launch_moe_gemm_w4a16_gate_up(static_cast<const __half*>(x16.raw()), r, table, static_cast<__half*>(h.raw()),
+                                      hidden, inter, group, stream_);
+  cuda::launch_moe_gemm_w4a16_down(static_cast<const __half*>(h.raw()), r, table, weights.data<float>(),
+                                   slots.data<float>(), hidden, inter, group, stream_);
+}
+
+}  // namespace
 }  // namespace mixq
