@@ -38,5 +38,5 @@ if(MIXQ_BUILD_TESTS)
   endforeach()
   # Kernel timings with the bandwidth ceiling measured in the same run; JSON on stdout.
   add_executable(cuda_bench ${CMAKE_CURRENT_LIST_DIR}/../bench/cuda_bench.cu)
-  target_link_libraries(cuda_bench PRIVATE mixq_cuda)
+  target_link_libraries(cuda_bench PRIVATE mixq_cuda ${CMAKE_DL_LIBS})  # cuBLAS (the f16 ceiling) is dlopen-ed
 endif()

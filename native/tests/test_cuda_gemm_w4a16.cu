@@ -4,6 +4,7 @@
 // experts top-8, every expert held and only the even ones (the others' slots must stay untouched). Outputs are
 // poisoned (NaN) before every run, so an element the kernel forgets shows up. The packing follows the documented
 // table (slot i of word c holds column 8c + ORDER[i]); the reference unpacks with the inverse table.
+//   test_cuda_gemm_w4a16 [--small]   --small: only the small shapes (for compute-sanitizer, ~100× slower).
 #include <algorithm>
 #include <cstdint>
 
@@ -16,6 +17,8 @@ using mixq::cuda::DeviceBuffer;
 using mixq::cuda::ExpertMatrices;
 
 namespace {
+
+bool g_small = false;  // --small
 
 constexpr int kOrder[8] = {0, 2, 4, 6, 1, 3, 5, 7};   // slot → column offset (packing)
 constexpr int kUnpack[8] = {0, 4, 1, 5, 2, 6, 3, 7};  // column offset → slot (unpacking)
@@ -111,6 +114,7 @@ void test_dense(std::mt19937& rng) {
       {1024, 4096, 4096, 128, "4096 tokens"},
   };
   for (const Case& c : cases) {
+    if (g_small && c.in * c.out > (int64_t{1} << 20)) continue;
     const Matrix w = make_matrix(c.in, c.out, c.group, rng);
     const std::vector<__half> x = random_half(size_t(c.n * c.in), rng);
     DeviceBuffer dx = test::upload(x), dy(0, size_t(c.n * c.out) * 4);
@@ -161,6 +165,7 @@ void test_dense_errors(std::mt19937& rng) {
 // One grouped MoE problem: experts' w1/w3 [hidden → inter] and w2 [inter → hidden], a routing, and the reference.
 void test_moe_case(int E, int top_k, int64_t hidden, int64_t inter, int group, int64_t tokens, int block_rows,
                    std::mt19937& rng) {
+  if (g_small && hidden * inter > (int64_t{1} << 18)) return;
   std::vector<Matrix> w1, w3, w2;
   for (int e = 0; e < E; ++e) {
     w1.push_back(make_matrix(hidden, inter, group, rng));
@@ -290,7 +295,8 @@ void test_moe(std::mt19937& rng) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  g_small = argc > 1 && std::strcmp(argv[1], "--small") == 0;
   test::skip_without_gpu();
   std::mt19937 rng(11);
   try {
