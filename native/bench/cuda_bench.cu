@@ -2,9 +2,15 @@
 //   cuda_bench [--device N] [--quick]  → JSON on stdout, a readable table on stderr.
 //   cuda_bench --profile C,R,SPLIT,W   → only 3 GEMV launches per Mixtral expert shape with that config
 //                                           (for a profiler such as ncu), no timing.
+//   cuda_bench --gemm-only              → only the prefill GEMM / grouped MoE sections (5, 6).
+// The prefill GEMM is compared with cuBLAS's f16 GEMM (cublasGemmEx, f32 accumulation) at the same shapes in the
+// same run; cuBLAS is loaded at run time (dlopen: $MIXQ_CUBLAS, else libcublas.so.13/.12/.so on the library
+// path), so the bench builds without it and reports "cublas": null when it cannot be found.
 // Method: cudaEvent timing around loops of back-to-back launches (warm-up first), median of several repeats;
 // the GEMV rotates over enough weight copies (> 4× L2) that every call streams its weights from DRAM; inputs
 // are random (never zeros). Bytes counted for the GEMV: qweight + qzeros + scales + x + y, each once.
+#include <dlfcn.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -18,6 +24,8 @@
 #include "cuda_check.h"
 #include "device_buffer.h"
 #include "device_guard.h"
+#include "expert_table.h"
+#include "gemm_w4a16.h"
 #include "gemv_w4a16.h"
 #include "moe_align_block_size.h"
 #include "rms_norm.h"
@@ -91,6 +99,202 @@ void fill_scales(DeviceBuffer& buf, uint32_t seed) {
   CUDA_CHECK(cudaMemcpy(buf.data(), host.data(), host.size() * 2, cudaMemcpyHostToDevice));
 }
 
+// cuBLAS, resolved at run time (no link-time dependency): the f16 GEMM ceiling of the prefill section.
+class Cublas {
+ public:
+  Cublas() {
+    const char* env = std::getenv("MIXQ_CUBLAS");
+    for (const char* name : {env, "libcublas.so.13", "libcublas.so.12", "libcublas.so"}) {
+      if (!name || lib_) continue;
+      lib_ = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+      if (lib_) name_ = name;
+    }
+    if (!lib_) return;
+    create_ = reinterpret_cast<Create>(dlsym(lib_, "cublasCreate_v2"));
+    destroy_ = reinterpret_cast<Destroy>(dlsym(lib_, "cublasDestroy_v2"));
+    set_stream_ = reinterpret_cast<SetStream>(dlsym(lib_, "cublasSetStream_v2"));
+    gemm_ex_ = reinterpret_cast<GemmEx>(dlsym(lib_, "cublasGemmEx"));
+    if (!create_ || !destroy_ || !set_stream_ || !gemm_ex_ || create_(&handle_) != 0) handle_ = nullptr;
+  }
+  ~Cublas() {
+    if (handle_) destroy_(handle_);
+  }
+  bool ok() const { return handle_ != nullptr; }
+  const std::string& name() const { return name_; }
+  // Y[n, out] f32 (row-major) = X[n, in] f16 · W[in, out] f16, f32 accumulation: column-major Yᵀ = Wᵀ · Xᵀ.
+  void gemm(const __half* x, const __half* w, float* y, int n, int in, int out, cudaStream_t stream) {
+    const float one = 1.0f, zero = 0.0f;
+    constexpr int kOpN = 0, kR16F = 2, kR32F = 0, kCompute32F = 68, kAlgoDefault = -1;  // cuBLAS / library_types.h
+    if (set_stream_(handle_, stream) != 0 ||
+        gemm_ex_(handle_, kOpN, kOpN, out, n, in, &one, w, kR16F, out, x, kR16F, in, &zero, y, kR32F, out,
+                 kCompute32F, kAlgoDefault) != 0)
+      throw mixq::Error("cublasGemmEx failed (n=" + std::to_string(n) + ", in=" + std::to_string(in) +
+                        ", out=" + std::to_string(out) + ")");
+  }
+
+ private:
+  using Create = int (*)(void**);
+  using Destroy = int (*)(void*);
+  using SetStream = int (*)(void*, cudaStream_t);
+  using GemmEx = int (*)(void*, int, int, int, int, int, const void*, const void*, int, int, const void*, int, int,
+                         const void*, void*, int, int, int, int);
+  void* lib_ = nullptr;
+  void* handle_ = nullptr;
+  std::string name_;
+  Create create_ = nullptr;
+  Destroy destroy_ = nullptr;
+  SetStream set_stream_ = nullptr;
+  GemmEx gemm_ex_ = nullptr;
+};
+
+// Y = X · W for the prefill shapes: the int4 GEMM (weights rotated over > 2× L2 of copies, as a layer's weights
+// come from DRAM) against cuBLAS f16 at the same shape. FLOPs 2·n·in·out.
+std::string bench_gemm(int device, const cudaDeviceProp& prop, Cublas& cublas) {
+  struct Shape { int64_t in, out; const char* what; };
+  const Shape shapes[] = {{4096, 14336, "w1/w3 (4096 -> 14336)"}, {14336, 4096, "w2 (14336 -> 4096)"},
+                          {4096, 4096, "o_proj (4096 -> 4096)"}, {4096, 1024, "k/v_proj (4096 -> 1024)"}};
+  const int group = 128;
+  std::string json = ",\n  \"gemm_w4a16\": [";
+  bool first = true;
+  for (const Shape& s : shapes) {
+    const size_t qw_bytes = s.in * s.out / 2, qz_bytes = (s.in / group) * s.out / 2, sc_bytes = (s.in / group) * s.out * 2;
+    const size_t set_bytes = qw_bytes + qz_bytes + sc_bytes;
+    const int sets = static_cast<int>(std::max<size_t>(2, 2 * size_t(prop.l2CacheSize) / set_bytes + 1));
+    std::vector<DeviceBuffer> qw, qz, sc;
+    for (int k = 0; k < sets; ++k) {
+      qw.emplace_back(device, qw_bytes);
+      qz.emplace_back(device, qz_bytes);
+      sc.emplace_back(device, sc_bytes);
+      fill_random(qw.back(), 700 + k);
+      fill_random(qz.back(), 800 + k);
+      fill_scales(sc.back(), 900 + k);
+    }
+    DeviceBuffer w16(device, s.in * s.out * 2);
+    fill_random(w16, 11, true);
+    for (int64_t n : {512, 2048}) {
+      DeviceBuffer x(device, n * s.in * 2), y(device, n * s.out * 4);
+      fill_random(x, 12, true);
+      const double flop = 2.0 * n * s.in * s.out;
+      const double ms = time_ms(
+          [&](int i) {
+            const int k = i % sets;
+            mixq::cuda::launch_gemm_w4a16(x.as<__half>(), qw[k].as<int32_t>(), qz[k].as<int32_t>(), sc[k].as<__half>(),
+                                          y.as<float>(), n, s.in, s.out, group, g_stream);
+          },
+          20);
+      double cublas_ms = 0;
+      if (cublas.ok())
+        cublas_ms = time_ms([&](int) { cublas.gemm(x.as<__half>(), w16.as<__half>(), y.as<float>(), int(n), int(s.in),
+                                                   int(s.out), g_stream); },
+                            20);
+      const double tflops = flop / (ms * 1e-3) / 1e12, cublas_tflops = cublas.ok() ? flop / (cublas_ms * 1e-3) / 1e12 : 0;
+      std::fprintf(stderr, "gemm_w4a16 %-24s n=%-5lld tile=%-3d %8.1f us %6.1f TFLOP/s | cuBLAS f16 %8.1f us %6.1f TFLOP/s"
+                           " | int4/cuBLAS time %.2f\n",
+                   s.what, (long long)n, mixq::cuda::gemm_w4a16_row_tile(n, s.out, device), ms * 1e3, tflops,
+                   cublas_ms * 1e3, cublas_tflops, cublas.ok() ? ms / cublas_ms : 0.0);
+      json += std::string(first ? "" : ",") + "\n    {\"shape\": \"" + s.what + "\", \"n\": " + std::to_string(n) +
+              ", \"in\": " + std::to_string(s.in) + ", \"out\": " + std::to_string(s.out) + ", \"group\": 128, " +
+              "\"weight_sets\": " + std::to_string(sets) + ", \"us\": " + std::to_string(ms * 1e3) +
+              ", \"tflops\": " + std::to_string(tflops) + ", \"cublas_f16_us\": " +
+              (cublas.ok() ? std::to_string(cublas_ms * 1e3) : "null") + ", \"cublas_f16_tflops\": " +
+              (cublas.ok() ? std::to_string(cublas_tflops) : "null") + "}";
+      first = false;
+    }
+  }
+  return json + "\n  ]";
+}
+
+// The grouped MoE of a Mixtral-8x7B layer's prefill: 2048 tokens × top-2 of 8 experts (hidden 4096, inter 14336,
+// g128): moe_align_block_size + gate_up (w1, w3, SiLU·mul) + down (w2 × router weight into the slots).
+// FLOPs: slots · 3 · 2 · hidden · inter. The cuBLAS line is the same work as 3 dense f16 GEMMs per expert at
+// the mean rows per expert (tokens·top_k / E), routing and gathers left out.
+std::string bench_moe(int device, Cublas& cublas) {
+  const int E = 8, top_k = 2, group = 128;
+  const int64_t tokens = 2048, hidden = 4096, inter = 14336, numel = tokens * top_k;
+  std::vector<DeviceBuffer> bufs;
+  std::vector<mixq::cuda::ExpertMatrices> table(E);
+  for (int e = 0; e < E; ++e)
+    for (int m = 0; m < 3; ++m) {
+      const int64_t in = m == mixq::cuda::kDown ? inter : hidden, out = m == mixq::cuda::kDown ? hidden : inter;
+      bufs.emplace_back(device, in * out / 2);
+      fill_random(bufs.back(), 1000 + 3 * e + m);
+      const int32_t* qw = bufs.back().as<int32_t>();
+      bufs.emplace_back(device, in / group * out / 2);
+      fill_random(bufs.back(), 2000 + 3 * e + m);
+      const int32_t* qz = bufs.back().as<int32_t>();
+      bufs.emplace_back(device, in / group * out * 2);
+      fill_scales(bufs.back(), 3000 + 3 * e + m);
+      table[size_t(e)].w[m] = {qw, qz, bufs.back().as<__half>()};
+    }
+  std::vector<int32_t> ids(numel);
+  std::vector<float> weights(numel);
+  std::mt19937 rng(5);
+  for (int64_t t = 0; t < tokens; ++t) {
+    ids[t * 2] = rng() % E;
+    ids[t * 2 + 1] = (ids[t * 2] + 1 + rng() % (E - 1)) % E;
+    weights[t * 2] = 0.6f;
+    weights[t * 2 + 1] = 0.4f;
+  }
+  mixq::cuda::MoeRoutes r;
+  r.numel = numel;
+  r.top_k = top_k;
+  r.num_experts = E;
+  r.block_rows = mixq::cuda::gemm_w4a16_moe_block_rows(numel, E);
+  const int64_t capacity = mixq::cuda::moe_align_capacity(numel, E, r.block_rows);
+  DeviceBuffer d_table(device, sizeof(mixq::cuda::ExpertMatrices) * E), d_ids(device, numel * 4),
+      d_w(device, numel * 4), sorted(device, capacity * 4),
+      eids(device, mixq::cuda::moe_align_max_blocks(numel, E, r.block_rows) * 4), post(device, 4),
+      x(device, tokens * hidden * 2), h(device, capacity * inter * 2), slots(device, numel * hidden * 4);
+  CUDA_CHECK(cudaMemcpy(d_table.data(), table.data(), d_table.size(), cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpy(d_ids.data(), ids.data(), numel * 4, cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpy(d_w.data(), weights.data(), numel * 4, cudaMemcpyHostToDevice));
+  fill_random(x, 13, true);
+  r.sorted_token_ids = sorted.as<int32_t>();
+  r.expert_ids = eids.as<int32_t>();
+  r.num_tokens_post_pad = post.as<int32_t>();
+  const auto* tab = d_table.as<mixq::cuda::ExpertMatrices>();
+  const auto align = [&](int) {
+    mixq::cuda::launch_moe_align_block_size(d_ids.as<int32_t>(), numel, E, r.block_rows, sorted.as<int32_t>(),
+                                            eids.as<int32_t>(), post.as<int32_t>(), g_stream);
+  };
+  const auto gate_up = [&](int) {
+    mixq::cuda::launch_moe_gemm_w4a16_gate_up(x.as<__half>(), r, tab, h.as<__half>(), hidden, inter, group, g_stream);
+  };
+  const auto down = [&](int) {
+    mixq::cuda::launch_moe_gemm_w4a16_down(h.as<__half>(), r, tab, d_w.as<float>(), slots.as<float>(), hidden, inter,
+                                           group, g_stream);
+  };
+  align(0);
+  const double align_ms = time_ms(align, 20), gate_up_ms = time_ms(gate_up, 10), down_ms = time_ms(down, 10);
+  const double all_ms = time_ms([&](int i) { align(i); gate_up(i); down(i); }, 10);
+  const double flop = double(numel) * 6 * hidden * inter;
+  double cublas_ms = 0;
+  if (cublas.ok()) {
+    const int rows = int(numel / E);
+    DeviceBuffer w16(device, hidden * inter * 2), xa(device, rows * std::max(hidden, inter) * 2),
+        ya(device, rows * inter * 4);
+    fill_random(w16, 14, true);
+    fill_random(xa, 15, true);
+    cublas_ms = time_ms([&](int) {
+      for (int e = 0; e < E; ++e) {
+        cublas.gemm(xa.as<__half>(), w16.as<__half>(), ya.as<float>(), rows, int(hidden), int(inter), g_stream);
+        cublas.gemm(xa.as<__half>(), w16.as<__half>(), ya.as<float>(), rows, int(hidden), int(inter), g_stream);
+        cublas.gemm(xa.as<__half>(), w16.as<__half>(), ya.as<float>(), rows, int(inter), int(hidden), g_stream);
+      }
+    }, 5);
+  }
+  std::fprintf(stderr,
+               "moe grouped 2048 tokens top-2 of 8 (B=%d): align %.1f us + gate_up %.1f us + down %.1f us; all %.1f us "
+               "= %.1f TFLOP/s | cuBLAS f16 3 GEMMs x 8 experts x %lld rows: %.1f us (%.1f TFLOP/s)\n",
+               r.block_rows, align_ms * 1e3, gate_up_ms * 1e3, down_ms * 1e3, all_ms * 1e3, flop / (all_ms * 1e-3) / 1e12,
+               (long long)(numel / E), cublas_ms * 1e3, cublas.ok() ? flop / (cublas_ms * 1e-3) / 1e12 : 0.0);
+  return ",\n  \"moe_grouped\": {\"tokens\": 2048, \"experts\": 8, \"top_k\": 2, \"block_rows\": " +
+         std::to_string(r.block_rows) + ", \"align_us\": " + std::to_string(align_ms * 1e3) + ", \"gate_up_us\": " +
+         std::to_string(gate_up_ms * 1e3) + ", \"down_us\": " + std::to_string(down_ms * 1e3) + ", \"all_us\": " +
+         std::to_string(all_ms * 1e3) + ", \"tflops\": " + std::to_string(flop / (all_ms * 1e-3) / 1e12) +
+         ", \"cublas_f16_equivalent_us\": " + (cublas.ok() ? std::to_string(cublas_ms * 1e3) : "null") + "}";
+}
+
 std::string json_config(const GemvW4A16Config& c) {
   return "{\"cols_per_block\": " + std::to_string(c.cols_per_block) + ", \"rows_per_run\": " +
          std::to_string(c.rows_per_run) + ", \"split_k\": " + std::to_string(c.split_k) +
@@ -101,15 +305,16 @@ std::string json_config(const GemvW4A16Config& c) {
 
 int main(int argc, char** argv) {
   int device = 0;
-  bool quick = false, profile = false;
+  bool quick = false, profile = false, gemm_only = false;
   GemvW4A16Config profile_cfg;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--device") && i + 1 < argc) device = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--quick")) quick = true;
+    else if (!std::strcmp(argv[i], "--gemm-only")) gemm_only = true;
     else if (!std::strcmp(argv[i], "--profile") && i + 1 < argc &&
              std::sscanf(argv[++i], "%d,%d,%d,%d", &profile_cfg.cols_per_block, &profile_cfg.rows_per_run,
                          &profile_cfg.split_k, &profile_cfg.words_per_thread) == 4) profile = true;
-    else { std::fprintf(stderr, "usage: cuda_bench [--device N] [--quick] [--profile C,R,SPLIT,W]\n"); return 2; }
+    else { std::fprintf(stderr, "usage: cuda_bench [--device N] [--quick] [--profile C,R,SPLIT,W] [--gemm-only]\n"); return 2; }
   }
   if (mixq::cuda::visible_device_count() == 0) {
     std::fprintf(stderr, "cuda_bench: no CUDA device visible\n");
@@ -153,6 +358,19 @@ int main(int argc, char** argv) {
     json += ",\n  \"copy_d2d_gbs\": " + std::to_string(copy_gbs);
     src = DeviceBuffer();
     dst = DeviceBuffer();
+
+    // 5, 6. Prefill: the int4 tensor-core GEMM against cuBLAS f16, and the grouped MoE of one layer.
+    {
+      Cublas cublas;
+      std::fprintf(stderr, "cuBLAS: %s\n", cublas.ok() ? cublas.name().c_str() : "not found (set MIXQ_CUBLAS)");
+      json += ",\n  \"cublas\": " + (cublas.ok() ? "\"" + cublas.name() + "\"" : std::string("null"));
+      json += bench_gemm(device, prop, cublas);
+      json += bench_moe(device, cublas);
+    }
+    if (gemm_only) {
+      std::fputs((json + "\n}\n").c_str(), stdout);
+      return 0;
+    }
 
     // 2. W4A16 GEMV, Mixtral-8x7B expert shapes, group 128, fp16 output.
     json += ",\n  \"gemv_w4a16\": [";

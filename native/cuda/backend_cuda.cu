@@ -18,7 +18,9 @@
 #include "device_buffer.h"
 #include "device_guard.h"
 #include "expert_table.h"
+#include "gemm_w4a16.h"
 #include "gemv_w4a16.h"
+#include "moe_align_block_size.h"
 #include "ops_cuda.h"
 #include "ops/router.h"
 #include "rms_norm.h"
@@ -321,6 +323,10 @@ class CudaBackendImpl final : public CudaBackend {
 
   void moe_experts(const ExpertSet& set, const Tensor& x, const Tensor& ids, const Tensor& weights,
                    Tensor& slots) override;
+  // Prefill MoE on the tensor cores, routes grouped on the device (no host synchronisation): moe_align_block_size,
+  // then the grouped int4 GEMMs gate_up (h = silu(x·w1ᵀ) ⊙ x·w3ᵀ, fp16) and down (slots = weight · h·w2ᵀ).
+  bool moe_experts_grouped(const ExpertSet& set, const Tensor& x, const Tensor& ids, const Tensor& weights,
+                           Tensor& slots);
 
   void moe_combine(const std::vector<const Tensor*>& slots, const std::vector<int>& owner, const Tensor& ids,
                    Tensor& out) override {
@@ -559,6 +565,14 @@ void CudaBackendImpl::linear(const Linear& w, const Tensor& x, Tensor& y) {
     return;
   }
   const bool gemv = n <= cuda::kGemvMaxBatch && out % 32 == 0 && (l.group == 32 || l.group == 64 || l.group == 128);
+  if (!gemv && n > cuda::kGemvMaxBatch && out % 32 == 0 && in % 32 == 0 && l.group % 32 == 0) {
+    // Prefill: the tensor-core int4 GEMM over an f16 copy of x.
+    Tensor& x16 = half_x(n * in);
+    cuda::launch_f32_to_f16(x.data<float>(), x16.raw(), n * in, stream_);
+    cuda::launch_gemm_w4a16(static_cast<const __half*>(x16.raw()), l.qweight.data<int32_t>(), l.qzeros.data<int32_t>(),
+                            static_cast<const __half*>(l.scales.raw()), y.data<float>(), n, in, out, l.group, stream_);
+    return;
+  }
   if (!gemv) {
     cuda::launch_linear_awq(x.data<float>(), l.qweight.data<int32_t>(), l.qzeros.data<int32_t>(), l.scales.raw(),
                             l.group, y.data<float>(), n, in, out, stream_);
@@ -610,7 +624,8 @@ bool CudaBackendImpl::awq_pair(const Linear& w1, const Linear& w3, const Tensor&
 void CudaBackendImpl::moe_experts(const ExpertSet& set, const Tensor& x, const Tensor& ids, const Tensor& weights,
                                   Tensor& slots) {
   op_args::moe_experts(dev_, x, ids, weights, slots);
-  if (moe_experts_routed(set, x, ids, weights, slots)) return;
+  if (moe_experts_routed(set, x, ids, weights, slots)) return;   // decode: int4 GEMV, routes read on the device
+  if (moe_experts_grouped(set, x, ids, weights, slots)) return;  // prefill: tensor cores, routes grouped on the device
   const int64_t n = x.rows(), hidden = x.row_size();
   const int k = int(ids.row_size());
   // 1. The routes come back to the host once (the one synchronisation of the layer) and are grouped by expert:
@@ -696,8 +711,7 @@ const CudaBackendImpl::ExpertTable* CudaBackendImpl::expert_table(const ExpertSe
         ex->w3->out_features != inter || ex->w2->in_features != inter || ex->w2->out_features != hidden)
       return nullptr;
   }
-  if (hidden == 0 || inter % 32 != 0 || hidden % 32 != 0 || (group != 32 && group != 64 && group != 128))
-    return nullptr;
+  if (hidden == 0 || inter % 32 != 0 || hidden % 32 != 0 || group % 32 != 0) return nullptr;
   ExpertTable& t = tables_[&set];
   const auto same = [&] {
     return t.host.size() == host.size() &&
@@ -721,9 +735,11 @@ const CudaBackendImpl::ExpertTable* CudaBackendImpl::expert_table(const ExpertSe
 bool CudaBackendImpl::moe_experts_routed(const ExpertSet& set, const Tensor& x, const Tensor& ids,
                                          const Tensor& weights, Tensor& slots) {
   const int64_t n = x.rows(), k = ids.row_size(), S = n * k;
-  if (2 * S > cuda::kGemvMaxRoutedProblems) return false;
+  // Each slot streams its expert's matrices: beyond a few slots per expert the grouped GEMM (each expert's
+  // matrices read once per block of its rows) moves fewer bytes.
+  if (S > 8) return false;
   const ExpertTable* t = expert_table(set);
-  if (!t || t->hidden != x.row_size()) return false;
+  if (!t || t->hidden != x.row_size() || (t->group != 32 && t->group != 64 && t->group != 128)) return false;
   DeviceGuard guard(dev_.index);
   GpuOpScope scope(*this, "moe_experts");
   const int64_t hidden = t->hidden, inter = t->inter;
@@ -773,4 +789,47 @@ std::unique_ptr<Backend> make_cuda_backend(const Device& d) {
   return std::make_unique<CudaBackendImpl>(d);
 }
 
+}  // namespace mixq
+
+// ---- prefill MoE on the tensor cores (grouped int4 GEMM) ----------------------------------------------------------
+namespace mixq {
+namespace {
+
+bool CudaBackendImpl::moe_experts_grouped(const ExpertSet& set, const Tensor& x, const Tensor& ids,
+                                          const Tensor& weights, Tensor& slots) {
+  const int64_t n = x.rows(), numel = ids.numel();
+  const int E = int(set.experts.size());
+  if (E > cuda::kMoeAlignMaxExperts) return false;
+  const ExpertTable* t = expert_table(set);
+  if (!t || t->hidden != x.row_size() || t->hidden % t->group != 0 || t->inter % t->group != 0) return false;
+  const int64_t hidden = t->hidden, inter = t->inter;
+  const int group = t->group;
+  const auto* table = reinterpret_cast<const cuda::ExpertMatrices*>(t->device.raw());
+  DeviceGuard guard(dev_.index);
+  GpuOpScope scope(*this, "moe_experts_grouped");
+  cuda::MoeRoutes r;
+  r.numel = numel;
+  r.top_k = int(ids.row_size());
+  r.num_experts = E;
+  r.block_rows = cuda::gemm_w4a16_moe_block_rows(numel, E);
+  const int64_t capacity = cuda::moe_align_capacity(numel, E, r.block_rows);
+  Tensor& sorted = scratch(DType::I32, {capacity}, "moe sorted slots");
+  Tensor& blocks = scratch(DType::I32, {cuda::moe_align_max_blocks(numel, E, r.block_rows)}, "moe block experts");
+  Tensor& post = scratch(DType::I32, {1}, "moe padded count");
+  r.sorted_token_ids = sorted.data<int32_t>();
+  r.expert_ids = blocks.data<int32_t>();
+  r.num_tokens_post_pad = post.data<int32_t>();
+  cuda::launch_moe_align_block_size(ids.data<int32_t>(), numel, E, r.block_rows, sorted.data<int32_t>(),
+                                    blocks.data<int32_t>(), post.data<int32_t>(), stream_);
+  Tensor& x16 = half_x(n * hidden);
+  cuda::launch_f32_to_f16(x.data<float>(), x16.raw(), n * hidden, stream_);
+  Tensor& h = scratch(DType::F16, {capacity, inter}, "moe h");  // [sorted row, inter]
+  cuda::launch_moe_gemm_w4a16_gate_up(static_cast<const __half*>(x16.raw()), r, table, static_cast<__half*>(h.raw()),
+                                      hidden, inter, group, stream_);
+  cuda::launch_moe_gemm_w4a16_down(static_cast<const __half*>(h.raw()), r, table, weights.data<float>(),
+                                   slots.data<float>(), hidden, inter, group, stream_);
+  return true;
+}
+
+}  // namespace
 }  // namespace mixq

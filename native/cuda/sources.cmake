@@ -9,6 +9,7 @@ set(MIXQ_CUDA_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/device_guard.cu
   ${CMAKE_CURRENT_LIST_DIR}/elementwise.cu
   ${CMAKE_CURRENT_LIST_DIR}/embed.cu
+  ${CMAKE_CURRENT_LIST_DIR}/gemm_w4a16.cu
   ${CMAKE_CURRENT_LIST_DIR}/gemv_w4a16.cu
   ${CMAKE_CURRENT_LIST_DIR}/linear.cu
   ${CMAKE_CURRENT_LIST_DIR}/moe.cu
@@ -28,6 +29,7 @@ if(MIXQ_BUILD_TESTS)
     test_cuda_rms_norm
     test_cuda_moe_align
     test_cuda_gemv_w4a16
+    test_cuda_gemm_w4a16
   )
   foreach(t ${MIXQ_CUDA_TESTS})
     add_executable(${t} ${CMAKE_CURRENT_LIST_DIR}/../tests/${t}.cu)
@@ -37,5 +39,5 @@ if(MIXQ_BUILD_TESTS)
   endforeach()
   # Kernel timings with the bandwidth ceiling measured in the same run; JSON on stdout.
   add_executable(cuda_bench ${CMAKE_CURRENT_LIST_DIR}/../bench/cuda_bench.cu)
-  target_link_libraries(cuda_bench PRIVATE mixq_cuda)
+  target_link_libraries(cuda_bench PRIVATE mixq_cuda ${CMAKE_DL_LIBS})  # cuBLAS (the f16 ceiling) is dlopen-ed
 endif()
