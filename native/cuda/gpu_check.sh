@@ -2,6 +2,8 @@
 # Builds the CUDA backend, its tests and the benchmarks for the GPU at hand, runs them, and keeps the logs.
 #   native/cuda/gpu_check.sh OUT_DIR [ARCH] [BENCH_ARGS...]   (ARCH default 90a-real: H100/H200)
 # Fixtures: ../shared/fixtures beside the checkout, else a copy carried in .gl/fixtures (linked there).
+# GPU_CHECK_QUICK=1: the tests, the GEMM part of cuda_bench and three model benches only (no kernel sweep, no
+# sanitizer) — a check that fits one short device call.
 # Writes OUT_DIR/{env.txt,build.log,ctest.log,test_*.log,sanitizer.log,bench.json,bench.txt,mixq_bench_cuda.json}.
 # Exit status: that of the CUDA ctest run.
 set -u -o pipefail
@@ -37,7 +39,9 @@ done
 grep -E "^ok .*(cuda|logical|greedy|ppl)" "$out/test_gpu_model.log" | head -20
 # cuBLAS (the prefill GEMM's f16 ceiling) is loaded at run time: the toolkit's, else the one PyTorch's wheels carry.
 cublas_dir=$(python3 -c "import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], 'lib'))" 2>/dev/null)
-LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}:/usr/local/cuda/lib64:${cublas_dir}" ./cuda_bench >"$out/bench.json" 2>"$out/bench.txt"
+quick=${GPU_CHECK_QUICK:-0}
+bench_args=""; [ "$quick" = 1 ] && bench_args="--gemm-only"
+LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}:/usr/local/cuda/lib64:${cublas_dir}" timeout 300 ./cuda_bench $bench_args >"$out/bench.json" 2>"$out/bench.txt"
 echo "cuda_bench exit $?"
 grep -E "^(copy|cuBLAS|gemm_w4a16|moe grouped)" "$out/bench.txt"
 # Mixtral-8x7B shapes, all 32 layers, AWQ g128 on the GPU: decode after 128 and after 4096 tokens of context,
@@ -46,11 +50,11 @@ bench() {  # NAME ARGS...
   local name=$1; shift
   timeout 240 ./mixq_bench --synthetic mixtral-8x7b --layers 32 --weights awq --device cuda --memcpy-mib 64 "$@" \
     >"$out/mixq_bench_$name.json" 2>&1
-  echo "mixq_bench $name exit $?: $(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print({k: r[k] for k in ('prefillTokens','prefillTokensPerSec','decodeTokens','decodeTokensPerSec','decodeMsPerLayer','decodeHeadMs','weightGBps','devicePeakBytes','devicePlannedBytes')})" "$out/mixq_bench_$name.json" 2>&1 | tail -1)"
+  echo "mixq_bench $name exit $?: $(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print({k: r[k] for k in ('prefillTokens','prefillTokensPerSec','decodeTokens','decodeTokensPerSec','decodeStepMode','decodeMsPerLayer','decodeHeadMs','weightGBps','deviceCopyGBps','bandwidthRatio','devicePeakBytes','devicePlannedBytes') if k in r})" "$out/mixq_bench_$name.json" 2>&1 | tail -1)"
 }
 bench ctx128 --prefill 128 --decode 64
 bench prefill2048 --prefill 2048 --decode 8
-bench ctx4096 --prefill 4096 --decode 32
+[ "$quick" = 1 ] || bench ctx4096 --prefill 4096 --decode 32
 bench profile --prefill 128 --decode 16 --profile
 python3 - "$out/mixq_bench_profile.json" <<'PY'
 import json, sys
@@ -63,7 +67,7 @@ for d in r.get("profile", {}).get("devices", []):
         print("  %-18s calls %6d total %8.2f ms mean %8.2f us" % (k["name"], k["calls"], k["total_ms"], k["mean_us"]))
 PY
 # Memory and race checks (the sanitizer slows kernels ~100×).
-if command -v compute-sanitizer >/dev/null; then
+if [ "$quick" != 1 ] && command -v compute-sanitizer >/dev/null; then
   for t in test_cuda_moe_align test_cuda_rms_norm "test_cuda_gemm_w4a16 --small"; do
     for tool in memcheck racecheck; do
       echo "== $tool $t" >>"$out/sanitizer.log"
