@@ -15,7 +15,7 @@ if [ ! -d "$root/../shared/fixtures" ] && [ -d "$root/.gl/fixtures" ]; then
 fi
 { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv; nvcc --version | tail -2; } \
   >"$out/env.txt" 2>&1
-targets="test_cuda_device test_cuda_rms_norm test_cuda_moe_align test_cuda_gemv_w4a16 cuda_bench test_backend_ops
+targets="test_cuda_device test_cuda_rms_norm test_cuda_moe_align test_cuda_gemv_w4a16 test_cuda_attention cuda_bench test_backend_ops
          test_gpu_model test_placement mixq_bench"
 gen=""; command -v ninja >/dev/null && gen="-G Ninja"
 if ! { cmake -S "$root" -B "$build" $gen -DMIXQ_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$arch" -DCMAKE_BUILD_TYPE=Release &&
@@ -61,10 +61,10 @@ for d in r.get("profile", {}).get("devices", []):
 PY
 # Memory and race checks (the sanitizer slows kernels ~100×).
 if command -v compute-sanitizer >/dev/null; then
-  for t in test_cuda_moe_align test_cuda_rms_norm; do
+  for t in test_cuda_moe_align test_cuda_rms_norm test_cuda_attention; do
     for tool in memcheck racecheck; do
       echo "== $tool $t" >>"$out/sanitizer.log"
-      timeout 60 compute-sanitizer --tool $tool --error-exitcode 3 "./$t" >>"$out/sanitizer.log" 2>&1
+      timeout 180 compute-sanitizer --tool $tool --error-exitcode 3 "./$t" >>"$out/sanitizer.log" 2>&1
       echo "exit $?" >>"$out/sanitizer.log"
     done
   done
