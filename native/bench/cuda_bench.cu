@@ -11,6 +11,8 @@
 // are random (never zeros). Bytes counted for the GEMV: qweight + qzeros + scales + x + y, each once.
 #include <dlfcn.h>
 
+// Attention (Mixtral shapes, f16 KV): decode at contexts 128 … 4096 as bytes per call vs time against the copy
+// ceiling, and prefill of 2048 tokens in TFLOP/s.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -21,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "attention.h"
 #include "cuda_check.h"
 #include "device_buffer.h"
 #include "device_guard.h"
@@ -39,6 +42,17 @@ namespace {
 cudaStream_t g_stream;
 
 __global__ void empty_kernel() {}
+
+// Random f16 in [-2, 2) from a hash of the index (device-side: gigabytes of KV cache filled in milliseconds).
+__global__ void fill_f16_hash(__half* p, size_t n, uint32_t seed) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    uint32_t h = uint32_t(i) * 2654435761u ^ seed;
+    h ^= h >> 15;
+    h *= 2246822519u;
+    h ^= h >> 13;
+    p[i] = __float2half(float(h >> 8) * (4.0f / 16777216.0f) - 2.0f);
+  }
+}
 
 // Median over `repeats` of the mean time per call (ms) of `calls` back-to-back calls of fn(i).
 double time_ms(const std::function<void(int)>& fn, int calls, int repeats = 9) {
@@ -531,6 +545,97 @@ int main(int argc, char** argv) {
                    t_graph * 1e3);
       json += ",\n  \"empty_kernel_us\": " + std::to_string(t_plain * 1e3) + ", \"empty_kernel_graph_us\": " +
               std::to_string(t_graph * 1e3);
+    }
+
+    // 2d. Attention, Mixtral-8x7B shapes (32 heads, 8 kv heads, hd 128), f16 KV cache of capacity 4096.
+    //   decode: one token at position ctx − 1 (KV append + split-K + merge), in a graph as the decode step runs it;
+    //     rotating over enough caches (> 4× L2 of active rows) that every call reads its rows from DRAM. Bytes
+    //     counted: K and V rows [0, ctx) + q, k, v in + out + the split-K partials written and read back.
+    //   prefill: 2048 tokens from position 0 (causal): 4·heads·hd·n²/2 FLOP on the tensor cores.
+    {
+      const mixq::cuda::AttentionDims dims{32, 8, 128, 0, 4096};
+      const int64_t kv = int64_t(dims.kv_heads) * dims.head_dim, qd = int64_t(dims.heads) * dims.head_dim;
+      const size_t cache_bytes = size_t(dims.capacity) * kv * 2;
+      json += ",\n  \"attention_decode\": [";
+      bool first = true;
+      for (int64_t ctx : {128, 512, 1024, 2048, 4096}) {
+        const double active = 2.0 * ctx * kv * 2;  // K and V rows read
+        const int sets = static_cast<int>(std::min<double>(512, std::max<double>(2, 4.0 * prop.l2CacheSize / active + 1)));
+        std::vector<DeviceBuffer> kc, vc;
+        for (int i = 0; i < sets; ++i) {
+          kc.emplace_back(device, cache_bytes);
+          vc.emplace_back(device, cache_bytes);
+          fill_f16_hash<<<1024, 256, 0, g_stream>>>(kc.back().as<__half>(), cache_bytes / 2, 17u + i);
+          fill_f16_hash<<<1024, 256, 0, g_stream>>>(vc.back().as<__half>(), cache_bytes / 2, 91u + i);
+          CUDA_CHECK_LAUNCH();
+        }
+        DeviceBuffer q(device, qd * 4), k(device, kv * 4), v(device, kv * 4), out(device, qd * 4), pos(device, 4),
+            ws(device, mixq::cuda::attention_decode_workspace_bytes(1, dims));
+        {
+          std::mt19937 rng(5);
+          std::normal_distribution<float> nd(0.f, 1.f);
+          std::vector<float> hq(qd), hk(kv);
+          for (auto& x : hq) x = nd(rng);
+          for (auto& x : hk) x = nd(rng);
+          CUDA_CHECK(cudaMemcpy(q.data(), hq.data(), qd * 4, cudaMemcpyHostToDevice));
+          CUDA_CHECK(cudaMemcpy(k.data(), hk.data(), kv * 4, cudaMemcpyHostToDevice));
+          CUDA_CHECK(cudaMemcpy(v.data(), hk.data(), kv * 4, cudaMemcpyHostToDevice));
+          const int32_t p = int32_t(ctx - 1);
+          CUDA_CHECK(cudaMemcpy(pos.data(), &p, 4, cudaMemcpyHostToDevice));
+        }
+        auto call = [&](int i) {
+          const int s = i % sets;
+          mixq::cuda::launch_kv_append(k.as<float>(), v.as<float>(), pos.as<int32_t>(), 1, kv, dims.capacity,
+                                       kc[s].as<__half>(), vc[s].as<__half>(), g_stream);
+          mixq::cuda::launch_attention_decode(q.as<float>(), kc[s].as<__half>(), vc[s].as<__half>(), pos.as<int32_t>(),
+                                              1, dims, ws.as<float>(), out.as<float>(), g_stream);
+        };
+        const double chunks = double((ctx + 63) / 64);
+        const double bytes = active + 2.0 * qd * 4 + 2.0 * kv * 4 + 2.0 * kv * 2 + 2.0 * chunks * dims.heads * (dims.head_dim + 2) * 4;
+        const double ms = time_ms(call, 200), graph_ms = time_graph_ms(call, 200);
+        std::fprintf(stderr,
+                     "attention decode ctx %-5lld %6.2f MB/call: %6.2f us back to back, %6.2f us in a graph = %6.0f GB/s "
+                     "(%4.1f%% of copy); floor at copy bandwidth %5.2f us\n",
+                     (long long)ctx, bytes / 1e6, ms * 1e3, graph_ms * 1e3, bytes / (graph_ms * 1e-3) / 1e9,
+                     100 * bytes / (graph_ms * 1e-3) / 1e9 / copy_gbs, bytes / (copy_gbs * 1e9) * 1e6);
+        json += std::string(first ? "" : ", ") + "{\"ctx\": " + std::to_string(ctx) + ", \"bytes\": " +
+                std::to_string(bytes) + ", \"us\": " + std::to_string(ms * 1e3) + ", \"graph_us\": " +
+                std::to_string(graph_ms * 1e3) + ", \"gbs\": " + std::to_string(bytes / (graph_ms * 1e-3) / 1e9) +
+                ", \"frac_of_copy\": " + std::to_string(bytes / (graph_ms * 1e-3) / 1e9 / copy_gbs) + "}";
+        first = false;
+      }
+      json += "]";
+      // Prefill 2048 from position 0.
+      {
+        const int64_t n = 2048;
+        DeviceBuffer kc(device, cache_bytes), vc(device, cache_bytes), q(device, n * qd * 4), k(device, n * kv * 4),
+            v(device, n * kv * 4), out(device, n * qd * 4), pos(device, n * 4);
+        std::vector<int32_t> hp(n);
+        for (int64_t t = 0; t < n; ++t) hp[size_t(t)] = int32_t(t);
+        CUDA_CHECK(cudaMemcpy(pos.data(), hp.data(), n * 4, cudaMemcpyHostToDevice));
+        std::vector<float> hx(size_t(n * qd));
+        std::mt19937 rng(6);
+        std::normal_distribution<float> nd(0.f, 1.f);
+        for (auto& x : hx) x = nd(rng);
+        CUDA_CHECK(cudaMemcpy(q.data(), hx.data(), n * qd * 4, cudaMemcpyHostToDevice));
+        CUDA_CHECK(cudaMemcpy(k.data(), hx.data(), n * kv * 4, cudaMemcpyHostToDevice));
+        CUDA_CHECK(cudaMemcpy(v.data(), hx.data() + n * kv, n * kv * 4, cudaMemcpyHostToDevice));
+        mixq::cuda::launch_kv_append(k.as<float>(), v.as<float>(), pos.as<int32_t>(), n, kv, dims.capacity,
+                                     kc.as<__half>(), vc.as<__half>(), g_stream);
+        const double ms = time_ms(
+            [&](int) {
+              mixq::cuda::launch_attention_prefill(q.as<float>(), kc.as<__half>(), vc.as<__half>(), pos.as<int32_t>(), n,
+                                                   dims, out.as<float>(), g_stream);
+            },
+            20);
+        const double flop = 4.0 * dims.heads * dims.head_dim * double(n) * double(n + 1) / 2;
+        const double bytes = 2.0 * n * qd * 4 + 2.0 * n * kv * 2;  // q in, out, K and V once
+        std::fprintf(stderr, "attention prefill 2048 (causal): %7.1f us, %6.1f TFLOP/s (f16 mma), %5.0f GB/s min traffic\n",
+                     ms * 1e3, flop / (ms * 1e-3) / 1e12, bytes / (ms * 1e-3) / 1e9);
+        json += ",\n  \"attention_prefill\": {\"tokens\": 2048, \"us\": " + std::to_string(ms * 1e3) +
+                ", \"tflops\": " + std::to_string(flop / (ms * 1e-3) / 1e12) + ", \"bytes\": " +
+                std::to_string(bytes) + "}";
+      }
     }
 
     // 3. rms_norm, hidden 4096, fp16 activations, bf16 weight.

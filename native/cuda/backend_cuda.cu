@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "attention.h"
 #include "core/op_args.h"
 #include "cuda_backend.h"
 #include "cuda_check.h"
@@ -219,9 +220,8 @@ class CudaBackendImpl final : public CudaBackend {
   }
 
   bool begin_capture() override {
-    // The attention op still appends to the KV cache at the host's n_past: a recording would freeze it.
-    constexpr bool kAttentionReadsPositions = false;
-    if (!kAttentionReadsPositions) return false;
+    // Every op of a step reads what changes per token (ids, positions, n_past) from device memory and sizes its
+    // grid from shapes alone, so one recording serves every later step.
     if (profiler().enabled() || !graphs_allowed()) return false;  // profiling times ops one by one
     DeviceGuard guard(dev_.index);
     CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
@@ -296,16 +296,34 @@ class CudaBackendImpl final : public CudaBackend {
                       stream_);
   }
 
-  void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache, int64_t n_past,
-                 const AttentionShape& s, Tensor& out) override {
-    op_args::attention(dev_, q, k, v, k_cache, v_cache, n_past, s, out);
+  DType kv_dtype() const override { return DType::F16; }
+
+  // The KV append and the attention read n_past from positions on the device and size their grids from the
+  // capacity and n only: a captured launch stays valid for every later step (the host n_past is only checked).
+  void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache,
+                 const Tensor& positions, int64_t n_past, const AttentionShape& s, Tensor& out) override {
+    op_args::attention(dev_, q, k, v, k_cache, v_cache, positions, n_past, s, kv_dtype(), out);
+    if (!cuda::attention_head_dim_supported(s.head_dim))
+      throw Error("attention on " + dev_.str() + ": head_dim " + std::to_string(s.head_dim) +
+                  " is not supported (32, 64, 96 or 128)");
     const int64_t n = q.rows(), kv_dim = int64_t(s.kv_heads) * s.head_dim;
+    const cuda::AttentionDims dims{s.heads, s.kv_heads, s.head_dim, s.window, k_cache.rows()};
+    auto* kc = static_cast<__half*>(k_cache.raw());
+    auto* vc = static_cast<__half*>(v_cache.raw());
     DeviceGuard guard(dev_.index);
     GpuOpScope scope(*this, "attention");
-    CUDA_CHECK(cudaMemcpyAsync(k_cache.data<float>() + n_past * kv_dim, k.raw(), k.nbytes(), cudaMemcpyDeviceToDevice, stream_));
-    CUDA_CHECK(cudaMemcpyAsync(v_cache.data<float>() + n_past * kv_dim, v.raw(), v.nbytes(), cudaMemcpyDeviceToDevice, stream_));
-    cuda::launch_attention(q.data<float>(), k_cache.data<float>(), v_cache.data<float>(), out.data<float>(), n, n_past,
-                           s.heads, s.kv_heads, s.head_dim, s.window, stream_);
+    cuda::launch_kv_append(k.data<float>(), v.data<float>(), positions.data<int32_t>(), n, kv_dim, dims.capacity, kc,
+                           vc, stream_);
+    if (cuda::attention_use_decode(n, dims)) {
+      // Sized by capacity and n: the same buffer for every step of a decode loop.
+      const size_t ws_bytes = cuda::attention_decode_workspace_bytes(n, dims);
+      Tensor& ws = scratch(DType::F32, {int64_t(ws_bytes / sizeof(float))}, "attention split-K partials");
+      cuda::launch_attention_decode(q.data<float>(), kc, vc, positions.data<int32_t>(), n, dims, ws.data<float>(),
+                                    out.data<float>(), stream_);
+    } else {
+      cuda::launch_attention_prefill(q.data<float>(), kc, vc, positions.data<int32_t>(), n, dims, out.data<float>(),
+                                     stream_);
+    }
   }
 
   void linear(const Linear& w, const Tensor& x, Tensor& y) override;

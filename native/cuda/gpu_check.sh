@@ -17,7 +17,7 @@ if [ ! -d "$root/../shared/fixtures" ] && [ -d "$root/.gl/fixtures" ]; then
 fi
 { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv; nvcc --version | tail -2; } \
   >"$out/env.txt" 2>&1
-targets="test_cuda_device test_cuda_rms_norm test_cuda_moe_align test_cuda_gemv_w4a16 test_cuda_gemm_w4a16 cuda_bench test_backend_ops
+targets="test_cuda_device test_cuda_rms_norm test_cuda_moe_align test_cuda_gemv_w4a16 test_cuda_gemm_w4a16 test_cuda_attention cuda_bench test_backend_ops
          test_gpu_model test_placement mixq_bench"
 gen=""; command -v ninja >/dev/null && gen="-G Ninja"
 if ! { cmake -S "$root" -B "$build" $gen -DMIXQ_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$arch" -DCMAKE_BUILD_TYPE=Release &&
@@ -40,10 +40,10 @@ grep -E "^ok .*(cuda|logical|greedy|ppl)" "$out/test_gpu_model.log" | head -20
 # cuBLAS (the prefill GEMM's f16 ceiling) is loaded at run time: the toolkit's, else the one PyTorch's wheels carry.
 cublas_dir=$(python3 -c "import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], 'lib'))" 2>/dev/null)
 quick=${GPU_CHECK_QUICK:-0}
-bench_args=""; [ "$quick" = 1 ] && bench_args="--gemm-only"
+bench_args=""; [ "$quick" = 1 ] && bench_args="--quick"
 LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}:/usr/local/cuda/lib64:${cublas_dir}" timeout 300 ./cuda_bench $bench_args >"$out/bench.json" 2>"$out/bench.txt"
 echo "cuda_bench exit $?"
-grep -E "^(copy|cuBLAS|gemm_w4a16|moe grouped)" "$out/bench.txt"
+grep -E "^(copy|cuBLAS|gemm_w4a16|moe grouped|attention|empty kernel)" "$out/bench.txt"
 # Mixtral-8x7B shapes, all 32 layers, AWQ g128 on the GPU: decode after 128 and after 4096 tokens of context,
 # prefill of 512 and 2048, and one profiled decode run (per-op breakdown).
 bench() {  # NAME ARGS...
@@ -68,10 +68,10 @@ for d in r.get("profile", {}).get("devices", []):
 PY
 # Memory and race checks (the sanitizer slows kernels ~100×).
 if [ "$quick" != 1 ] && command -v compute-sanitizer >/dev/null; then
-  for t in test_cuda_moe_align test_cuda_rms_norm "test_cuda_gemm_w4a16 --small"; do
+  for t in test_cuda_moe_align test_cuda_rms_norm test_cuda_attention "test_cuda_gemm_w4a16 --small"; do
     for tool in memcheck racecheck; do
       echo "== $tool $t" >>"$out/sanitizer.log"
-      timeout 120 compute-sanitizer --tool $tool --error-exitcode 3 ./$t >>"$out/sanitizer.log" 2>&1
+      timeout 180 compute-sanitizer --tool $tool --error-exitcode 3 ./$t >>"$out/sanitizer.log" 2>&1
       echo "exit $?" >>"$out/sanitizer.log"
     done
   done

@@ -30,12 +30,6 @@ void launch_swiglu_f16(const float* a, const float* b, void* h, int64_t n, cudaS
 // y[n] (fp16) = x[n] (f32) rounded to nearest.
 void launch_f32_to_f16(const float* x, void* y, int64_t n, cudaStream_t stream);
 
-// out[n, heads·hd] = causal GQA attention of q over cache rows [0, n_past + t] (window > 0: the last `window`).
-// One block of 4 warps per (token, head): lanes split the head dim, warps split the keys, online softmax,
-// the 4 partial results merged in shared memory. Limits: head_dim % 32 == 0, head_dim ≤ 256.
-void launch_attention(const float* q, const float* k_cache, const float* v_cache, float* out, int64_t n,
-                      int64_t n_past, int heads, int kv_heads, int head_dim, int window, cudaStream_t stream);
-
 // y[n, out] = x[n, in] · Wᵀ with W [out, in] dense (bf16/fp16/f32) — or, when `transposed`, W stored [in, out] f32.
 // Tiled: 64 outputs × 32 tokens per block, K in steps of 32 through shared memory (f32 accumulation).
 void launch_linear_dense(const float* x, const void* w, DType dtype, bool transposed, float* y, int64_t n,

@@ -2,7 +2,8 @@
 # Included by native/CMakeLists.txt when nvcc is found; sets MIXQ_CUDA_SOURCES for the mixq_cuda library.
 set(MIXQ_CUDA_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/argmax.cu
-  ${CMAKE_CURRENT_LIST_DIR}/attention.cu
+  ${CMAKE_CURRENT_LIST_DIR}/attention_decode.cu
+  ${CMAKE_CURRENT_LIST_DIR}/attention_prefill.cu
   ${CMAKE_CURRENT_LIST_DIR}/backend_cuda.cu
   ${CMAKE_CURRENT_LIST_DIR}/cuda_check.cu
   ${CMAKE_CURRENT_LIST_DIR}/device_buffer.cu
@@ -11,6 +12,7 @@ set(MIXQ_CUDA_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/embed.cu
   ${CMAKE_CURRENT_LIST_DIR}/gemm_w4a16.cu
   ${CMAKE_CURRENT_LIST_DIR}/gemv_w4a16.cu
+  ${CMAKE_CURRENT_LIST_DIR}/kv_append.cu
   ${CMAKE_CURRENT_LIST_DIR}/linear.cu
   ${CMAKE_CURRENT_LIST_DIR}/moe.cu
   ${CMAKE_CURRENT_LIST_DIR}/moe_align_block_size.cu
@@ -30,6 +32,7 @@ if(MIXQ_BUILD_TESTS)
     test_cuda_moe_align
     test_cuda_gemv_w4a16
     test_cuda_gemm_w4a16
+    test_cuda_attention
   )
   foreach(t ${MIXQ_CUDA_TESTS})
     add_executable(${t} ${CMAKE_CURRENT_LIST_DIR}/../tests/${t}.cu)

@@ -112,10 +112,15 @@ class Backend {
   virtual void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y) = 0;
   // x[n, heads·head_dim] rotated in place at positions [n] i32 (rotate_half pairs), inv_freq [head_dim/2] f32.
   virtual void rope(Tensor& x, const Tensor& positions, const Tensor& inv_freq, int heads, int head_dim) = 0;
-  // Appends k/v [n, kv_heads·hd] at rows [n_past, n_past+n) of the caches [capacity, kv_heads·hd], then
-  // out[n, heads·hd] = causal (windowed) GQA attention of q [n, heads·hd] over cache rows [0, n_past+n).
+  // Appends k/v [n, kv_heads·hd] at rows [n_past, n_past+n) of the caches [capacity, kv_heads·hd] (kv_dtype()),
+  // then out[n, heads·hd] = causal (windowed) GQA attention of q [n, heads·hd] over cache rows [0, n_past+n).
+  // positions [n] i32 on this device (positions[t] = n_past + t, the tensor RoPE uses): a GPU reads n_past there,
+  // never from the host value, so a launch captured in a graph serves every later step; the host n_past is for
+  // the contract checks (n_past + n ≤ capacity) and for synchronous backends.
   virtual void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache,
-                         int64_t n_past, const AttentionShape& shape, Tensor& out) = 0;
+                         const Tensor& positions, int64_t n_past, const AttentionShape& shape, Tensor& out) = 0;
+  // The dtype of the KV caches this backend's attention reads and writes (the CPU: F32; CUDA: F16).
+  virtual DType kv_dtype() const = 0;
   // y[n, out] = x[n, in] · Wᵀ.
   virtual void linear(const Linear& w, const Tensor& x, Tensor& y) = 0;
   // logits [n, E] f32 (E ≤ 256) → softmax (f32) → top-k (k ≤ 8; largest first, lower index on ties):

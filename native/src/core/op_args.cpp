@@ -51,15 +51,27 @@ void rope(const Device& dev, const Tensor& x, const Tensor& positions, const Ten
 }
 
 void attention(const Device& dev, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& k_cache,
-               const Tensor& v_cache, int64_t n_past, const AttentionShape& s, const Tensor& out) {
+               const Tensor& v_cache, const Tensor& positions, int64_t n_past, const AttentionShape& s,
+               DType kv_dtype, const Tensor& out) {
   const char* kOp = "attention";
-  check_devices(kOp, dev, {{"q", &q}, {"k", &k}, {"v", &v}, {"k_cache", &k_cache}, {"v_cache", &v_cache}, {"out", &out}});
+  check_devices(kOp, dev, {{"q", &q}, {"k", &k}, {"v", &v}, {"k_cache", &k_cache}, {"v_cache", &v_cache},
+                           {"positions", &positions}, {"out", &out}});
   const int64_t n = q.rows(), kv_dim = int64_t(s.kv_heads) * s.head_dim;
   ARG(n_past >= 0 && n_past + n <= k_cache.rows() && k_cache.row_size() == kv_dim && k.row_size() == kv_dim &&
           v.numel() == k.numel() && v_cache.numel() == k_cache.numel() &&
           q.row_size() == int64_t(s.heads) * s.head_dim && out.numel() == q.numel(),
       "q " + q.shape_str() + ", k " + k.shape_str() + ", cache " + k_cache.shape_str() + " at position " +
           std::to_string(n_past) + " do not match the attention shape");
+  ARG(positions.dtype == DType::I32 && positions.numel() == n,
+      "positions " + positions.shape_str() + " " + dtype_name(positions.dtype) + " are not [" + std::to_string(n) +
+          "] I32");
+  ARG(k_cache.dtype == kv_dtype && v_cache.dtype == kv_dtype,
+      std::string("KV caches ") + dtype_name(k_cache.dtype) + "/" + dtype_name(v_cache.dtype) +
+          " are not this backend's KV dtype " + dtype_name(kv_dtype));
+  f32(kOp, dev, q, "q");
+  f32(kOp, dev, k, "k");
+  f32(kOp, dev, v, "v");
+  f32(kOp, dev, out, "out");
 }
 
 void linear(const Device& dev, const Linear& w, const Tensor& x, const Tensor& y) {

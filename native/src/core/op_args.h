@@ -13,8 +13,10 @@ void embed(const Device& dev, const Tensor& table, const Tensor& ids, const Tens
 void argmax(const Device& dev, const Tensor& x, const Tensor& ids);
 void rms_norm(const Device& dev, const Tensor& x, const Tensor& w, const Tensor& y);
 void rope(const Device& dev, const Tensor& x, const Tensor& positions, const Tensor& inv_freq, int heads, int head_dim);
+// Caches of dtype `kv_dtype` (the backend's Backend::kv_dtype()); positions [n] i32.
 void attention(const Device& dev, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& k_cache,
-               const Tensor& v_cache, int64_t n_past, const AttentionShape& s, const Tensor& out);
+               const Tensor& v_cache, const Tensor& positions, int64_t n_past, const AttentionShape& s,
+               DType kv_dtype, const Tensor& out);
 void linear(const Device& dev, const Linear& w, const Tensor& x, const Tensor& y);
 void router(const Device& dev, const Tensor& logits, int top_k, const Tensor& ids, const Tensor& weights);
 void moe_experts(const Device& dev, const Tensor& x, const Tensor& ids, const Tensor& weights, const Tensor& slots);

@@ -208,13 +208,16 @@ class CpuBackend final : public Backend {
     rope_rows(x.data<float>(), x.rows(), heads, head_dim, positions.data<int32_t>(), inv_freq.data<float>());
   }
 
-  void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache, int64_t n_past,
-                 const AttentionShape& s, Tensor& out) override {
+  DType kv_dtype() const override { return DType::F32; }
+
+  // Synchronous: the host n_past places the rows (positions is only checked).
+  void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache,
+                 const Tensor& positions, int64_t n_past, const AttentionShape& s, Tensor& out) override {
     ProfileScope prof(profiler(), "attention");
     // q, k, v in; k, v appended to the caches; the caches' rows [0, n_past + n) read; out written.
     if (prof) prof.bytes = q.nbytes() + 2 * (k.nbytes() + v.nbytes()) + out.nbytes() +
                            2 * size_t(n_past + q.rows()) * k_cache.row_size() * sizeof(float);
-    op_args::attention(dev_, q, k, v, k_cache, v_cache, n_past, s, out);
+    op_args::attention(dev_, q, k, v, k_cache, v_cache, positions, n_past, s, kv_dtype(), out);
     const int64_t n = q.rows(), kv_dim = int64_t(s.kv_heads) * s.head_dim;
     std::memcpy(k_cache.data<float>() + n_past * kv_dim, k.raw(), k.nbytes());
     std::memcpy(v_cache.data<float>() + n_past * kv_dim, v.raw(), v.nbytes());

@@ -23,7 +23,7 @@ struct Forward;
 struct Context::Impl {
   std::shared_ptr<Model> model;
   int capacity = 0;
-  std::vector<Tensor> k_cache, v_cache;  // [layer]: [capacity, kv_heads*head_dim] f32 on the layer's device
+  std::vector<Tensor> k_cache, v_cache;  // [layer]: [capacity, kv_heads*head_dim] on the layer's device, kv_dtype
   std::vector<Tensor> inv_freq;          // [device]: [head_dim/2] f32 (empty where unused)
   std::vector<int32_t> tokens;           // ids held by the cache, position i = tokens[i]
   // Activations kept from one eval to the next: one tensor per (device, role, one-token step or not),
@@ -71,8 +71,8 @@ Context::Context(std::shared_ptr<Model> model, int capacity) : impl(std::make_un
     const int d = m.plan.layer[size_t(l)];
     Backend& B = *m.backends[size_t(d)];
     // Large allocations are mapped lazily: only positions actually written become resident.
-    impl->k_cache.push_back(B.empty(DType::F32, {capacity, kv_dim}, "layer " + std::to_string(l) + " k_cache"));
-    impl->v_cache.push_back(B.empty(DType::F32, {capacity, kv_dim}, "layer " + std::to_string(l) + " v_cache"));
+    impl->k_cache.push_back(B.empty(B.kv_dtype(), {capacity, kv_dim}, "layer " + std::to_string(l) + " k_cache"));
+    impl->v_cache.push_back(B.empty(B.kv_dtype(), {capacity, kv_dim}, "layer " + std::to_string(l) + " v_cache"));
     if (!impl->inv_freq[size_t(d)].buffer) {
       impl->inv_freq[size_t(d)] = B.empty(DType::F32, {int64_t(inv.size())}, "rope inv_freq");
       B.from_host(inv.data(), inv.size() * sizeof(float), impl->inv_freq[size_t(d)]);
@@ -217,7 +217,7 @@ void Forward::layer(int l, Tensor& x) const {
   B.linear(*lw.v, xn, v);
   B.rope(q, *positions[size_t(d)], ctx.inv_freq[size_t(d)], c.num_attention_heads, int(hd));
   B.rope(k, *positions[size_t(d)], ctx.inv_freq[size_t(d)], c.num_key_value_heads, int(hd));
-  B.attention(q, k, v, ctx.k_cache[size_t(l)], ctx.v_cache[size_t(l)], n_past, shape, att);
+  B.attention(q, k, v, ctx.k_cache[size_t(l)], ctx.v_cache[size_t(l)], *positions[size_t(d)], n_past, shape, att);
   B.linear(*lw.o, att, tmp);
   B.add(x, tmp, x);
   B.rms_norm(x, lw.post_attn_norm, eps, xn);

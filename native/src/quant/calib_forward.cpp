@@ -67,15 +67,15 @@ void CalibForward::attention_block(const float* x, const float* q_t, const float
   linear(k_t, xt, k);
   linear(v_t, xt, v);
   // Every sample is its own sequence: positions 0..L-1 and a KV cache of its own.
-  Tensor k_cache = be_.empty(DType::F32, {seq_len_, kvd}, "k_cache");
-  Tensor v_cache = be_.empty(DType::F32, {seq_len_, kvd}, "v_cache");
+  Tensor k_cache = be_.empty(be_.kv_dtype(), {seq_len_, kvd}, "k_cache");
+  Tensor v_cache = be_.empty(be_.kv_dtype(), {seq_len_, kvd}, "v_cache");
   const AttentionShape shape{cfg_.num_attention_heads, cfg_.num_key_value_heads, int(hd), 0};
   for (int64_t s = 0; s < samples_; ++s) {
     Tensor qs = q.slice_rows(s * seq_len_, seq_len_), ks = k.slice_rows(s * seq_len_, seq_len_);
     Tensor os = att.slice_rows(s * seq_len_, seq_len_);
     be_.rope(qs, positions_, inv_freq_, cfg_.num_attention_heads, int(hd));
     be_.rope(ks, positions_, inv_freq_, cfg_.num_key_value_heads, int(hd));
-    be_.attention(qs, ks, v.slice_rows(s * seq_len_, seq_len_), k_cache, v_cache, 0, shape, os);
+    be_.attention(qs, ks, v.slice_rows(s * seq_len_, seq_len_), k_cache, v_cache, positions_, 0, shape, os);
   }
   Tensor o = be_.empty(DType::F32, {N, d}, "o");
   linear(o_t, att, o);
