@@ -2,8 +2,10 @@
 // the backend op set; the placement plan says which device runs each part, and a copy moves the activations
 // wherever the device changes:
 //   x = embed(tokens)                                   [n, hidden]
-//   per layer: x += o(attn(rope(q(norm1 x)), rope(k(norm1 x)), v(norm1 x)))     (KV cache on the layer's device)
+//   per layer: x += o(attn(rope(q(norm1 x)), rope(k(norm1 x)), v(norm1 x)))     (KV cache on the layer's device;
+//                   Qwen3: q and k RMS-normed per head before RoPE)
 //              ids, w = router(gate(norm2 x));  x += Σ_j w_j · expert_{ids_j}(norm2 x)   (experts on their devices)
+//              or, in a dense-MLP layer (Qwen3-MoE mlp_only_layers): x += down(silu(gate(norm2 x)) ⊙ up(norm2 x))
 //   logits = lm_head(norm_final x)                      [n or 1, vocab]
 #include <algorithm>
 #include <chrono>
@@ -98,6 +100,14 @@ struct Devices {
   }
 };
 
+// A dense SwiGLU MLP: out[n, hidden] = w2(silu(w1 · xn) ⊙ (w3 · xn)); a, u: [n, inter] scratch.
+void dense_mlp(Backend& B, const ExpertWeights& mlp, const Tensor& xn, Tensor& a, Tensor& u, Tensor& out) {
+  B.linear(*mlp.w1, xn, a);
+  B.linear(*mlp.w3, xn, u);
+  B.swiglu(a, u);
+  B.linear(*mlp.w2, a, out);
+}
+
 }  // namespace
 
 void Context::eval(const std::vector<int32_t>& tokens, EvalCapture& out) {
@@ -163,6 +173,15 @@ void Context::eval(const std::vector<int32_t>& tokens, EvalCapture& out) {
   const double head_ms = ms_between(t_start, t_layer);
   const AttentionShape shape{c.num_attention_heads, c.num_key_value_heads, int(hd), c.sliding_window};
   const float eps = float(c.rms_norm_eps);
+  auto end_layer = [&](int l, Backend& B) {
+    if (out.hidden && l + 1 < L) out.hidden_states.push_back(dev.host<float>(x));
+    if (out.timing) {
+      B.synchronize();
+      const auto now = clock::now();
+      out.layer_ms[size_t(l)] = ms_between(t_layer, now);
+      t_layer = now;
+    }
+  };
   for (int l = 0; l < L; ++l) {
     const LayerWeights& lw = W.layers[size_t(l)];
     const int d = plan.layer[size_t(l)];
@@ -179,6 +198,11 @@ void Context::eval(const std::vector<int32_t>& tokens, EvalCapture& out) {
     B.linear(*lw.q, xn, q);
     B.linear(*lw.k, xn, k);
     B.linear(*lw.v, xn, v);
+    if (lw.q_norm.buffer) {  // per-head RMSNorm: rows = n·heads, d = head_dim
+      Tensor qh = q.reshaped({n * c.num_attention_heads, hd}), kh = k.reshaped({n * c.num_key_value_heads, hd});
+      B.rms_norm(qh, lw.q_norm, eps, qh);
+      B.rms_norm(kh, lw.k_norm, eps, kh);
+    }
     B.rope(q, positions_on(d), impl->inv_freq[size_t(d)], c.num_attention_heads, int(hd));
     B.rope(k, positions_on(d), impl->inv_freq[size_t(d)], c.num_key_value_heads, int(hd));
     B.attention(q, k, v, impl->k_cache[size_t(l)], impl->v_cache[size_t(l)], n_past, shape, att);
@@ -186,11 +210,20 @@ void Context::eval(const std::vector<int32_t>& tokens, EvalCapture& out) {
     B.add(x, tmp, x);
 
     B.rms_norm(x, lw.post_attn_norm, eps, xn);
+    if (lw.dense()) {
+      const int64_t di = lw.mlp.w1->out_features;
+      Tensor& a = scratch(d, DType::F32, {n, di}, "mlp gate");
+      Tensor& u = scratch(d, DType::F32, {n, di}, "mlp up");
+      dense_mlp(B, lw.mlp, xn, a, u, tmp);
+      B.add(x, tmp, x);
+      end_layer(l, B);
+      continue;
+    }
     Tensor& logits = scratch(d, DType::F32, {n, c.num_local_experts}, "router logits");
     Tensor& expert_ids = scratch(d, DType::I32, {n, K}, "expert ids");
     Tensor& expert_w = scratch(d, DType::F32, {n, K}, "expert weights");
     B.linear(*lw.gate, xn, logits);
-    B.router(logits, K, true, expert_ids, expert_w);
+    B.router(logits, K, c.norm_topk_prob, expert_ids, expert_w);
     if (out.router_logits) {
       out.router[size_t(l)] = dev.host<float>(logits);
       out.topk_experts[size_t(l)] = dev.host<int32_t>(expert_ids);
@@ -211,13 +244,7 @@ void Context::eval(const std::vector<int32_t>& tokens, EvalCapture& out) {
     for (const Tensor& s : slots) slot_ptrs.push_back(&s);
     B.moe_combine(slot_ptrs, owner, expert_ids, tmp);
     B.add(x, tmp, x);
-    if (out.hidden && l + 1 < L) out.hidden_states.push_back(dev.host<float>(x));
-    if (out.timing) {
-      B.synchronize();
-      const auto now = clock::now();
-      out.layer_ms[size_t(l)] = ms_between(t_layer, now);
-      t_layer = now;
-    }
+    end_layer(l, B);
   }
   const auto t_head = clock::now();
 
