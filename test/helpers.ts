@@ -55,11 +55,11 @@ export function loadReference(fixture: 'mixq-tiny-code' | 'mixq-tiny-qwen3moe' =
 }
 
 /** reference-figures.json entry of the fixture model. */
-export function loadReferenceFigures(): Record<string, number | string> {
+export function loadReferenceFigures(fixture: 'mixq-tiny-code' | 'mixq-tiny-qwen3moe' = 'mixq-tiny-code'): Record<string, number | string> {
   if (!sharedFixtures) throw new Error('../shared/fixtures not found');
   const all = JSON.parse(fs.readFileSync(path.join(sharedFixtures, 'reference-figures.json'), 'utf8')) as Record<
     string,
     Record<string, number | string>
   >;
-  return all['mixq-tiny-code'];
+  return all[fixture];
 }
