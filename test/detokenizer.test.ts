@@ -4,7 +4,7 @@ import { test } from 'node:test';
 
 import type * as detokenizerModule from '../server/src/detokenizer';
 import type * as tokenizerModule from '../server/src/tokenizer';
-import { loadReference, needsFixtures, serverModule, tinyModelDir } from './helpers';
+import { loadReference, needsFixtures, qwenModelDir, serverModule, tinyModelDir } from './helpers';
 
 const { IncrementalDetokenizer } = serverModule<typeof detokenizerModule>('detokenizer');
 const { MixqTokenizer } = serverModule<typeof tokenizerModule>('tokenizer');
@@ -104,5 +104,53 @@ test('streaming decodes O(n) ids in all (each push decodes a window, not the who
     assert.ok(ids.length > 300, `${ids.length} ids`);
     assert.ok(decodedIds <= 6 * ids.length, `${decodedIds} ids decoded for ${ids.length} pushed`);
     assert.ok(calls <= 2 * ids.length + 2, `${calls} decode calls for ${ids.length} pushed`);
+  }
+});
+
+// ---- byte-level BPE (the Qwen3-MoE fixture): tokens carry raw UTF-8 bytes, so one character can span tokens ----
+const qwen = MixqTokenizer.load(qwenModelDir);
+
+function qwenStream(ids: number[], skipSpecialTokens = false): string[] {
+  const detok = new IncrementalDetokenizer(qwen, { skipSpecialTokens });
+  const chunks = ids.map((id) => detok.push(id));
+  chunks.push(detok.flush());
+  assert.equal(detok.text, chunks.join(''));
+  return chunks;
+}
+
+test('byte-level: a character whose bytes span tokens is never emitted in halves', () => {
+  const text = 'emoji 🙂 and 日本語 and \r\n CRLF\ttab — naïve 𝔘𝔫𝔦';
+  const ids = qwen.encode(text, { addSpecialTokens: false });
+  // The case must exercise the point: some token alone is an incomplete UTF-8 sequence.
+  assert.ok(ids.some((id) => qwen.decode([id]).includes('\uFFFD')), 'no token splits a character in this text');
+  const chunks = qwenStream(ids);
+  assert.equal(chunks.join(''), text);
+  for (const c of chunks) {
+    assert.ok(!c.includes('\uFFFD'), `chunk ${JSON.stringify(c)} holds a partial character`);
+    assert.ok(!/[\uD800-\uDBFF]$/.test(c) && !/^[\uDC00-\uDFFF]/.test(c), `chunk ${JSON.stringify(c)} splits a surrogate pair`);
+  }
+  // Each character arrives as soon as its last byte does: text streams before the flush.
+  assert.ok(chunks.slice(0, -1).join('').length >= text.length - 4);
+});
+
+test('byte-level: every token of the vocabulary after a split character streams to the full decode', () => {
+  const ids = qwen.encode('日本', { addSpecialTokens: false });
+  const first = ids.find((id) => qwen.decode([id]).includes('\uFFFD'));
+  assert.ok(first !== undefined);
+  for (let id = 0; id < qwen.vocabSize; id += 7) {
+    const seq: number[] = [first, id];
+    assert.equal(qwenStream(seq).join(''), qwen.decode(seq), `ids ${seq}`);
+  }
+});
+
+test('byte-level: reference greedy_32 streams to the full decode, <|endoftext|> dropped when asked', { skip: needsFixtures }, () => {
+  for (const p of loadReference('mixq-tiny-qwen3moe').prompts) {
+    for (const skip of [false, true]) {
+      const full = qwen.decode(p.greedy_32, { skipSpecialTokens: skip });
+      const chunks = qwenStream(p.greedy_32, skip);
+      assert.equal(chunks.join(''), full, p.name);
+      if (!full.includes('\uFFFD')) for (const c of chunks) assert.ok(!c.includes('\uFFFD'), `${p.name}: ${JSON.stringify(c)}`);
+      if (skip) assert.ok(!chunks.join('').includes('<|endoftext|>'));
+    }
   }
 });

@@ -16,6 +16,8 @@ export function serverModule<T>(name: string): T {
 
 /** The bundled fixture model. */
 export const tinyModelDir = path.join(repoRoot, 'models', 'mixq-tiny-code');
+/** The bundled Qwen3-MoE fixture model (byte-level BPE, no BOS, Qwen FIM tokens). */
+export const qwenModelDir = path.join(repoRoot, 'models', 'mixq-tiny-qwen3moe');
 /** The mixq CLI entry point. */
 export const cliPath = path.join(repoRoot, 'bin', 'mixq.js');
 
@@ -45,19 +47,19 @@ export interface Reference {
   tokenizer_cases: { text: string; ids: number[] }[];
 }
 
-/** reference.json of the fixture model (call only when sharedFixtures is set). */
-export function loadReference(): Reference {
+/** reference.json of a fixture model (call only when sharedFixtures is set). */
+export function loadReference(fixture: 'mixq-tiny-code' | 'mixq-tiny-qwen3moe' = 'mixq-tiny-code'): Reference {
   if (!sharedFixtures) throw new Error('../shared/fixtures not found');
-  const file = path.join(sharedFixtures, 'mixq-tiny-code', 'reference', 'reference.json');
+  const file = path.join(sharedFixtures, fixture, 'reference', 'reference.json');
   return JSON.parse(fs.readFileSync(file, 'utf8')) as Reference;
 }
 
 /** reference-figures.json entry of the fixture model. */
-export function loadReferenceFigures(): Record<string, number | string> {
+export function loadReferenceFigures(fixture: 'mixq-tiny-code' | 'mixq-tiny-qwen3moe' = 'mixq-tiny-code'): Record<string, number | string> {
   if (!sharedFixtures) throw new Error('../shared/fixtures not found');
   const all = JSON.parse(fs.readFileSync(path.join(sharedFixtures, 'reference-figures.json'), 'utf8')) as Record<
     string,
     Record<string, number | string>
   >;
-  return all['mixq-tiny-code'];
+  return all[fixture];
 }

@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { test } from 'node:test';
 
 import type * as tokenizerModule from '../server/src/tokenizer';
-import { loadReference, needsFixtures, serverModule, tinyModelDir } from './helpers';
+import { loadReference, needsFixtures, qwenModelDir, serverModule, tinyModelDir } from './helpers';
 
 const { MixqTokenizer, TokenizerError } = serverModule<typeof tokenizerModule>('tokenizer');
 
@@ -91,7 +91,7 @@ test('reference prompts: input_ids (plain with BOS, FIM layouts) and greedy_text
 test('parseSpecialTokens: false keeps special-token strings in user code as text', () => {
   const html = 'a <s>strike</s> b <unk>';
   const parsed = tok.encode(html, { addSpecialTokens: false });
-  assert.ok(parsed.includes(tok.bosId) && parsed.includes(tok.eosId), 'default: matched as special tokens, as transformers does');
+  assert.ok(parsed.includes(tok.bosId!) && parsed.includes(tok.eosId), 'default: matched as special tokens, as transformers does');
   const literal = tok.encode(html, { addSpecialTokens: false, parseSpecialTokens: false });
   assert.ok(literal.every((id) => !tok.isSpecial(id)), `${literal}`);
   assert.equal(tok.decode(literal), html);
@@ -101,4 +101,42 @@ test('parseSpecialTokens: false keeps special-token strings in user code as text
   // FIM pieces are always literal: the markers appear once each, where the layout puts them.
   const fim = tok.fimPrompt('x = "</s>"', '<fim_middle>', 'psm');
   assert.deepEqual(fim.filter((id) => tok.isSpecial(id)), [tok.fim!.prefix, tok.fim!.suffix, tok.fim!.middle]);
+});
+
+// ---- the Qwen3-MoE fixture: byte-level BPE (GPT-2 byte alphabet), no BOS, EOS <|endoftext|>, Qwen FIM tokens ----
+const qwen = MixqTokenizer.load(qwenModelDir);
+
+test('qwen: no BOS or unk, EOS <|endoftext|>, FIM ids found from the special tokens (psm)', () => {
+  assert.equal(qwen.bosId, undefined);
+  assert.equal(qwen.unkId, undefined);
+  assert.equal(qwen.eosId, 8192);
+  assert.equal(qwen.tokenText(8192), '<|endoftext|>');
+  assert.deepEqual(qwen.fim, { prefix: 8195, middle: 8196, suffix: 8197, modes: ['psm'] });
+  assert.equal(qwen.vocabSize, 8201);
+  assert.ok(qwen.isSpecial(8200) && !qwen.isSpecial(8191));
+  for (let id = 0; id < qwen.vocabSize; id++) assert.ok(!qwen.isByteFallback(id), 'byte-level BPE has no <0xNN> tokens');
+  // Plain prompts get no BOS: the post-processor adds nothing.
+  assert.deepEqual(qwen.encode('def f():'), qwen.encode('def f():', { addSpecialTokens: false }));
+  // An explicit bos_token naming a missing token is still an error.
+  assert.throws(() => new MixqTokenizer(JSON.parse(fs.readFileSync(path.join(qwenModelDir, 'tokenizer.json'), 'utf8')), { bos_token: '<s>' }),
+    /"bos_token" names "<s>"/);
+});
+
+test('qwen: every reference tokenizer case gives identical ids and decode(encode(text)) == text', { skip: needsFixtures }, () => {
+  const ref = loadReference('mixq-tiny-qwen3moe');
+  assert.ok(ref.tokenizer_cases.some((c) => c.text.includes('<|fim_prefix|>')) && ref.tokenizer_cases.some((c) => c.text.includes('🙂')));
+  for (const c of ref.tokenizer_cases) {
+    const ids = qwen.encode(c.text, { addSpecialTokens: false });
+    assert.deepEqual(ids, c.ids, `ids of ${JSON.stringify(c.text.slice(0, 40))}`);
+    assert.equal(qwen.decode(ids), c.text);
+  }
+});
+
+test('qwen: reference prompts (plain without BOS, FIM psm) and greedy_text', { skip: needsFixtures }, () => {
+  const ref = loadReference('mixq-tiny-qwen3moe');
+  for (const p of ref.prompts) {
+    const ids = p.suffix === null ? qwen.encode(p.text) : qwen.fimPrompt(p.text, p.suffix, 'psm');
+    assert.deepEqual(ids, p.input_ids, p.name);
+    assert.equal(qwen.decode(p.greedy_32), p.greedy_text, `greedy_text of ${p.name}`);
+  }
 });

@@ -74,6 +74,7 @@ class QuantizeWorker : public Napi::AsyncWorker {
     o.Set("peakRssBytes", double(result_.peak_rss_bytes));
     o.Set("layers", result_.layers);
     o.Set("calibTokens", double(result_.calib_tokens));
+    o.Set("expertsWithoutTokens", result_.experts_without_tokens);
     o.Set("outputBytes", double(result_.output_bytes));
     Napi::Array layerSeconds = Napi::Array::New(env, result_.layer_seconds.size());
     for (size_t i = 0; i < result_.layer_seconds.size(); ++i) layerSeconds.Set(uint32_t(i), result_.layer_seconds[i]);

@@ -156,6 +156,7 @@ int main() {
   check_planner_fit();
   check_plan_shapes(tiny_model_dir());
   check_placements(tiny_model_dir(), "bf16");
+  check_placements(qwen_model_dir(), "qwen3_moe bf16");
   const std::string tmp = make_temp_dir("placement");
   quant::QuantizeOptions q;
   q.source_dir = tiny_model_dir();

@@ -36,6 +36,7 @@ int finish() {
 std::string repo_root() { return MIXQ_REPO_ROOT; }
 std::string fixtures_dir() { return repo_root() + "/../shared/fixtures"; }
 std::string tiny_model_dir() { return repo_root() + "/models/mixq-tiny-code"; }
+std::string qwen_model_dir() { return repo_root() + "/models/mixq-tiny-qwen3moe"; }
 
 void require_fixtures() {
   struct stat st;

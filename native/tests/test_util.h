@@ -18,6 +18,7 @@ std::string repo_root();      // MIXQ_REPO_ROOT
 std::string fixtures_dir();   // <repo>/../shared/fixtures
 void require_fixtures();      // exits 77 with "SKIPPED: ../shared/fixtures not found" when absent
 std::string tiny_model_dir(); // <repo>/models/mixq-tiny-code
+std::string qwen_model_dir(); // <repo>/models/mixq-tiny-qwen3moe (the Qwen3-MoE fixture model)
 
 // ‖a − b‖ / ‖b‖ over n floats.
 double rel_err(const float* a, const float* b, size_t n);

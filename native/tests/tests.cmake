@@ -22,6 +22,7 @@ set(MIXQ_TESTS
   test_hostile
   test_ops
   test_model
+  test_qwen3moe
   test_bench
   test_placement
   test_backend_ops

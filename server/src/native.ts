@@ -207,6 +207,8 @@ export interface NativeQuantizeResult {
   peakRssBytes: number;
   layers: number;
   calibTokens: number;
+  /** (layer, expert) pairs that received no calibration tokens and used the documented fallback (AWQ). */
+  expertsWithoutTokens: number;
   outputBytes: number;
   layerSeconds: number[];
   warnings: string[];       // e.g. an expert with no calibration tokens

@@ -10,9 +10,13 @@
  *   tok.decode(ids, { skipSpecialTokens })          → string    no "clean up tokenization spaces"
  *   tok.fimPrompt(prefix, suffix, 'psm' | 'spm')    → number[]  FIM layouts of the fixtures README (no BOS;
  *                                                               special-token strings in the code stay text)
- *   tok.bosId / eosId / unkId / fim / vocabSize     special ids from tokenizer_config.json + added_tokens
+ *   tok.bosId / eosId / unkId / fim / vocabSize     special ids from tokenizer_config.json + added_tokens (bosId and
+ *                                                   unkId undefined for models without, e.g. Qwen: bos_token null)
  *   tok.isByteFallback(id)                          true for the `<0xNN>` byte tokens
  *   tok.isSpecial(id)                               true for added tokens marked special
+ *
+ * FIM tokens: tokenizer_config.json's `fim` (prefix/middle/suffix/modes), else Qwen's special tokens
+ * `<|fim_prefix|>` `<|fim_middle|>` `<|fim_suffix|>` when the vocabulary has them (layout psm).
  *
  * Decoding matches the Rust `tokenizers` library (what transformers uses) exactly, including one detail
  * where the JS port differs: a run of byte-fallback tokens that is not valid UTF-8 as a whole decodes to
@@ -153,10 +157,14 @@ function patchByteFallback(node: DecoderNode | null | undefined): void {
   for (const child of node.decoders ?? []) patchByteFallback(child);
 }
 
+/** Qwen's FIM special tokens (Qwen2.5-Coder, Qwen3-Coder): detected when tokenizer_config.json has no `fim`. */
+const QWEN_FIM = { prefix: '<|fim_prefix|>', middle: '<|fim_middle|>', suffix: '<|fim_suffix|>' } as const;
+
 export class MixqTokenizer {
-  readonly bosId: number;
+  /** BOS id; undefined when tokenizer_config.json sets bos_token null (or leaves it out and there is no `<s>`). */
+  readonly bosId: number | undefined;
   readonly eosId: number;
-  readonly unkId: number;
+  readonly unkId: number | undefined;
   /** FIM special ids when tokenizer_config.json names them (`fim.prefix/middle/suffix`), else undefined. */
   readonly fim: FimTokens | undefined;
   /** Size of the vocabulary including added tokens (max id + 1). */
@@ -229,18 +237,23 @@ export class MixqTokenizer {
       if (added.special) this.specialIds.add(id);
     }
 
-    const idOf = (field: string, fallback: string | undefined): number => {
+    const idOf = (field: string, fallback: string): number => {
       const name = tokenName(tokenizerConfig[field]) ?? fallback;
-      if (name === undefined) throw new TokenizerError(`${configPath}: missing field "${field}"`);
       const id = this.hfTokenizer.token_to_id(name);
       if (id === undefined) {
         throw new TokenizerError(`${configPath}: "${field}" names "${name}", which is not in ${jsonPath}`);
       }
       return id;
     };
-    this.bosId = idOf('bos_token', '<s>');
+    // An optional token: none when the field is null, or absent while the vocabulary lacks the usual name.
+    const optionalIdOf = (field: string, fallback: string): number | undefined => {
+      if (tokenizerConfig[field] === null) return undefined;
+      if (tokenizerConfig[field] === undefined && this.hfTokenizer.token_to_id(fallback) === undefined) return undefined;
+      return idOf(field, fallback);
+    };
+    this.bosId = optionalIdOf('bos_token', '<s>');
     this.eosId = idOf('eos_token', '</s>');
-    this.unkId = idOf('unk_token', '<unk>');
+    this.unkId = optionalIdOf('unk_token', '<unk>');
 
     const fim = tokenizerConfig.fim as Record<string, unknown> | undefined;
     if (fim && typeof fim === 'object') {
@@ -257,11 +270,13 @@ export class MixqTokenizer {
         : (['psm'] as FimMode[]);
       this.fim = { prefix: fimId('prefix'), middle: fimId('middle'), suffix: fimId('suffix'), modes };
     } else {
-      this.fim = undefined;
+      const [prefix, middle, suffix] = [QWEN_FIM.prefix, QWEN_FIM.middle, QWEN_FIM.suffix].map((n) => this.hfTokenizer.token_to_id(n));
+      const qwen = prefix !== undefined && middle !== undefined && suffix !== undefined;
+      this.fim = qwen ? { prefix, middle, suffix, modes: ['psm'] } : undefined;
     }
   }
 
-  /** Token ids of `text`. With addSpecialTokens (default) the post-processor template applies (BOS first). */
+  /** Token ids of `text`. With addSpecialTokens (default) the post-processor template applies (BOS first, if any). */
   encode(text: string, options: EncodeOptions = {}): number[] {
     if (text.length === 0 && options.addSpecialTokens === false) return [];
     const tokenizer = options.parseSpecialTokens === false ? this.literal() : this.hfTokenizer;

@@ -96,18 +96,18 @@ describe('recipe language features over JSON-RPC', () => {
   });
 
   test('diagnostics: missing source, non-Mixtral source, existing output, missing keys, a syntax error', async () => {
-    const qwen = path.join(tmp, 'qwen');
-    fs.mkdirSync(qwen);
-    fs.writeFileSync(path.join(qwen, 'config.json'), '{"model_type": "qwen3_moe"}');
+    const llama = path.join(tmp, 'llama');
+    fs.mkdirSync(llama);
+    fs.writeFileSync(path.join(llama, 'config.json'), '{"model_type": "llama"}');
     fs.mkdirSync(path.join(tmp, 'taken'));
     fs.writeFileSync(path.join(tmp, 'taken', 'config.json'), '{}');
 
     const missing = await openRecipe('missing.mixq.toml', 'source = "no-such-model"\noutput = "out-b"\n');
     assert.deepEqual(brief(await waitDiagnostics(missing)), [[r(0, 9, 0, 24), 1, `source: ${path.join(tmp, 'no-such-model')} not found`]]);
 
-    const notMixtral = await openRecipe('qwen.mixq.toml', 'source = "qwen"   # a Qwen3-MoE\noutput = "taken"\n');
+    const notMixtral = await openRecipe('llama.mixq.toml', 'source = "llama"  # a dense Llama\noutput = "taken"\n');
     assert.deepEqual(brief(await waitDiagnostics(notMixtral)), [
-      [r(0, 9, 0, 15), 1, `source: ${qwen} is not a Mixtral checkpoint (model_type "qwen3_moe"; MixQ quantizes "mixtral")`],
+      [r(0, 9, 0, 16), 1, `source: ${llama} is not a Mixtral or Qwen3-MoE checkpoint (model_type "llama"; MixQ quantizes "mixtral" and "qwen3_moe")`],
       [r(1, 9, 1, 16), 1, `output: ${path.join(tmp, 'taken')} already exists; set overwrite = true to replace it (after the new model is complete)`],
     ]);
 

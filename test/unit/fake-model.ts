@@ -20,7 +20,7 @@ export const FAKE_MARKERS: Record<string, number> = {
   '<s>': 1, '</s>': 2, '<fim_prefix>': 3, '<fim_middle>': 4, '<fim_suffix>': 5,
   '<|fim_prefix|>': 6, '<|fim_suffix|>': 7, '<|fim_middle|>': 8, '<|endoftext|>': 9,
   '[SUFFIX]': 10, '[PREFIX]': 11, '<PRE>': 12, '<SUF>': 13, '<MID>': 14, '<EOT>': 15,
-  '<｜fim▁begin｜>': 16, '<｜fim▁hole｜>': 17, '<｜fim▁end｜>': 18,
+  '<｜fim▁begin｜>': 16, '<｜fim▁hole｜>': 17, '<｜fim▁end｜>': 18, '<|file_sep|>': 19,
 };
 const NAME_OF = new Map(Object.entries(FAKE_MARKERS).map(([k, v]) => [v, k]));
 

@@ -137,6 +137,29 @@ test('snippets from other open files go before the prefix, as comments, within t
   assert.equal(unrelated.snippets(d, 1000).length, 0);
 });
 
+test('qwen: snippets become <|file_sep|> sections in front of the whole prompt, then the current file header', () => {
+  const qwenMarkers = ['<|fim_prefix|>', '<|fim_suffix|>', '<|fim_middle|>', '<|endoftext|>'];
+  const other = { uri: 'file:///w/util.py', languageId: 'python', getText: () => 'def parse_config(path):\n    return load_yaml(path)\n' };
+  const provider = new OpenFilesContextProvider({ all: () => [other] }, (u) => u.replace('file:///w/', ''));
+  const d = { ...doc('cfg = parse_config(path)\ndata = load_yaml(|)\n'), uri: 'file:///w/src/main%20app.py' };
+  const budget = { maxPrefixTokens: 400, maxSuffixTokens: 100, snippetShare: 0.5 };
+  const withSep = new FakeModel({ markers: [...qwenMarkers, '<|file_sep|>'] });
+  const p = buildPrompt(withSep, TEMPLATES.qwen, d, budget, [provider]);
+  assert.equal(
+    withSep.show(p.ids),
+    '<|file_sep|>util.py\ndef parse_config(path):\n    return load_yaml(path)\n<|file_sep|>main app.py\n' +
+      '<|fim_prefix|>cfg = parse_config(path)\ndata = load_yaml(<|fim_suffix|>)\n<|fim_middle|>',
+  );
+  assert.equal(p.snippetTokens, p.ids.indexOf(FAKE_MARKERS['<|fim_prefix|>']));
+  // Without the token in the vocabulary: comments inside the prefix, as for other families.
+  const noSep = new FakeModel({ markers: qwenMarkers });
+  const c = noSep.show(buildPrompt(noSep, TEMPLATES.qwen, d, budget, [provider]).ids);
+  assert.ok(c.startsWith('<|fim_prefix|># Path: util.py\n# def parse_config(path):'), c);
+  // No snippets: no sections, not even the current file's header.
+  const none = buildPrompt(withSep, TEMPLATES.qwen, d, { ...budget, snippetShare: 0 }, [provider]);
+  assert.ok(withSep.show(none.ids).startsWith('<|fim_prefix|>cfg'));
+});
+
 test('recently closed documents keep serving as context, newest first, bounded', () => {
   const { RecentDocuments, combinedSources } = serverModule<typeof contextModule>('completion/context');
   const recent = new RecentDocuments(2);

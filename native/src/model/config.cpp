@@ -14,13 +14,14 @@ namespace {
 struct ConfigReader {
   const JsonValue& root;
   std::string path;
+  std::string family = "mixtral";
 
   [[noreturn]] void fail(const std::string& field, const std::string& msg) const {
     throw Error(path + ": field \"" + field + "\" " + msg);
   }
   const JsonValue& required(const std::string& field) const {
     const JsonValue* v = root.find(field);
-    if (!v) fail(field, "is missing (required for a mixtral model)");
+    if (!v) fail(field, "is missing (required for a " + family + " model)");
     return *v;
   }
   int positive_int(const std::string& field) const {
@@ -73,9 +74,71 @@ struct ConfigReader {
     }
     return int(ids.front()->as_int());
   }
+  // Optional boolean: absent/null → fallback.
+  bool optional_bool(const std::string& field, bool fallback) const {
+    const JsonValue* v = root.find(field);
+    if (!v || v->is_null()) return fallback;
+    if (!v->is_bool()) fail(field, "must be a boolean");
+    return v->as_bool();
+  }
 };
 
+// Qwen3-MoE's own fields: expert count and width, norm_topk_prob, q/k norms, which layers are MoE, and the variants
+// this engine does not run (shared experts, sliding-window layers, attention biases) refused by name.
+void read_qwen3_moe(const ConfigReader& r, ModelConfig& c) {
+  c.num_local_experts = r.positive_int("num_experts");
+  c.intermediate_size = r.positive_int("moe_intermediate_size");
+  c.norm_topk_prob = r.optional_bool("norm_topk_prob", false);  // transformers' Qwen3MoeConfig default
+  c.qk_norm = true;
+  if (!r.root.find("head_dim") || r.root.find("head_dim")->is_null()) {
+    r.fail("head_dim", "is missing (required for a qwen3_moe model: its q width need not be hidden_size)");
+  }
+  if (r.root.find("decoder_sparse_step") && !r.root.find("decoder_sparse_step")->is_null()) {
+    c.decoder_sparse_step = r.positive_int("decoder_sparse_step");
+  }
+  if (const JsonValue* m = r.root.find("mlp_only_layers"); m && !m->is_null()) {
+    if (!m->is_array()) r.fail("mlp_only_layers", "must be a list of layer indices");
+    for (const JsonValue& v : m->as_array()) {
+      if (!v.is_integer() || v.as_int() < 0 || v.as_int() >= c.num_hidden_layers) {
+        r.fail("mlp_only_layers", "holds an entry that is not a layer index 0.." + std::to_string(c.num_hidden_layers - 1));
+      }
+      c.mlp_only_layers.push_back(int(v.as_int()));
+    }
+  }
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    if (c.moe_layer(l)) continue;
+    c.dense_intermediate_size = r.positive_int("intermediate_size");  // dense-MLP layers are configured
+    break;
+  }
+  if (r.optional_bool("use_sliding_window", false)) {
+    r.fail("use_sliding_window", "is true: Qwen3-MoE sliding-window layers are not supported");
+  }
+  if (const JsonValue* lt = r.root.find("layer_types"); lt && lt->is_array()) {
+    for (const JsonValue& t : lt->as_array())
+      if (!t.is_string() || t.as_string() != "full_attention") {
+        r.fail("layer_types", "lists a layer that is not \"full_attention\": sliding-window layers are not supported");
+      }
+  }
+  if (const JsonValue* se = r.root.find("shared_expert_intermediate_size"); se && !se->is_null()) {
+    if (!se->is_number() || se->as_number() != 0) {
+      r.fail("shared_expert_intermediate_size", "is set: shared experts are not supported");
+    }
+  }
+  if (r.optional_bool("attention_bias", false)) r.fail("attention_bias", "is true: attention biases are not supported");
+}
+
 }  // namespace
+
+bool ModelConfig::moe_layer(int layer) const {
+  for (int l : mlp_only_layers)
+    if (l == layer) return false;
+  return (layer + 1) % decoder_sparse_step == 0;
+}
+
+WeightNames ModelConfig::names() const {
+  if (model_type == "qwen3_moe") return {"mlp", "gate_proj", "down_proj", "up_proj"};
+  return {"block_sparse_moe", "w1", "w2", "w3"};
+}
 
 ModelConfig load_model_config(const std::string& model_dir) {
   const std::string path = model_dir + "/config.json";
@@ -87,16 +150,21 @@ ModelConfig load_model_config(const std::string& model_dir) {
   const JsonValue& mt = r.required("model_type");
   if (!mt.is_string()) r.fail("model_type", "must be a string");
   c.model_type = mt.as_string();
-  if (c.model_type != "mixtral") {
-    r.fail("model_type", "is \"" + c.model_type + "\"; only \"mixtral\" models are supported");
+  if (c.model_type != "mixtral" && c.model_type != "qwen3_moe") {
+    r.fail("model_type", "is \"" + c.model_type + "\"; only \"mixtral\" and \"qwen3_moe\" models are supported");
   }
+  r.family = c.model_type;
 
   c.hidden_size = r.positive_int("hidden_size");
-  c.intermediate_size = r.positive_int("intermediate_size");
   c.num_hidden_layers = r.positive_int("num_hidden_layers");
   c.num_attention_heads = r.positive_int("num_attention_heads");
   c.num_key_value_heads = r.positive_int("num_key_value_heads");
-  c.num_local_experts = r.positive_int("num_local_experts");
+  if (c.model_type == "qwen3_moe") {
+    read_qwen3_moe(r, c);
+  } else {
+    c.intermediate_size = r.positive_int("intermediate_size");
+    c.num_local_experts = r.positive_int("num_local_experts");
+  }
   c.num_experts_per_tok = r.positive_int("num_experts_per_tok");
   c.vocab_size = r.positive_int("vocab_size");
   c.max_position_embeddings = r.positive_int("max_position_embeddings");
@@ -130,7 +198,7 @@ ModelConfig load_model_config(const std::string& model_dir) {
   }
 
   const JsonValue* sw = root.find("sliding_window");
-  if (!sw || sw->is_null()) {  // absent means none, as in transformers' MixtralConfig
+  if (!sw || sw->is_null() || c.model_type == "qwen3_moe") {  // absent: none (MixtralConfig); Qwen3-MoE: see above
     c.sliding_window = 0;
   } else {
     c.sliding_window = r.positive_int("sliding_window");
@@ -138,6 +206,10 @@ ModelConfig load_model_config(const std::string& model_dir) {
 
   c.bos_token_id = r.optional_token_id("bos_token_id", 1, c.vocab_size);
   c.eos_token_id = r.optional_token_id("eos_token_id", 2, c.vocab_size);
+
+  if (const JsonValue* rs = root.find("rope_scaling"); rs && !rs->is_null()) {
+    r.fail("rope_scaling", "is set: scaled rotary embeddings are not supported");
+  }
 
   const JsonValue* act = root.find("hidden_act");
   if (act && act->is_string() && act->as_string() != "silu") {

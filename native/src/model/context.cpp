@@ -2,8 +2,10 @@
 // the backend op set; the placement plan says which device runs each part, and a copy moves the activations
 // wherever the device changes:
 //   x = embed(tokens)                                   [n, hidden]
-//   per layer: x += o(attn(rope(q(norm1 x)), rope(k(norm1 x)), v(norm1 x)))     (KV cache on the layer's device)
+//   per layer: x += o(attn(rope(q(norm1 x)), rope(k(norm1 x)), v(norm1 x)))     (KV cache on the layer's device;
+//                   Qwen3: q and k RMS-normed per head before RoPE)
 //              ids, w = router(gate(norm2 x));  x += Σ_j w_j · expert_{ids_j}(norm2 x)   (experts on their devices)
+//              or, in a dense-MLP layer (Qwen3-MoE mlp_only_layers): x += down(silu(gate(norm2 x)) ⊙ up(norm2 x))
 //   logits = lm_head(norm_final x)                      [n or 1, vocab]
 #include <algorithm>
 #include <chrono>
@@ -128,6 +130,14 @@ struct Devices {
   }
 };
 
+// A dense SwiGLU MLP: out[n, hidden] = w2(silu(w1 · xn) ⊙ (w3 · xn)); a, u: [n, inter] scratch.
+void dense_mlp(Backend& B, const ExpertWeights& mlp, const Tensor& xn, Tensor& a, Tensor& u, Tensor& out) {
+  B.linear(*mlp.w1, xn, a);
+  B.linear(*mlp.w3, xn, u);
+  B.swiglu(a, u);
+  B.linear(*mlp.w2, a, out);
+}
+
 // One forward pass over the op set, from the uploaded ids to the logits tensor on the head's device (or, with
 // next_token_only, the chosen token [1] i32).
 struct Forward {
@@ -195,7 +205,7 @@ const Tensor& Forward::run() const {
   return logits;
 }
 
-// x[n, hidden] += attention block; x += MoE block — on the layer's device (experts wherever they live).
+// x[n, hidden] += attention block; x += MoE block (or dense MLP) — on the layer's device (experts wherever they live).
 void Forward::layer(int l, Tensor& x) const {
   const ModelConfig& c = m.config;
   const LayerWeights& lw = m.weights.layers[size_t(l)];
@@ -215,13 +225,23 @@ void Forward::layer(int l, Tensor& x) const {
   B.linear(*lw.q, xn, q);
   B.linear(*lw.k, xn, k);
   B.linear(*lw.v, xn, v);
+  if (lw.q_norm.buffer) {  // per-head RMSNorm: rows = n·heads, d = head_dim
+    Tensor qh = q.reshaped({n * c.num_attention_heads, hd}), kh = k.reshaped({n * c.num_key_value_heads, hd});
+    B.rms_norm(qh, lw.q_norm, eps, qh);
+    B.rms_norm(kh, lw.k_norm, eps, kh);
+  }
   B.rope(q, *positions[size_t(d)], ctx.inv_freq[size_t(d)], c.num_attention_heads, int(hd));
   B.rope(k, *positions[size_t(d)], ctx.inv_freq[size_t(d)], c.num_key_value_heads, int(hd));
   B.attention(q, k, v, ctx.k_cache[size_t(l)], ctx.v_cache[size_t(l)], *positions[size_t(d)], n_past, shape, att);
   B.linear(*lw.o, att, tmp);
   B.add(x, tmp, x);
   B.rms_norm(x, lw.post_attn_norm, eps, xn);
-  experts(l, xn, tmp);
+  if (lw.dense()) {
+    const int64_t di = lw.mlp.w1->out_features;
+    dense_mlp(B, lw.mlp, xn, scratch(d, DType::F32, {n, di}, "mlp gate"), scratch(d, DType::F32, {n, di}, "mlp up"), tmp);
+  } else {
+    experts(l, xn, tmp);
+  }
   B.add(x, tmp, x);
 }
 
@@ -237,7 +257,7 @@ void Forward::experts(int l, const Tensor& xn, Tensor& tmp) const {
   Tensor& expert_ids = scratch(d, DType::I32, {n, K}, "expert ids");
   Tensor& expert_w = scratch(d, DType::F32, {n, K}, "expert weights");
   B.linear(*lw.gate, xn, logits);
-  B.router(logits, K, true, expert_ids, expert_w);
+  B.router(logits, K, c.norm_topk_prob, expert_ids, expert_w);
   if (out.router_logits) {
     out.router[size_t(l)] = dev.host<float>(logits);
     out.topk_experts[size_t(l)] = dev.host<int32_t>(expert_ids);

@@ -34,8 +34,8 @@ struct Builder {
     return *t;
   }
 
-  const TensorView& norm(const std::string& name) const {
-    const TensorView& t = tensor(name, {cfg.hidden_size});
+  const TensorView& norm(const std::string& name, int64_t width = 0) const {
+    const TensorView& t = tensor(name, {width ? width : cfg.hidden_size});
     if (t.dtype != DType::BF16 && t.dtype != DType::F16 && t.dtype != DType::F32) {
       throw Error(t.file + ": tensor " + name + " has unsupported dtype " + dtype_name(t.dtype));
     }
@@ -87,10 +87,28 @@ struct Builder {
     return s;
   }
   std::string layer_prefix(int l) const { return "model.layers." + std::to_string(l) + "."; }
-  std::string expert_prefix(int l, int e) const {
-    return layer_prefix(l) + "block_sparse_moe.experts." + std::to_string(e) + ".";
+  std::string moe_prefix(int l) const { return layer_prefix(l) + cfg.names().moe + "."; }
+  std::string expert_prefix(int l, int e) const { return moe_prefix(l) + "experts." + std::to_string(e) + "."; }
+  // gate/down/up of an expert (prefix = expert_prefix) or of a dense MLP (prefix = "model.layers.L.mlp.").
+  LinearSource w1(const std::string& prefix, int64_t inter, bool dense = false) const {
+    return linear(prefix + (dense ? "gate_proj" : cfg.names().w1), inter, cfg.hidden_size);
+  }
+  LinearSource w2(const std::string& prefix, int64_t inter, bool dense = false) const {
+    return linear(prefix + (dense ? "down_proj" : cfg.names().w2), cfg.hidden_size, inter);
+  }
+  LinearSource w3(const std::string& prefix, int64_t inter, bool dense = false) const {
+    return linear(prefix + (dense ? "up_proj" : cfg.names().w3), inter, cfg.hidden_size);
+  }
+  ExpertWeights mlp(Backend& B, const std::string& prefix, int64_t inter, bool dense) const {
+    ExpertWeights E;
+    E.w1 = B.prepare_linear(w1(prefix, inter, dense));
+    E.w2 = B.prepare_linear(w2(prefix, inter, dense));
+    E.w3 = B.prepare_linear(w3(prefix, inter, dense));
+    return E;
   }
 };
+
+size_t mlp_bytes(const ExpertWeights& e) { return e.w1->weight_bytes() + e.w2->weight_bytes() + e.w3->weight_bytes(); }
 
 size_t source_bytes(const LinearSource& s) {
   return s.weight ? s.weight->nbytes : s.qweight->nbytes + s.qzeros->nbytes + s.scales->nbytes;
@@ -134,10 +152,14 @@ size_t ModelWeights::decode_bytes_per_token(int top_k) const {
   size_t bytes = lm_head->weight_bytes();
   for (const LayerWeights& l : layers) {
     bytes += l.q->weight_bytes() + l.k->weight_bytes() + l.v->weight_bytes() + l.o->weight_bytes();
+    if (l.dense()) {
+      bytes += mlp_bytes(l.mlp);
+      continue;
+    }
     bytes += l.gate->weight_bytes();
     // Experts differ in size only across quantization formats: count the average expert.
     size_t experts = 0;
-    for (const ExpertWeights& e : l.experts) experts += e.w1->weight_bytes() + e.w2->weight_bytes() + e.w3->weight_bytes();
+    for (const ExpertWeights& e : l.experts) experts += mlp_bytes(e);
     bytes += experts / l.experts.size() * size_t(top_k);
   }
   return bytes;
@@ -147,8 +169,9 @@ size_t ModelWeights::total_bytes() const {
   size_t bytes = embed_view.nbytes + lm_head->weight_bytes();
   for (const LayerWeights& l : layers) {
     bytes += l.q->weight_bytes() + l.k->weight_bytes() + l.v->weight_bytes() + l.o->weight_bytes();
-    bytes += l.gate->weight_bytes();
-    for (const ExpertWeights& e : l.experts) bytes += e.w1->weight_bytes() + e.w2->weight_bytes() + e.w3->weight_bytes();
+    if (l.dense()) bytes += mlp_bytes(l.mlp);
+    else bytes += l.gate->weight_bytes();
+    for (const ExpertWeights& e : l.experts) bytes += mlp_bytes(e);
   }
   if (lm_head->name == "model.embed_tokens") bytes -= embed_view.nbytes;
   return bytes;
@@ -164,17 +187,28 @@ ModelBytes model_bytes(const ModelConfig& cfg, const TensorLookup& lookup, int c
   mb.kv_per_layer = 2 * size_t(capacity) * size_t(kv_dim) * sizeof(float);
   for (int l = 0; l < cfg.num_hidden_layers; ++l) {
     const std::string p = b.layer_prefix(l);
-    mb.layer.push_back(2 * size_t(hidden) * 4 + source_bytes(b.linear(p + "self_attn.q_proj", q_dim, hidden)) +
-                       source_bytes(b.linear(p + "self_attn.k_proj", kv_dim, hidden)) +
-                       source_bytes(b.linear(p + "self_attn.v_proj", kv_dim, hidden)) +
-                       source_bytes(b.linear(p + "self_attn.o_proj", hidden, q_dim)) +
-                       source_bytes(b.linear(p + "block_sparse_moe.gate", cfg.num_local_experts, hidden)));
-    std::vector<size_t> ex;
-    for (int e = 0; e < cfg.num_local_experts; ++e) {
-      const std::string ep = b.expert_prefix(l, e);
-      ex.push_back(source_bytes(b.linear(ep + "w1", inter, hidden)) + source_bytes(b.linear(ep + "w2", hidden, inter)) +
-                   source_bytes(b.linear(ep + "w3", inter, hidden)));
+    size_t layer = 2 * size_t(hidden) * 4 + source_bytes(b.linear(p + "self_attn.q_proj", q_dim, hidden)) +
+                   source_bytes(b.linear(p + "self_attn.k_proj", kv_dim, hidden)) +
+                   source_bytes(b.linear(p + "self_attn.v_proj", kv_dim, hidden)) +
+                   source_bytes(b.linear(p + "self_attn.o_proj", hidden, q_dim));
+    if (cfg.qk_norm) {  // widened to f32 on the device
+      b.norm(p + "self_attn.q_norm.weight", hd);
+      b.norm(p + "self_attn.k_norm.weight", hd);
+      layer += 2 * size_t(hd) * 4;
     }
+    std::vector<size_t> ex;
+    if (cfg.moe_layer(l)) {
+      layer += source_bytes(b.linear(b.moe_prefix(l) + "gate", cfg.num_local_experts, hidden));
+      for (int e = 0; e < cfg.num_local_experts; ++e) {
+        const std::string ep = b.expert_prefix(l, e);
+        ex.push_back(source_bytes(b.w1(ep, inter)) + source_bytes(b.w2(ep, inter)) + source_bytes(b.w3(ep, inter)));
+      }
+    } else {
+      const int64_t di = cfg.dense_intermediate_size;
+      layer += source_bytes(b.w1(p + "mlp.", di, true)) + source_bytes(b.w2(p + "mlp.", di, true)) +
+               source_bytes(b.w3(p + "mlp.", di, true));
+    }
+    mb.layer.push_back(layer);
     mb.expert.push_back(std::move(ex));
   }
   return mb;
@@ -228,19 +262,24 @@ std::shared_ptr<Model> make_model(const ModelConfig& cfg, const TensorLookup& lo
     L.k = B.prepare_linear(b.linear(p + "self_attn.k_proj", kv_dim, hidden));
     L.v = B.prepare_linear(b.linear(p + "self_attn.v_proj", kv_dim, hidden));
     L.o = B.prepare_linear(b.linear(p + "self_attn.o_proj", hidden, q_dim));
+    if (cfg.qk_norm) {
+      L.q_norm = B.upload_f32(b.norm(p + "self_attn.q_norm.weight", hd));
+      L.k_norm = B.upload_f32(b.norm(p + "self_attn.k_norm.weight", hd));
+    }
     L.post_attn_norm = B.upload_f32(b.norm(p + "post_attention_layernorm.weight"));
-    L.gate = B.prepare_linear(b.linear(p + "block_sparse_moe.gate", cfg.num_local_experts, hidden));
+    if (!cfg.moe_layer(l)) {
+      L.mlp = b.mlp(B, p + "mlp.", cfg.dense_intermediate_size, /*dense=*/true);
+      w.layers.push_back(std::move(L));
+      continue;
+    }
+    L.gate = B.prepare_linear(b.linear(b.moe_prefix(l) + "gate", cfg.num_local_experts, hidden));
     L.expert_sets.assign(plan.devices.size(), ExpertSet{});
     for (ExpertSet& s : L.expert_sets) s.experts.assign(size_t(cfg.num_local_experts), nullptr);
     L.experts.resize(size_t(cfg.num_local_experts));
     for (int e = 0; e < cfg.num_local_experts; ++e) {
-      const std::string ep = b.expert_prefix(l, e);
       const int d = plan.expert[size_t(l)][size_t(e)];
-      ExpertWeights& E = L.experts[size_t(e)];
-      E.w1 = be(d).prepare_linear(b.linear(ep + "w1", inter, hidden));
-      E.w2 = be(d).prepare_linear(b.linear(ep + "w2", hidden, inter));
-      E.w3 = be(d).prepare_linear(b.linear(ep + "w3", inter, hidden));
-      L.expert_sets[size_t(d)].experts[size_t(e)] = &E;
+      L.experts[size_t(e)] = b.mlp(be(d), b.expert_prefix(l, e), inter, /*dense=*/false);
+      L.expert_sets[size_t(d)].experts[size_t(e)] = &L.experts[size_t(e)];
     }
     w.layers.push_back(std::move(L));
   }
@@ -263,7 +302,8 @@ int64_t index_after(const std::string& name, size_t at) {
 
 void check_checkpoint_matches_config(const ModelConfig& cfg, const std::vector<std::string>& names,
                                      const std::string& config_path, const std::string& source) {
-  static const std::string kLayers = "model.layers.", kExperts = ".block_sparse_moe.experts.";
+  static const std::string kLayers = "model.layers.";
+  const std::string kExperts = "." + cfg.names().moe + ".experts.";
   for (const std::string& n : names) {
     if (n.compare(0, kLayers.size(), kLayers) != 0) continue;
     const int64_t layer = index_after(n, kLayers.size());
@@ -276,7 +316,8 @@ void check_checkpoint_matches_config(const ModelConfig& cfg, const std::vector<s
     if (e == std::string::npos) continue;
     const int64_t expert = index_after(n, e + kExperts.size());
     if (expert >= cfg.num_local_experts) {
-      throw Error(config_path + ": num_local_experts is " + std::to_string(cfg.num_local_experts) + " but " + source +
+      const char* field = cfg.model_type == "qwen3_moe" ? "num_experts" : "num_local_experts";
+      throw Error(config_path + ": " + field + " is " + std::to_string(cfg.num_local_experts) + " but " + source +
                   " holds tensor " + n + " of expert " + std::to_string(expert) +
                   " (config.json and the checkpoint disagree)");
     }
@@ -318,8 +359,10 @@ std::vector<DeviceUsage> Model::device_usage() const {
 std::string Model::description() const {
   const ModelConfig& c = impl->config;
   std::ostringstream s;
+  const LayerWeights& l0 = impl->weights.layers.at(0);
+  const Linear& ffn = l0.dense() ? *l0.mlp.w1 : *l0.experts.at(0).w1;
   s << c.model_type << " " << c.num_hidden_layers << " layers, " << c.num_local_experts << " experts top-"
-    << c.num_experts_per_tok << ", " << impl->weights.layers.at(0).experts.at(0).w1->kind() << ", ";
+    << c.num_experts_per_tok << ", " << ffn.kind() << ", ";
   for (size_t i = 0; i < impl->backends.size(); ++i) s << (i ? " + " : "") << impl->backends[i]->name();
   if (impl->backends.size() > 1) s << ", " << placement_mode_name(impl->plan.mode) << " placement";
   return s.str();

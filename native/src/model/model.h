@@ -18,10 +18,15 @@ namespace mixq {
 struct LayerWeights {
   Tensor attn_norm;                    // input_layernorm [hidden] f32, on the layer's device
   std::unique_ptr<Linear> q, k, v, o;  // q: [heads*hd, hidden], k/v: [kv_heads*hd, hidden], o: [hidden, heads*hd]
+  Tensor q_norm, k_norm;               // Qwen3 self_attn.{q,k}_norm [head_dim] f32 (no buffer: the family has none)
   Tensor post_attn_norm;               // post_attention_layernorm [hidden] f32
+  // An MoE layer: the router and experts. A dense-MLP layer (Qwen3-MoE mlp_only_layers / decoder_sparse_step):
+  // gate null, experts empty, `mlp` its SwiGLU (w1 gate_proj, w2 down_proj, w3 up_proj).
   std::unique_ptr<Linear> gate;        // router: [experts, hidden]
   std::vector<ExpertWeights> experts;  // [num_local_experts], each on the device the plan gives it
   std::vector<ExpertSet> expert_sets;  // [device]: the experts that device holds (null elsewhere)
+  ExpertWeights mlp;                   // dense layers only: [dense_inter, hidden] / [hidden, dense_inter]
+  bool dense() const { return !gate; }
 };
 
 struct ModelWeights {

@@ -57,7 +57,8 @@ void CalibForward::rms_norm(const float* x, int64_t n, const float* w, float* y)
 }
 
 void CalibForward::attention_block(const float* x, const float* q_t, const float* k_t, const float* v_t,
-                                   const float* o_t, float* out, std::vector<float>* ctx) {
+                                   const float* o_t, const float* q_norm, const float* k_norm, float* out,
+                                   std::vector<float>* ctx) {
   const int64_t N = samples_ * seq_len_, d = cfg_.hidden_size, hd = cfg_.head_dim;
   const int64_t qd = cfg_.num_attention_heads * hd, kvd = cfg_.num_key_value_heads * hd;
   const Tensor xt = put(x, {N, d}, "x");
@@ -66,6 +67,12 @@ void CalibForward::attention_block(const float* x, const float* q_t, const float
   linear(q_t, xt, q);
   linear(k_t, xt, k);
   linear(v_t, xt, v);
+  if (q_norm) {  // per head: rows = N·heads, d = head_dim
+    const float eps = float(cfg_.rms_norm_eps);
+    Tensor qh = q.reshaped({N * cfg_.num_attention_heads, hd}), kh = k.reshaped({N * cfg_.num_key_value_heads, hd});
+    be_.rms_norm(qh, put(q_norm, {hd}, "q_norm"), eps, qh);
+    be_.rms_norm(kh, put(k_norm, {hd}, "k_norm"), eps, kh);
+  }
   // Every sample is its own sequence: positions 0..L-1 and a KV cache of its own.
   Tensor k_cache = be_.empty(be_.kv_dtype(), {seq_len_, kvd}, "k_cache");
   Tensor v_cache = be_.empty(be_.kv_dtype(), {seq_len_, kvd}, "v_cache");
@@ -91,7 +98,7 @@ Routing CalibForward::route(const float* x, int64_t n, const float* gate_t) {
   Tensor logits = be_.empty(DType::F32, {n, E}, "router logits");
   linear(gate_t, put(x, {n, cfg_.hidden_size}, "x"), logits);
   Tensor ids = be_.empty(DType::I32, {n, K}, "expert ids"), w = be_.empty(DType::F32, {n, K}, "expert weights");
-  be_.router(logits, K, true, ids, w);
+  be_.router(logits, K, cfg_.norm_topk_prob, ids, w);
   std::vector<int32_t> hid(size_t(n * K));
   std::vector<float> hw(size_t(n * K));
   be_.to_host(ids, hid.data(), ids.nbytes());

@@ -1,4 +1,4 @@
-// The Mixtral decoder layer for calibration, on the backend op set (the same ops as Context::eval): RMSNorm,
+// The Mixtral / Qwen3-MoE decoder layer for calibration, on the backend op set (the same ops as Context::eval): RMSNorm,
 // RoPE, causal GQA attention over independent samples of L tokens, router softmax → top-k → renormalise, SwiGLU
 // experts on their routed tokens only. Weights are the quantizer's transposed f32 w_t [in, out], prepared as
 // linear handles at each call (so in-place rescaling and fake quantization count); activations are host
@@ -27,9 +27,11 @@ class CalibForward {
   // y[n, hidden] = w ⊙ x / sqrt(mean(x²) + eps)
   void rms_norm(const float* x, int64_t n, const float* w, float* y);
   // out[N, hidden] = o(attention(rope(x·q_t), rope(x·k_t), x·v_t)); ctx (optional) receives o's input [N, q_dim].
+  // q_norm / k_norm [head_dim] (Qwen3; null: none): RMSNorm of every head of q and k before RoPE.
   void attention_block(const float* x, const float* q_t, const float* k_t, const float* v_t, const float* o_t,
-                       float* out, std::vector<float>* ctx);
-  // Router logits x[n, hidden] · gate_t → softmax → top-k (lower index wins ties) → renormalised.
+                       const float* q_norm, const float* k_norm, float* out, std::vector<float>* ctx);
+  // Router logits x[n, hidden] · gate_t → softmax → top-k (lower index wins ties) → renormalised when the config
+  // says so (Mixtral always; Qwen3-MoE norm_topk_prob).
   Routing route(const float* x, int64_t n, const float* gate_t);
   // One expert on its routed rows a[n_e, hidden]: h[n_e, inter] = silu(a·w1_t) ⊙ (a·w3_t), y[n_e, hidden] = h·w2_t.
   void expert(const float* a, int64_t n_e, const float* w1_t, const float* w3_t, const float* w2_t, float* h,

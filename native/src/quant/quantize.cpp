@@ -237,6 +237,11 @@ QuantizeResult quantize_model(const QuantizeOptions& opts) {
                   " of " + opts.source_dir);
     }
   }
+  for (int l = 0; l < cfg.num_hidden_layers; ++l)
+    if (!cfg.moe_layer(l)) {
+      throw Error(opts.source_dir + "/config.json: layer " + std::to_string(l) +
+                  " is a dense MLP (mlp_only_layers / decoder_sparse_step); quantizing dense-MLP layers is not supported");
+    }
   const std::unique_ptr<WeightStore> store = WeightStore::open(opts.source_dir);
   check_checkpoint_matches_config(cfg, store->names(), opts.source_dir + "/config.json", store->source());
 
@@ -330,9 +335,11 @@ QuantizeResult quantize_model(const QuantizeOptions& opts) {
   lopts.rounding = opts.rounding;
   lopts.propagate_quantized = opts.propagate_quantized;
   lopts.cancel = opts.cancel;
+  const WeightNames names = cfg.names();
   for (int l = 0; l < L; ++l) {
     const auto tl = Clock::now();
     const std::string p = "model.layers." + std::to_string(l) + ".";
+    const std::string router = p + names.moe + ".gate.weight";
     report(l, "load", 0.0);
     LayerF32 w;
     w.attn_norm = load_vector(*store, p + "input_layernorm.weight", d);
@@ -343,13 +350,17 @@ QuantizeResult quantize_model(const QuantizeOptions& opts) {
     w.k_t = load_transposed(*store, p + "self_attn.k_proj.weight", kvd, d, pool);
     w.v_t = load_transposed(*store, p + "self_attn.v_proj.weight", kvd, d, pool);
     w.o_t = load_transposed(*store, p + "self_attn.o_proj.weight", d, qd, pool);
-    w.gate_t = load_transposed(*store, p + "block_sparse_moe.gate.weight", E, d, pool);
+    if (cfg.qk_norm) {
+      w.q_norm = load_vector(*store, p + "self_attn.q_norm.weight", cfg.head_dim);
+      w.k_norm = load_vector(*store, p + "self_attn.k_norm.weight", cfg.head_dim);
+    }
+    w.gate_t = load_transposed(*store, router, E, d, pool);
     w.experts.resize(static_cast<size_t>(E));
     for (int e = 0; e < E; ++e) {
-      const std::string ep = p + "block_sparse_moe.experts." + std::to_string(e) + ".";
-      w.experts[size_t(e)].w1_t = load_transposed(*store, ep + "w1.weight", inter, d, pool);
-      w.experts[size_t(e)].w3_t = load_transposed(*store, ep + "w3.weight", inter, d, pool);
-      w.experts[size_t(e)].w2_t = load_transposed(*store, ep + "w2.weight", d, inter, pool);
+      const std::string ep = p + names.moe + ".experts." + std::to_string(e) + ".";
+      w.experts[size_t(e)].w1_t = load_transposed(*store, ep + names.w1 + ".weight", inter, d, pool);
+      w.experts[size_t(e)].w3_t = load_transposed(*store, ep + names.w3 + ".weight", inter, d, pool);
+      w.experts[size_t(e)].w2_t = load_transposed(*store, ep + names.w2 + ".weight", d, inter, pool);
     }
     if (attn_norm_dtype != post_norm_dtype) {
       throw Error(opts.source_dir + ": layer " + std::to_string(l) + " norms are stored in different dtypes");
@@ -360,6 +371,7 @@ QuantizeResult quantize_model(const QuantizeOptions& opts) {
     quantize_layer(cfg, w, awq_method ? h.data() : nullptr, awq_method ? opts.samples : 0,
                    awq_method ? opts.seq_len : 0, lopts, &lq, pool);
     for (auto& warning : lq.warnings) result.warnings.push_back("layer " + std::to_string(l) + ": " + warning);
+    result.experts_without_tokens += lq.experts_without_tokens;
     for (float a : lq.best_alpha) result.best_alpha.push_back(a);
 
     report(l, "write", 0.95);
@@ -369,12 +381,18 @@ QuantizeResult quantize_model(const QuantizeOptions& opts) {
                        encode_vector(lq.post_norm, post_norm_dtype)));
     {
       // The router stays in its source dtype; AWQ scaled its input channels (RTN leaves it as it was).
-      const TensorView& src_gate = store->get(p + "block_sparse_moe.gate.weight");
+      const TensorView& src_gate = store->get(router);
       std::vector<float> gate(size_t(E * d));
       for (int64_t e = 0; e < E; ++e)
         for (int64_t i = 0; i < d; ++i) gate[size_t(e * d + i)] = lq.gate_t[size_t(i * E + e)];
-      ts.push_back(owned(p + "block_sparse_moe.gate.weight", src_gate.dtype, {int64_t(E), d},
+      ts.push_back(owned(router, src_gate.dtype, {int64_t(E), d},
                          encode_vector(gate, src_gate.dtype)));
+    }
+    for (const char* qk : {"self_attn.q_norm.weight", "self_attn.k_norm.weight"}) {  // copied as stored
+      if (!cfg.qk_norm) break;
+      OutTensor o;
+      o.view = store->get(p + qk);
+      ts.push_back(std::move(o));
     }
     for (const auto& [name, ql] : lq.linears) {
       if (opts.on_linear) opts.on_linear(p + name, ql);

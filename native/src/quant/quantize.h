@@ -1,4 +1,8 @@
-// The AWQ / RTN quantizer: a 16-bit Mixtral folder in, an AutoAWQ "GEMM" int4 folder out.
+// The AWQ / RTN quantizer: a 16-bit Mixtral or Qwen3-MoE folder in, an AutoAWQ "GEMM" int4 folder out. For
+// Qwen3-MoE the groups below are the same with the family's names (mlp.gate, mlp.experts.E.{gate,up,down}_proj:
+// w1 = gate_proj, w3 = up_proj, w2 = down_proj); its per-head q/k norms act after q/k and stay as they are;
+// the router renormalises only when norm_topk_prob. Dense-MLP layers (mlp_only_layers) are not quantized yet
+// (refused naming the field).
 //
 // Layer by layer (peak memory ≈ one layer's weights in f32 + the calibration activations):
 //   1. load the layer's 16-bit weights from the mapped source, transposed to w_t [in, out] f32;
@@ -25,7 +29,7 @@
 // the defaults.
 // An expert that receives no calibration tokens cannot be calibrated on its own inputs: it falls back to
 // using ALL the layer's calibration tokens as its inputs for its w2 scale, its clip search and its rounding
-// (a warning says which expert). Output goes to OUT.tmp-XXXXXX, renamed to OUT only when complete; a cancelled
+// (a warning says which expert, and one per layer how many experts did). Output goes to OUT.tmp-XXXXXX, renamed to OUT only when complete; a cancelled
 // or failed run removes it.
 #pragma once
 #include <atomic>
@@ -82,6 +86,7 @@ struct QuantizeResult {
   size_t output_bytes = 0;
   std::vector<double> layer_seconds;
   std::vector<std::string> warnings;
+  int experts_without_tokens = 0;  // (layer, expert) pairs that got no calibration tokens and used the fallback
   std::vector<float> best_alpha;  // per (layer, group): layer·(3 + experts) + {0: attn, 1: moe, 2+e: expert e, 2+E: v→o}
 };
 
@@ -91,6 +96,7 @@ QuantizeResult quantize_model(const QuantizeOptions& opts);
 
 struct LayerF32 {
   std::vector<float> attn_norm, post_norm;  // [d]
+  std::vector<float> q_norm, k_norm;        // [head_dim] Qwen3 per-head norms (empty: none); never scaled
   std::vector<float> q_t, k_t, v_t, o_t;    // [d, H·hd], [d, KV·hd], [d, KV·hd], [H·hd, d]
   std::vector<float> gate_t;                // [d, E] (not quantized)
   struct Expert {
@@ -116,9 +122,10 @@ struct LayerQuantOptions {
 struct LayerQuantized {
   std::vector<float> attn_norm, post_norm;  // folded (already rounded by round_norm)
   std::vector<float> gate_t;                // [d, E] router, input channels scaled like w1/w3 (stays 16-bit)
-  // "self_attn.q_proj", ..., "block_sparse_moe.experts.3.w2" → codes
+  // "self_attn.q_proj", ..., "block_sparse_moe.experts.3.w2" (Qwen3-MoE: "mlp.experts.3.down_proj") → codes
   std::vector<std::pair<std::string, QuantizedLinear>> linears;
   std::vector<std::string> warnings;
+  int experts_without_tokens = 0;  // experts that got no calibration tokens (the fallback above)
   std::vector<float> best_alpha;  // attn, moe, expert 0..E-1, v→o (−1: not searched)
   // forward, search-attn (incl. v→o), search-moe, search-experts (incl. w2 clip and rounding), clip, pack
   // (rounding of the rest), propagate

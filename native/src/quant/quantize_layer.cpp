@@ -104,6 +104,8 @@ SearchResult search_scales(const std::vector<float>& x_mean, const std::vector<f
 }
 
 
+const float* qk_norm(const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); }
+
 // The decoder layer in f32 on h [N, d] → h_out; keeps the intermediates the searches need when `keep`.
 struct LayerActs {
   std::vector<float> x1, attn, ctx, x2, moe, h_out;  // [N,d], [N,d], [N,qd], [N,d], [N,d], [N,d]
@@ -117,8 +119,8 @@ void layer_forward(const ModelConfig& cfg, const LayerF32& w, const float* h, in
   f->x1.resize(size_t(N * d));
   f->attn.resize(size_t(N * d));
   fw.rms_norm(h, N, w.attn_norm.data(), f->x1.data());
-  fw.attention_block(f->x1.data(), w.q_t.data(), w.k_t.data(), w.v_t.data(), w.o_t.data(), f->attn.data(),
-                     keep ? &f->ctx : nullptr);
+  fw.attention_block(f->x1.data(), w.q_t.data(), w.k_t.data(), w.v_t.data(), w.o_t.data(), qk_norm(w.q_norm),
+                     qk_norm(w.k_norm), f->attn.data(), keep ? &f->ctx : nullptr);
   f->h_out.resize(size_t(N * d));
   for (int64_t i = 0; i < N * d; ++i) f->h_out[size_t(i)] = h[i] + f->attn[size_t(i)];
   f->x2.resize(size_t(N * d));
@@ -209,7 +211,8 @@ void quantize_layer(const ModelConfig& cfg, LayerF32& w, float* h, int64_t sampl
       fake_quant_scaled(w.q_t, d, qd, s, spec, fq_q, pool);
       fake_quant_scaled(w.k_t, d, kvd, s, spec, fq_k, pool);
       fake_quant_scaled(w.v_t, d, kvd, s, spec, fq_v, pool);
-      fw.attention_block(f.x1.data(), fq_q.data(), fq_k.data(), fq_v.data(), w.o_t.data(), attn_q.data(), nullptr);
+      fw.attention_block(f.x1.data(), fq_q.data(), fq_k.data(), fq_v.data(), w.o_t.data(), qk_norm(w.q_norm),
+                         qk_norm(w.k_norm), attn_q.data(), nullptr);
       return mse(attn_q.data(), f.attn.data(), attn_q.size());
     }, opts.cancel);
     out->best_alpha[0] = s1.alpha;
@@ -292,6 +295,7 @@ void quantize_layer(const ModelConfig& cfg, LayerF32& w, float* h, int64_t sampl
       const float* ae = a[size_t(e)].data();
       int64_t ne = int64_t(routing.tokens[size_t(e)].size());
       if (ne == 0) {
+        ++out->experts_without_tokens;
         out->warnings.push_back("expert " + std::to_string(e) +
                                 " received no calibration tokens; its w2 scale, its clipping and its rounding use all " +
                                 std::to_string(N) + " calibration tokens of the layer instead");
@@ -324,6 +328,10 @@ void quantize_layer(const ModelConfig& cfg, LayerF32& w, float* h, int64_t sampl
       } else {
         w2q[size_t(e)] = finish(ex.w2_t, inter, d, nullptr);
       }
+    }
+    if (out->experts_without_tokens > 0) {
+      out->warnings.push_back(std::to_string(out->experts_without_tokens) + " of " + std::to_string(E) +
+                              " experts received no calibration tokens and used the fallback (all the layer's tokens)");
     }
     end_phase(3);
 
@@ -382,9 +390,11 @@ void quantize_layer(const ModelConfig& cfg, LayerF32& w, float* h, int64_t sampl
     add("self_attn.v_proj", finish(w.v_t, d, kvd, gptq ? &g_qkv : nullptr));
     add("self_attn.o_proj", finish(w.o_t, qd, d, gptq ? &g_o : nullptr));
   }
+  const WeightNames names = cfg.names();
+  const std::string experts_prefix = names.moe + ".experts.";
   for (int e = 0; e < E; ++e) {
     check_cancel(opts.cancel);
-    const std::string p = "block_sparse_moe.experts." + std::to_string(e) + ".";
+    const std::string p = experts_prefix + std::to_string(e) + ".";
     auto& ex = w.experts[size_t(e)];
     GptqFactor g13;  // w1 and w3 read the same input
     if (gptq) {
@@ -392,9 +402,9 @@ void quantize_layer(const ModelConfig& cfg, LayerF32& w, float* h, int64_t sampl
       g13 = factor_of(routed ? f.a[size_t(e)].data() : f.x2.data(),
                       routed ? int64_t(f.routing.tokens[size_t(e)].size()) : N, d, s3_eff.data());
     }
-    add(p + "w1", finish(ex.w1_t, d, inter, gptq ? &g13 : nullptr));
-    add(p + "w2", opts.awq ? std::move(w2q[size_t(e)]) : finish(ex.w2_t, inter, d, nullptr));
-    add(p + "w3", finish(ex.w3_t, d, inter, gptq ? &g13 : nullptr));
+    add(p + names.w1, finish(ex.w1_t, d, inter, gptq ? &g13 : nullptr));
+    add(p + names.w2, opts.awq ? std::move(w2q[size_t(e)]) : finish(ex.w2_t, inter, d, nullptr));
+    add(p + names.w3, finish(ex.w3_t, d, inter, gptq ? &g13 : nullptr));
   }
   out->attn_norm = w.attn_norm;
   out->post_norm = w.post_norm;
@@ -415,10 +425,10 @@ void quantize_layer(const ModelConfig& cfg, LayerF32& w, float* h, int64_t sampl
         else if (name == "self_attn.o_proj") dst = &w.o_t;
         else {
           const size_t dot = name.rfind('.');
-          const int e = std::stoi(name.substr(std::string("block_sparse_moe.experts.").size()));
+          const int e = std::stoi(name.substr(experts_prefix.size()));
           const std::string which = name.substr(dot + 1);
           auto& ex = w.experts[size_t(e)];
-          dst = which == "w1" ? &ex.w1_t : which == "w2" ? &ex.w2_t : &ex.w3_t;
+          dst = which == names.w1 ? &ex.w1_t : which == names.w2 ? &ex.w2_t : &ex.w3_t;
         }
         ql.dequantize(dst->data());
       }

@@ -16,7 +16,7 @@ const flags = {
   promptFile: { type: 'string', help: 'read the prompt text from a file (- for stdin)', valueName: 'file' },
   ids: { type: 'intList', help: 'prompt as token ids, used as given (no BOS added)', valueName: '1,2,3' },
   suffix: { type: 'string', help: 'text after the cursor: build a fill-in-the-middle prompt (no BOS)', valueName: 'text' },
-  fim: { type: 'string', help: 'FIM layout with --suffix: spm (default) | psm', valueName: 'layout' },
+  fim: { type: 'string', help: 'FIM layout with --suffix: spm | psm (default: spm when the model knows it, else psm)', valueName: 'layout' },
   maxTokens: { type: 'int', help: 'tokens to generate at most (default 64)', min: 0, max: 1 << 20 },
   greedy: { type: 'boolean', help: 'always take the most likely token (the default without sampling flags)' },
   temperature: { type: 'number', help: 'sample with this temperature (> 0)', min: 1e-6 },
@@ -60,8 +60,8 @@ export const generateCommand: Command = {
       let prompt: number[];
       if (promptText !== undefined && f.suffix !== undefined) {
         const fim = engine.tokenizer!.fim;
-        if (!fim) throw new Error(`${engine.modelDir}: tokenizer_config.json names no FIM tokens, so --suffix cannot be used`);
-        const layout = (f.fim ?? 'spm') as 'spm' | 'psm';
+        if (!fim) throw new Error(`${engine.modelDir}: the tokenizer has no FIM tokens, so --suffix cannot be used`);
+        const layout = (f.fim ?? (fim.modes.includes('spm') ? 'spm' : 'psm')) as 'spm' | 'psm';
         if (!fim.modes.includes(layout)) throw new UsageError(`--fim: the model was trained on ${fim.modes.join(', ')}, not ${layout}`);
         prompt = engine.tokenizer!.fimPrompt(promptText, f.suffix, layout);
       } else if (promptText !== undefined) {

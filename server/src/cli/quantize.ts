@@ -145,7 +145,9 @@ export const quantizeCommand: Command = {
         for (const w of r.warnings) io.stderr.write(`warning: ${w}\n`);
         io.stdout.write(
           `wrote ${r.outputDir}${r.replaced ? ' (replacing the old one)' : ''} (${(r.outputBytes / 1e6).toFixed(1)} MB, ${method} int4 g${groupSize}) in ${r.seconds.toFixed(1)} s, ` +
-            `peak RSS ${(r.peakRssBytes / 1e6).toFixed(0)} MB\n`,
+            `peak RSS ${(r.peakRssBytes / 1e6).toFixed(0)} MB` +
+            (method === 'awq' ? `; ${r.expertsWithoutTokens} (layer, expert) pairs got no calibration tokens and used the fallback` : '') +
+            '\n',
         );
       }
       return 0;

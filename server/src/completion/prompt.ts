@@ -7,7 +7,7 @@
  * The prefix's first line is rounded forward to a multiple of PREFIX_LINE_ALIGN, so that while the user types,
  * the start of the prompt (and with it the engine's KV cache) stays the same until ALIGN more lines are needed.
  */
-import type { CompletionDocument, ContextProvider } from './context';
+import type { CompletionDocument, ContextProvider, ContextSnippet } from './context';
 import { formatSnippets } from './context';
 import type { FimTemplate } from './templates';
 
@@ -100,8 +100,31 @@ export function budgetSuffix(tok: PromptTokenizer, after: string, budget: number
 
 export class PromptError extends Error {}
 
+/** The last segment of a URI's path, decoded ("file:///w/src/a%20b.py" → "a b.py"): the current file's label. */
+export function uriFileName(uri: string): string {
+  const pathPart = uri.replace(/[?#].*$/, '');
+  const name = pathPart.slice(pathPart.lastIndexOf('/') + 1);
+  try {
+    return decodeURIComponent(name);
+  } catch {
+    return name;
+  }
+}
+
 /**
- * Assembles the template's segments. Snippets from `providers` go in front of the prefix, as comments, within
+ * Snippets as repo-level file sections, then the current file's header (Qwen2.5/3-Coder's layout):
+ *   <|file_sep|>label\ntext\n … <|file_sep|>current file name\n
+ */
+export function fileSections(tok: PromptTokenizer, fileSep: number, snippets: readonly ContextSnippet[], uri: string): number[] {
+  const ids: number[] = [];
+  for (const s of snippets) ids.push(fileSep, ...tok.encode(`${s.label}\n${s.text}\n`));
+  ids.push(fileSep, ...tok.encode(`${uriFileName(uri)}\n`));
+  return ids;
+}
+
+/**
+ * Assembles the template's segments. Snippets from `providers` go in front of the prefix, as comments — or, when the
+ * template has a file separator the vocabulary holds, in front of the whole prompt as file sections — within
  * `snippetShare` of the prefix budget (their tokens are taken from that budget).
  */
 export function buildPrompt(
@@ -114,6 +137,7 @@ export function buildPrompt(
   const before = doc.text.slice(0, doc.offset);
   const after = doc.text.slice(doc.offset);
 
+  const fileSep = template.fileSeparator === undefined ? undefined : tok.markerId(template.fileSeparator);
   let snippetIds: number[] = [];
   if (providers.length > 0 && budget.snippetShare > 0) {
     const snippetBudget = Math.floor(budget.maxPrefixTokens * budget.snippetShare);
@@ -121,17 +145,21 @@ export function buildPrompt(
     const snippets = providers.flatMap((p) => p.snippets(doc, snippetBudget * 3));
     snippets.sort((a, b) => b.score - a.score);
     while (snippets.length > 0) {
-      snippetIds = tok.encode(formatSnippets(snippets, doc.languageId));
+      snippetIds =
+        fileSep === undefined ? tok.encode(formatSnippets(snippets, doc.languageId)) : fileSections(tok, fileSep, snippets, doc.uri);
       if (snippetIds.length <= snippetBudget) break;
       snippets.pop();
       snippetIds = [];
     }
   }
+  // As file sections the snippets lead the whole prompt; as comments they lead the prefix.
+  const leading = fileSep === undefined ? [] : snippetIds;
+  const inPrefix = fileSep === undefined ? snippetIds : [];
 
   const prefix = budgetPrefix(tok, before, budget.maxPrefixTokens - snippetIds.length);
   const suffix = template.prefixOnly ? { text: '', ids: [], cut: after.length > 0 } : budgetSuffix(tok, after, budget.maxSuffixTokens);
 
-  const ids: number[] = [];
+  const ids: number[] = [...leading];
   for (const seg of template.segments) {
     switch (seg.kind) {
       case 'bos':
@@ -147,7 +175,7 @@ export function buildPrompt(
         ids.push(...tok.encode(seg.text));
         break;
       case 'prefix':
-        ids.push(...snippetIds, ...prefix.ids);
+        ids.push(...inPrefix, ...prefix.ids);
         break;
       case 'suffix':
         ids.push(...suffix.ids);

@@ -9,6 +9,8 @@
  *   starcoder-psm  <fim_prefix>P<fim_suffix>S<fim_middle>
  *   starcoder-spm  <fim_prefix><fim_suffix>S<fim_middle>P       (the prompt grows at its end while typing)
  *   qwen           <|fim_prefix|>P<|fim_suffix|>S<|fim_middle|>
+ *                  (context from other files in front, as Qwen's repo-level sections:
+ *                   <|file_sep|>path\ncode\n … <|file_sep|>current path\n<|fim_prefix|>…)
  *   codestral      BOS [SUFFIX]S[PREFIX]P
  *   codellama      BOS <PRE> P <SUF>S <MID>
  *   deepseek       BOS <｜fim▁begin｜>P<｜fim▁hole｜>S<｜fim▁end｜>
@@ -36,6 +38,11 @@ export interface FimTemplate {
   prefixOnly: boolean;
   /** True when the prefix is the last piece, so typing only appends tokens (best KV-cache reuse). */
   growsAtEnd: boolean;
+  /**
+   * A token the model was trained to read other files after (`<|file_sep|>path\ncode`): when the vocabulary has
+   * it, snippets go in front of the whole prompt as such sections instead of comments inside the prefix.
+   */
+  fileSeparator?: string;
 }
 
 const special = (token: string): Segment => ({ kind: 'special', token });
@@ -74,6 +81,7 @@ export const TEMPLATES: Record<FimTemplateId, FimTemplate> = {
     stopTokens: [...QWEN_MARKERS, '<|endoftext|>', '<|fim_pad|>', '<|repo_name|>', '<|file_sep|>', '<|im_start|>', '<|im_end|>'],
     prefixOnly: false,
     growsAtEnd: false,
+    fileSeparator: '<|file_sep|>',
   },
   codestral: {
     id: 'codestral',

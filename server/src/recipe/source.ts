@@ -1,11 +1,14 @@
 /**
- * Is a folder a 16-bit Mixtral checkpoint the quantizer can read? Checked before a job starts (recipe
+ * Is a folder a 16-bit Mixtral or Qwen3-MoE checkpoint the quantizer can read? Checked before a job starts (recipe
  * diagnostics, `MixQ: Quantize Model…`, the CLI), so a wrong folder fails with a reason, not mid-run.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-/** undefined when `dir` is a 16-bit Mixtral safetensors folder, else why not (one sentence, names the path). */
+/** Model types the quantizer reads (native/src/quant/quantize.h). */
+const QUANTIZABLE_TYPES = ['mixtral', 'qwen3_moe'];
+
+/** undefined when `dir` is a 16-bit Mixtral / Qwen3-MoE safetensors folder, else why not (one sentence, names the path). */
 export function checkMixtralSource(dir: string): string | undefined {
   if (!fs.existsSync(dir)) return `${dir} not found`;
   if (!fs.statSync(dir).isDirectory()) return `${dir} is a file, not a model folder`;
@@ -17,8 +20,8 @@ export function checkMixtralSource(dir: string): string | undefined {
   } catch (e) {
     return `${configPath} is not valid JSON (${(e as Error).message})`;
   }
-  if (config.model_type !== 'mixtral') {
-    return `${dir} is not a Mixtral checkpoint (model_type ${JSON.stringify(config.model_type ?? null)}; MixQ quantizes "mixtral")`;
+  if (typeof config.model_type !== 'string' || !QUANTIZABLE_TYPES.includes(config.model_type)) {
+    return `${dir} is not a Mixtral or Qwen3-MoE checkpoint (model_type ${JSON.stringify(config.model_type ?? null)}; MixQ quantizes "mixtral" and "qwen3_moe")`;
   }
   if (config.quantization_config) return `${dir} is already quantized (config.json has quantization_config): give the 16-bit model`;
   const files = fs.readdirSync(dir);
