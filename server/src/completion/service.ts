@@ -302,7 +302,8 @@ export class CompletionService {
       if (this.cache.get(cacheKey)) return { kind: 'cancelled', reason: 'superseded', stage: 'done' }; // known already
     } else {
       const cached = this.fromCache(req, t0);
-      if (cached) return cached;
+      // An explicit trigger on a shown suggestion (VS Code's Alt+] asks again with Invoke) wants the alternatives too.
+      if (cached) return req.invoked ? this.withAlternatives(cached, req, ticket, ppContext, t0) : cached;
       // This request needs the engine: a prefetch for exactly its state is awaited (its answer lands in the cache),
       // any other yields.
       let adopted: Ticket | undefined;
@@ -365,10 +366,20 @@ export class CompletionService {
     }
     this.last = timing;
     this.counters.completed++;
-    const alternatives = req.invoked ? await this.alternativesTo(pp.text, req, ticket, ppContext, t0) : [];
+    const suggestion: CompletionOutcome = { kind: 'suggestion', text: pp.text, timing, prompt };
+    const answer = req.invoked ? await this.withAlternatives(suggestion, req, ticket, ppContext, t0) : suggestion;
+    if (answer.kind === 'suggestion') this.prefetchAfter(req, pp.text);
+    return answer;
+  }
+
+  /** `outcome` (a suggestion) with its alternatives added; unchanged when there is nothing to add. */
+  private async withAlternatives(
+    outcome: CompletionOutcome, req: CompletionRequest, ticket: Ticket, ppContext: PostprocessContext, t0: number,
+  ): Promise<CompletionOutcome> {
+    if (outcome.kind !== 'suggestion' || (this.settings.alternatives ?? 1) < 2) return outcome;
+    const alternatives = await this.alternativesTo(outcome.text, req, ticket, ppContext, t0);
     if (ticket.cancelled) return this.cancelled(ticket, 'generating');
-    this.prefetchAfter(req, pp.text);
-    return { kind: 'suggestion', text: pp.text, alternatives: alternatives.length > 1 ? alternatives : undefined, timing, prompt };
+    return alternatives.length > 1 ? { ...outcome, alternatives } : outcome;
   }
 
   /**
