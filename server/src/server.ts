@@ -194,7 +194,7 @@ export class ModelHost {
   ) {}
 
   private static key(s: ServerSettings): string {
-    if (s.backend === 'openai') return JSON.stringify(['openai', s.endpoint, s.remoteModel]);
+    if (s.backend === 'openai') return JSON.stringify(['openai', s.endpoint, s.remoteModel, s.fimTemplate]);
     return JSON.stringify([path.resolve(s.modelPath), loadOptions(s)]);
   }
 
@@ -231,7 +231,7 @@ export class ModelHost {
     try {
       const sources = combinedSources({ all: () => this.documents.all() }, this.recent);
       const providers = [new OpenFilesContextProvider(sources, (uri) => path.basename(uri))];
-      this.remote = new RemoteBackend(settings.endpoint, settings.remoteModel, () => this.apiKey, providers);
+      this.remote = new RemoteBackend(settings.endpoint, settings.remoteModel, () => this.apiKey, providers, settings.fimTemplate);
       this.service = new CompletionService(this.remote, serviceSettings(settings), [], this.notify);
       this.state = 'ready';
       this.message = undefined;

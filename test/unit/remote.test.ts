@@ -8,10 +8,12 @@ import { test } from 'node:test';
 import type * as remoteModule from '../../server/src/completion/remote';
 import type * as requestModule from '../../server/src/serve/request';
 import type * as serveModule from '../../server/src/cli/serve';
+import type * as templatesModule from '../../server/src/completion/templates';
 import { serverModule } from '../helpers';
 
 const { parseCompletionsRequest, StopScanner, HttpError } = serverModule<typeof requestModule>('serve/request');
-const { SseParser, endpointBase, tailLines, headLines } = serverModule<typeof remoteModule>('completion/remote');
+const { SseParser, endpointBase, tailLines, headLines, fimPromptText } = serverModule<typeof remoteModule>('completion/remote');
+const { TEMPLATES } = serverModule<typeof templatesModule>('completion/templates');
 const { bindAddress, isLoopback } = serverModule<typeof serveModule>('cli/serve');
 
 function reason(body: unknown): string {
@@ -99,4 +101,11 @@ test('mixq serve binds loopback unless --host says otherwise, and warns for a no
   }
   assert.ok(isLoopback('127.0.0.2') && isLoopback('[::1]') && isLoopback('::ffff:127.0.0.1'));
   assert.throws(() => bindAddress(' '), /empty address/);
+});
+
+test('FIM laid out as text for servers without suffix: marker strings, BOS left to the server', () => {
+  assert.equal(fimPromptText(TEMPLATES['starcoder-psm'], 'def f(', '):'), '<fim_prefix>def f(<fim_suffix>):<fim_middle>');
+  assert.equal(fimPromptText(TEMPLATES.codellama, 'a', 'b'), '<PRE> a <SUF>b <MID>');
+  assert.equal(fimPromptText(TEMPLATES.codestral, 'a', 'b'), '[SUFFIX]b[PREFIX]a');
+  assert.equal(fimPromptText(TEMPLATES['prefix-only'], 'a', 'b'), 'a');
 });

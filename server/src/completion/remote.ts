@@ -7,6 +7,10 @@
  * API key is set. The answer is a server-sent event stream of `data: {choices: [{text, finish_reason}]}` lines ending
  * with `data: [DONE]`; cancel() aborts the request, which closes the connection (the server stops generating).
  *
+ * With `mixq.fimTemplate` set to a template (not `auto`), MixQ lays out the FIM prompt itself, as text with the
+ * template's marker strings, and sends no `suffix`: for servers that refuse `suffix` (vLLM answers 400 "suffix is not
+ * currently supported") but tokenize special-token strings in the prompt.
+ *
  * Budgets are in characters here (the tokenizer is the server's): CHARS_PER_TOKEN per token of maxPrefixTokens /
  * maxSuffixTokens, whole lines. Failures (unreachable, an HTTP error, an error event, a stream cut off before
  * [DONE]) reject with a BackendError whose message names the endpoint and the cause — never the API key.
@@ -15,6 +19,8 @@
  */
 import { BackendError, type BackendGeneration, type BackendGenerationOptions, type BackendRequest, type BackendResult, type CompletionBackend } from './backend';
 import { formatSnippets, type ContextProvider } from './context';
+import { TEMPLATES, type FimTemplate } from './templates';
+import type { FimTemplateSetting } from '#protocol';
 
 /** Characters per token for the text budgets (code averages 3–4). */
 export const CHARS_PER_TOKEN = 4;
@@ -103,11 +109,26 @@ function causeOf(e: unknown): string {
   return err.cause?.code ?? err.cause?.message ?? err.message ?? String(e);
 }
 
+/** The FIM prompt as text: markers as their strings, BOS left to the server's tokenizer. */
+export function fimPromptText(template: FimTemplate, prefix: string, suffix: string): string {
+  return template.segments.map((seg) => {
+    switch (seg.kind) {
+      case 'bos': return '';
+      case 'special': return seg.token;
+      case 'literal': return seg.text;
+      case 'prefix': return prefix;
+      case 'suffix': return suffix;
+    }
+  }).join('');
+}
+
 export class RemoteBackend implements CompletionBackend {
   readonly kind = 'openai';
-  readonly templateId = 'server';
-  readonly templateReason = 'the remote server lays out the prompt (prompt + suffix)';
+  readonly templateId: string;
+  readonly templateReason: string;
   readonly base: string;
+  /** The layout MixQ applies itself (mixq.fimTemplate not `auto`); undefined: the server's, through `suffix`. */
+  private readonly template: FimTemplate | undefined;
   /** The model named in requests: the setting, else the first of /v1/models (asked once it is needed). */
   private model: string | undefined;
 
@@ -116,9 +137,15 @@ export class RemoteBackend implements CompletionBackend {
     remoteModel: string,
     private readonly apiKey: () => string,
     private readonly providers: readonly ContextProvider[] = [],
+    fimTemplate: FimTemplateSetting = 'auto',
   ) {
     this.base = endpointBase(endpoint);
     this.model = remoteModel.trim() || undefined;
+    this.template = fimTemplate === 'auto' ? undefined : TEMPLATES[fimTemplate];
+    this.templateId = this.template ? `${this.template.id} (as text)` : 'server';
+    this.templateReason = this.template
+      ? `mixq.fimTemplate ${this.template.id}: the prompt is laid out here, as text, without suffix`
+      : 'the remote server lays out the prompt (prompt + suffix)';
   }
 
   get modelName(): string | undefined {
@@ -167,10 +194,11 @@ export class RemoteBackend implements CompletionBackend {
       while (found.length > 0 && (snippets = formatSnippets(found, req.doc.languageId)).length > budget) found.pop();
       if (found.length === 0) snippets = '';
     }
+    const prefix = snippets + tailLines(before, prefixChars - snippets.length);
+    const suffix = headLines(after, req.maxSuffixTokens * CHARS_PER_TOKEN);
     const body: Record<string, unknown> = {
       model,
-      prompt: snippets + tailLines(before, prefixChars - snippets.length),
-      suffix: headLines(after, req.maxSuffixTokens * CHARS_PER_TOKEN),
+      ...(this.template ? { prompt: fimPromptText(this.template, prefix, suffix) } : { prompt: prefix, suffix }),
       max_tokens: req.maxTokens,
       stream: true,
       temperature: req.sampling ? req.sampling.temperature : 0,
@@ -207,8 +235,11 @@ export class RemoteBackend implements CompletionBackend {
         clearTimeout(timeout);
       }
       if (!res.ok || !res.body) {
-        const body = await res.text().catch(() => '');
-        throw new BackendError(`${this.base}/v1/completions: HTTP ${res.status} ${errorReason(body)}`.trim());
+        const reason = errorReason(await res.text().catch(() => ''));
+        const hint = res.status === 400 && /suffix/i.test(reason) && !this.template
+          ? ' (this server does not take a suffix: set mixq.fimTemplate to the model\'s FIM layout, and MixQ sends the prompt laid out as text)'
+          : '';
+        throw new BackendError(`${this.base}/v1/completions: HTTP ${res.status} ${reason}`.trim() + hint);
       }
       options.onStart?.();
       let tFirst: number | undefined;
