@@ -182,7 +182,7 @@ export class RemoteBackend implements CompletionBackend {
     throw new BackendError(`${url} lists no model: set mixq.remoteModel`);
   }
 
-  /** The request body for `req` (exported shape for tests through the server's behaviour). */
+  /** The JSON body of the /v1/completions request for `req`. */
   body(req: BackendRequest, model: string): Record<string, unknown> {
     const before = req.doc.text.slice(0, req.doc.offset);
     const after = req.doc.text.slice(req.doc.offset);
