@@ -9,7 +9,7 @@ import * as vscode from 'vscode';
 
 import { ProfileModelRequest, ProfileProgressNotification, type ProfileModelParams, type ProfileProgress } from '#protocol';
 import { bundledModelPath, completionsEnabled, SECTION } from './config';
-import type { Ctx } from './ctx';
+import { API_KEY_SECRET, type Ctx } from './ctx';
 import { ProfilerPanel } from './profilerPanel';
 
 type Command = (...args: unknown[]) => unknown;
@@ -150,5 +150,25 @@ export function profileModel(ctx: Ctx): Command {
       : `Profile Model: prefill ${result.prefillTokens} tokens (${perSec(result.prefillTokens, result.prefillMs)} tokens/s), ` +
         `decode ${result.decodeTokens} (${perSec(Math.max(0, result.decodeTokens - 1), result.decodeMs)} tokens/s)`;
     ProfilerPanel.show(ctx, { data: result.profile, note });
+  };
+}
+
+/** MixQ: Set API Key… — the remote backend's key, kept in VS Code's SecretStorage (empty input removes it). */
+export function setApiKey(ctx: Ctx): Command {
+  return async () => {
+    const key = await vscode.window.showInputBox({
+      title: 'MixQ: API key of the remote server (mixq.endpoint)',
+      prompt: 'Sent as "Authorization: Bearer KEY" to mixq.endpoint; kept in VS Code\'s secret storage. Empty: remove the key.',
+      password: true,
+      ignoreFocusOut: true,
+    });
+    if (key === undefined) return;
+    if (key.trim() === '') {
+      await ctx.extension.secrets.delete(API_KEY_SECRET);
+      void vscode.window.showInformationMessage('MixQ: API key removed.');
+    } else {
+      await ctx.extension.secrets.store(API_KEY_SECRET, key.trim());
+      void vscode.window.showInformationMessage('MixQ: API key saved in VS Code\'s secret storage.');
+    }
   };
 }

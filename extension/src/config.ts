@@ -65,6 +65,10 @@ export function serverSettings(extensionPath: string): Partial<ServerSettings> {
     stopSequences: c.get<string[]>('stopSequences', []),
     contextFromOpenFiles: c.get<boolean>('contextFromOpenFiles', true),
     prefetch: c.get<boolean>('prefetch', true),
+    alternatives: c.get<number>('alternatives', 3),
+    backend: c.get<ServerSettings['backend']>('backend', 'local'),
+    endpoint: c.get<string>('endpoint', 'http://127.0.0.1:8090'),
+    remoteModel: c.get<string>('remoteModel', ''),
   };
 }
 

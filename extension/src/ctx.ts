@@ -14,6 +14,7 @@ import {
 } from 'vscode-languageclient/node';
 
 import {
+  ApiKeyNotification,
   ConfigureNotification,
   StatusChangedNotification,
   StatusRequest,
@@ -24,6 +25,9 @@ import { completionsEnabled, languageEnabled, restrictedModeNotice, SECTION, ser
 import { ModelNotices } from './notices';
 import { RestartPolicy } from './restartPolicy';
 import { renderStatus, type ClientPhase } from './status';
+
+/** The SecretStorage key of the remote backend's API key. */
+export const API_KEY_SECRET = 'mixq.apiKey';
 
 export type CompletionObserver = (
   document: vscode.TextDocument,
@@ -47,6 +51,8 @@ export class Ctx implements vscode.Disposable {
   statsSummary: (() => string) | undefined;
   private readonly statusEmitter = new vscode.EventEmitter<ServerStatus>();
   private readonly disposables: vscode.Disposable[] = [];
+  /** The remote backend's API key from SecretStorage ('' = none); read before the server starts. */
+  private apiKey = '';
 
   constructor(readonly extension: vscode.ExtensionContext) {
     this.log = vscode.window.createOutputChannel('MixQ', { log: true });
@@ -127,7 +133,7 @@ export class Ctx implements vscode.Disposable {
       documentSelector: [{ scheme: 'file' }, { scheme: 'untitled' }],
       outputChannel: this.log,
       // A function: a restarted server gets the settings of now, not those of the first start.
-      initializationOptions: (): InitializationOptions => ({ settings: serverSettings(this.extension.extensionPath) }),
+      initializationOptions: (): InitializationOptions => ({ settings: serverSettings(this.extension.extensionPath), apiKey: this.apiKey }),
       errorHandler: {
         error: () => ({ action: ErrorAction.Continue }),
         closed: () => {
@@ -175,6 +181,16 @@ export class Ctx implements vscode.Disposable {
     });
     this.disposables.push(client.onNotification(StatusChangedNotification, (s) => this.onServerStatus(s)));
     return client;
+  }
+
+  /** Reads the API key from SecretStorage, and follows its changes (MixQ: Set API Key…, another window). */
+  async loadApiKey(): Promise<void> {
+    this.apiKey = (await this.extension.secrets.get(API_KEY_SECRET)) ?? '';
+    this.disposables.push(this.extension.secrets.onDidChange(async (e) => {
+      if (e.key !== API_KEY_SECRET) return;
+      this.apiKey = (await this.extension.secrets.get(API_KEY_SECRET)) ?? '';
+      void this.client?.sendNotification(ApiKeyNotification, { apiKey: this.apiKey });
+    }));
   }
 
   async start(): Promise<void> {

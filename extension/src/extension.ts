@@ -1,7 +1,7 @@
 /** Entry of the MixQ VS Code extension: lifecycle, status and commands; the language server does the rest. */
 import * as vscode from 'vscode';
 
-import { openProfiler, openSettings, profileModel, restartServer, selectModel, showLog, showMenu, toggleCompletions } from './commands';
+import { openProfiler, openSettings, profileModel, restartServer, selectModel, setApiKey, showLog, showMenu, toggleCompletions } from './commands';
 import { acceptPartially, createStats, DID_ACCEPT_COMMAND, didAccept, resetStatistics, showStatistics, statsObserver } from './completionUx';
 import { Ctx } from './ctx';
 import { cancelQuantization, newRecipe, quantizeModel, quantizeWithRecipe } from './quantize';
@@ -17,6 +17,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     ctx,
     vscode.commands.registerCommand('mixq.selectModel', selectModel(ctx)),
     vscode.commands.registerCommand('mixq.restartServer', restartServer(ctx)),
+    vscode.commands.registerCommand('mixq.setApiKey', setApiKey(ctx)),
     vscode.commands.registerCommand('mixq.showLog', showLog(ctx)),
     vscode.commands.registerCommand('mixq.toggleCompletions', toggleCompletions(ctx)),
     vscode.commands.registerCommand('mixq.showMenu', showMenu(ctx)),
@@ -33,6 +34,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     vscode.commands.registerCommand('mixq.newRecipe', newRecipe()),
     vscode.commands.registerCommand('mixq.cancelQuantization', cancelQuantization(ctx)),
   );
+  await ctx.loadApiKey();
   await ctx.start();
 }
 

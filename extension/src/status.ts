@@ -67,6 +67,15 @@ export function renderStatus(view: StatusView): RenderedStatus {
   }
   const m = s.model;
   const parts = [m?.name ?? 'model', devicesText(m)];
+  if (s.backendError && view.enabled) {
+    // The remote server failed the last request; the next one tries again (and clears this once it works).
+    return {
+      text: `$(warning) MixQ: ${m?.device === 'remote' ? 'remote server' : 'backend'} unavailable`,
+      tooltip: `${s.backendError}\nMixQ retries with the next completion. Click for options.`,
+      command: menu,
+      warning: true,
+    };
+  }
   if (!view.enabled) parts.push('off');
   else if (s.activeGenerations > 0) parts.push('generating');
   else if (s.last) {

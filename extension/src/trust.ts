@@ -9,10 +9,13 @@
  * vscode-free (unit-tested); ./config applies it.
  */
 
-/** mixq.* settings that load files or size resources; also nothing here may send data off the machine. */
+/**
+ * mixq.* settings that load files or size resources, and those that send code off the machine (a workspace must not
+ * point completions, with the user's code in every request, at a server of its choosing).
+ */
 export const RESTRICTED_SETTINGS = [
   'modelPath', 'device', 'gpus', 'devices', 'placement', 'threads', 'contextLength', 'maxTokens', 'timeCapMs',
-  'maxPrefixTokens', 'maxSuffixTokens',
+  'maxPrefixTokens', 'maxSuffixTokens', 'backend', 'endpoint', 'remoteModel',
 ] as const;
 
 /** What `WorkspaceConfiguration.inspect` reports for one setting. */
@@ -49,7 +52,7 @@ export function ignoredWorkspaceSettings(section: string, inspect: (key: string)
 /** The log line / notification of Restricted Mode; undefined in a trusted workspace. */
 export function restrictedModeMessage(trusted: boolean, ignored: readonly string[]): string | undefined {
   if (trusted) return undefined;
-  const base = 'Restricted Mode: this workspace is not trusted, so MixQ uses only your user settings for the model path, devices and limits';
+  const base = 'Restricted Mode: this workspace is not trusted, so MixQ uses only your user settings for the model path, devices, limits and remote server';
   if (ignored.length === 0) return `${base}.`;
   return `${base}; this workspace's ${ignored.join(', ')} ${ignored.length === 1 ? 'is' : 'are'} ignored until you trust it.`;
 }

@@ -57,7 +57,17 @@ export interface ServerSettings {
   contextFromOpenFiles: boolean;
   /** After answering, compute the suggestion that follows accepting it (served from the cache on Tab). */
   prefetch: boolean;
+  /** Different suggestions computed on an explicit trigger (1: only the greedy one); automatic triggers get one. */
+  alternatives: number;
+  /** Where completions come from: the engine in this process, or an OpenAI-compatible `/v1/completions` server. */
+  backend: BackendSetting;
+  /** The remote server's base URL (http/https, e.g. http://127.0.0.1:8090; a trailing /v1 is optional). */
+  endpoint: string;
+  /** The model name sent to the remote server; '' = the first one its /v1/models lists. */
+  remoteModel: string;
 }
+
+export type BackendSetting = 'local' | 'openai';
 
 /** Most CPU worker threads the engine starts (native/src/cpu/thread_pool.h kMaxThreads; package.json's maximum). */
 export const MAX_THREADS = 256;
@@ -74,6 +84,7 @@ export const SETTING_RANGES: Partial<Record<keyof ServerSettings, { min: number;
   debounceMs: { min: 0, max: 2000 },
   maxPrefixTokens: { min: 16, max: 1 << 17 },
   maxSuffixTokens: { min: 0, max: 1 << 17 },
+  alternatives: { min: 1, max: 5 },
 };
 
 export const defaultServerSettings: ServerSettings = {
@@ -93,6 +104,10 @@ export const defaultServerSettings: ServerSettings = {
   stopSequences: [],
   contextFromOpenFiles: true,
   prefetch: true,
+  alternatives: 3,
+  backend: 'local',
+  endpoint: 'http://127.0.0.1:8090',
+  remoteModel: '',
 };
 
 export type ServerState = 'noModel' | 'loading' | 'ready' | 'error';
@@ -184,6 +199,11 @@ export interface ServerStatus {
   counters: CompletionCounters;
   /** Resident set size of the server process, bytes. */
   rssBytes: number;
+  /**
+   * The last failure of the completion backend (a remote server unreachable, an HTTP error, a stream cut off), until a
+   * completion succeeds again; absent while all is well.
+   */
+  backendError?: string;
   /** The server's JavaScript heap in use (process.memoryUsage().heapUsed; tells a JS leak from native memory). */
   heapUsedBytes?: number;
   pid: number;
@@ -222,7 +242,17 @@ export const ResetCountersRequest = new RequestType0<ServerStatus, void>('mixq/r
 /** Passed as LSP initializationOptions by the client. */
 export interface InitializationOptions {
   settings: Partial<ServerSettings>;
+  /** The remote backend's API key (from VS Code's SecretStorage; never part of the settings or logged). */
+  apiKey?: string;
 }
+
+export interface ApiKeyParams {
+  /** '' = none. */
+  apiKey: string;
+}
+
+/** client → server: the API key for the remote backend changed (sent as `Authorization: Bearer KEY`). */
+export const ApiKeyNotification = new NotificationType<ApiKeyParams>('mixq/setApiKey');
 
 // ---- partial accept (issue 14) ----
 

@@ -13,6 +13,7 @@ import { generateCommand } from './cli/generate';
 import { pplCommand } from './cli/ppl';
 import { profileCommand } from './cli/profile';
 import { quantizeCommand } from './cli/quantize';
+import { serveCommand } from './cli/serve';
 
 export const commands: readonly Command[] = [
   completeCommand,
@@ -21,6 +22,7 @@ export const commands: readonly Command[] = [
   benchCommand,
   profileCommand,
   quantizeCommand,
+  serveCommand,
 ];
 
 function topHelp(): string {

@@ -25,13 +25,17 @@ import {
 } from 'vscode-languageserver/node';
 import { TextDocument } from 'vscode-languageserver-textdocument';
 
+import { BackendError } from './completion/backend';
 import { combinedSources, OpenFilesContextProvider, RecentDocuments } from './completion/context';
 import { openCompletionModel, type CompletionModel } from './completion/model';
+import { RemoteBackend } from './completion/remote';
 import { CompletionService, zeroCounters, type ServiceSettings } from './completion/service';
 import { chooseTemplate } from './completion/templates';
 import { documentWindow } from './completion/window';
 import type { EngineLoadOptions } from './engine';
 import {
+  ApiKeyNotification,
+  type ApiKeyParams,
   ConfigureNotification,
   defaultServerSettings,
   LoadModelRequest,
@@ -66,6 +70,7 @@ const SETTING_VALUES: Partial<Record<keyof ServerSettings, (value: unknown) => b
   gpus: (v) => (v as unknown[]).every((g) => Number.isInteger(g) && (g as number) >= 0),
   devices: (v) => (v as unknown[]).every((d) => typeof d === 'string' && /^(cpu|cuda):\d+$/.test(d)),
   stopSequences: (v) => (v as unknown[]).every((s) => typeof s === 'string'),
+  backend: (v) => v === 'local' || v === 'openai',
 };
 
 /** Why `value` is not acceptable for `key`, or undefined when it is. */
@@ -151,6 +156,7 @@ function serviceSettings(s: ServerSettings): ServiceSettings {
     stopSequences: s.stopSequences,
     contextFromOpenFiles: s.contextFromOpenFiles,
     prefetch: s.prefetch,
+    alternatives: s.alternatives,
   };
 }
 
@@ -169,6 +175,10 @@ export class ModelHost {
   private loading: Promise<void> = Promise.resolve();
   /** The newest settings: a load in progress builds its service from these when it finishes. */
   private settings: ServerSettings = defaultServerSettings;
+  /** The remote backend's API key ('' = none): read at each request, so a new key needs no reconnect. */
+  apiKey = '';
+  /** The remote backend in use (mixq.backend = openai). */
+  remote: RemoteBackend | undefined;
 
   constructor(
     private readonly documents: TextDocuments<TextDocument>,
@@ -184,12 +194,18 @@ export class ModelHost {
   ) {}
 
   private static key(s: ServerSettings): string {
+    if (s.backend === 'openai') return JSON.stringify(['openai', s.endpoint, s.remoteModel, s.fimTemplate]);
     return JSON.stringify([path.resolve(s.modelPath), loadOptions(s)]);
   }
 
   /** Applies settings: (re)loads when the model/device changed, else updates the running service. */
   async apply(settings: ServerSettings): Promise<void> {
     this.settings = settings;
+    if (settings.backend === 'openai') {
+      if (ModelHost.key(settings) !== this.requestedKey || this.state === 'error') await this.connectRemote(settings);
+      else this.service?.updateSettings(serviceSettings(settings));
+      return;
+    }
     if (!settings.modelPath) {
       await this.unload('noModel', 'No model configured: run "MixQ: Select Model…"');
       return;
@@ -206,6 +222,27 @@ export class ModelHost {
     } else {
       service?.updateSettings(serviceSettings(settings));
     }
+  }
+
+  /** Switches to the remote backend of `settings` (no connection yet: each request connects, and says how it failed). */
+  private async connectRemote(settings: ServerSettings): Promise<void> {
+    await this.unload('loading', `Connecting to ${settings.endpoint}`);
+    this.requestedKey = ModelHost.key(settings);
+    try {
+      const sources = combinedSources({ all: () => this.documents.all() }, this.recent);
+      const providers = [new OpenFilesContextProvider(sources, (uri) => path.basename(uri))];
+      this.remote = new RemoteBackend(settings.endpoint, settings.remoteModel, () => this.apiKey, providers, settings.fimTemplate);
+      this.service = new CompletionService(this.remote, serviceSettings(settings), [], this.notify);
+      this.state = 'ready';
+      this.message = undefined;
+      this.log(`completions from the OpenAI-compatible server at ${this.remote.base}${settings.remoteModel ? ` (model ${settings.remoteModel})` : ''}`);
+    } catch (e) {
+      if (!(e instanceof BackendError)) throw e;
+      this.state = 'error';
+      this.message = e.message;
+      this.log(e.message);
+    }
+    this.notify();
   }
 
   private templateFor(settings: ServerSettings): string | undefined {
@@ -225,6 +262,7 @@ export class ModelHost {
     const old = { service: this.service, model: this.model };
     this.service = undefined;
     this.model = undefined;
+    this.remote = undefined;
     this.modelChanged(undefined);
     this.requestedKey = '';
     this.state = state;
@@ -246,6 +284,7 @@ export class ModelHost {
       const oldModel = this.model;
       this.service = undefined;
       this.model = undefined;
+      this.remote = undefined;
       this.modelChanged(undefined);
       this.state = 'loading';
       this.message = `Loading ${dir}`;
@@ -293,10 +332,20 @@ export class ModelHost {
   status(): ServerStatus {
     const svc = this.service;
     const model = this.model;
+    const remote = this.remote;
     return {
       state: this.state,
       message: this.message,
-      model: model && svc ? {
+      model: remote && svc ? {
+        path: remote.base,
+        name: remote.modelName ?? 'remote',
+        description: `OpenAI-compatible server at ${remote.base}${remote.modelName ? `, model ${remote.modelName}` : ''}`,
+        device: 'remote',
+        devices: ['remote'],
+        quantization: 'unknown',
+        template: svc.template.id,
+        contextLength: 0,
+      } : model && svc ? {
         path: model.path,
         name: model.name,
         description: model.info.description,
@@ -311,6 +360,7 @@ export class ModelHost {
       pendingRequests: svc?.pendingRequests ?? 0,
       last: svc?.last,
       counters: svc?.counters ?? zeroCounters(),
+      backendError: svc?.backendError,
       rssBytes: process.memoryUsage.rss(),
       heapUsedBytes: process.memoryUsage().heapUsed,
       pid: process.pid,
@@ -364,6 +414,7 @@ export function startServer(connection: Connection): void {
   connection.onInitialize((params): InitializeResult => {
     const init = params.initializationOptions as InitializationOptions | undefined;
     settings = normalizeSettings(defaultServerSettings, init?.settings, log);
+    if (typeof init?.apiKey === 'string') host.apiKey = init.apiKey;
     quantize.initialize(params);
     return {
       capabilities: {
@@ -392,7 +443,7 @@ export function startServer(connection: Connection): void {
     if (!service || !doc) return null;
     const position = checkPosition(doc, params.position);
     const uri = doc.uri;
-    const window = documentWindow(doc.getText(), doc.offsetAt(position), settings.maxPrefixTokens, settings.maxSuffixTokens, service.model.maxTokenChars);
+    const window = documentWindow(doc.getText(), doc.offsetAt(position), settings.maxPrefixTokens, settings.maxSuffixTokens, service.backend.maxTokenChars);
     const outcome = await service.complete({
       uri,
       languageId: doc.languageId,
@@ -408,8 +459,10 @@ export function startServer(connection: Connection): void {
       const code = outcome.reason === 'client' ? LSPErrorCodes.RequestCancelled : LSPErrorCodes.ServerCancelled;
       throw new ResponseError(code, `completion cancelled (${outcome.reason}, while ${outcome.stage})`);
     }
-    if (outcome.kind === 'empty') return { items: [] };
-    return { items: [{ insertText: outcome.text, range: { start: position, end: position } }] };
+    // A backend failure is in the status (mixq/statusChanged); the editor just gets nothing this time.
+    if (outcome.kind === 'empty' || outcome.kind === 'error') return { items: [] };
+    const texts = outcome.alternatives ?? [outcome.text];
+    return { items: texts.map((insertText) => ({ insertText, range: { start: position, end: position } })) };
   });
 
   connection.onRequest(StatusRequest, () => host.status());
@@ -421,6 +474,10 @@ export function startServer(connection: Connection): void {
 
   connection.onRequest(LoadModelRequest, async (raw: LoadModelParams): Promise<LoadModelResult> => {
     const params = checkLoadModelParams(raw);
+    if (settings.backend !== 'local') {
+      const error = `mixq.backend is "${settings.backend}": completions come from ${settings.endpoint}; set mixq.backend to "local" to load a model folder`;
+      return { ok: false, error, status: host.status() };
+    }
     settings = normalizeSettings(settings, {
       modelPath: params.modelPath, device: params.device, gpus: params.gpus, devices: params.devices, placement: params.placement,
     }, log);
@@ -454,12 +511,16 @@ export function startServer(connection: Connection): void {
     if (!doc || doc.version !== params.version) return;
     const service = host.service;
     if (!service || !Number.isInteger(params.offset) || params.offset < 0 || params.offset > doc.getText().length) return;
-    const window = documentWindow(doc.getText(), params.offset, settings.maxPrefixTokens, settings.maxSuffixTokens, service.model.maxTokenChars);
+    const window = documentWindow(doc.getText(), params.offset, settings.maxPrefixTokens, settings.maxSuffixTokens, service.backend.maxTokenChars);
     service.partiallyAccepted({
       uri: doc.uri, languageId: doc.languageId, version: doc.version, text: window.text, offset: window.offset,
       windowStart: window.start, invoked: true,
       currentVersion: () => documents.get(params.uri)?.version,
     });
+  });
+
+  connection.onNotification(ApiKeyNotification, (params: ApiKeyParams) => {
+    host.apiKey = typeof params?.apiKey === 'string' ? params.apiKey : '';
   });
 
   connection.onNotification(ConfigureNotification, (patch) => {

@@ -523,6 +523,47 @@ async function exportVia(page: Page, button: string, target: string): Promise<st
   return fs.readFileSync(target, 'utf8');
 }
 
+/** The whole ghost text on screen (every line of it), spaces normalised. */
+async function ghostAll(page: Page): Promise<string> {
+  const parts = await page.locator('.ghost-text-decoration, .ghost-text').evaluateAll((els) => els.map((e) => e.textContent ?? ''));
+  return parts.join('\n').replace(/\u00a0/g, ' ');
+}
+
+/** Waits until the ghost text on screen differs from `previous` (or `ms` pass); returns it. */
+async function ghostChanged(page: Page, previous: string, ms = 45_000): Promise<string> {
+  const t0 = Date.now();
+  let now = await ghostAll(page);
+  while (now === previous && Date.now() - t0 < ms) {
+    await page.waitForTimeout(200);
+    now = await ghostAll(page);
+  }
+  return now;
+}
+
+test('alternatives: Alt+] asks for more and cycles to a different suggestion, Alt+[ goes back', { skip, timeout: 240_000 }, async () => {
+  await inEditor('alternatives', async (page) => {
+    await quickOpen(page, 'main.py');
+    const editor = page.locator('.monaco-editor .view-lines').first();
+    await editor.waitFor({ timeout: 30_000 });
+    await editor.click();
+    await typeNewFunction(page, 'join_words');
+    await waitForGhost(page);
+    const first = await ghostAll(page);
+    await shot(page, 'alternatives-1');
+    // VS Code asks the provider again with an explicit trigger: MixQ answers with up to mixq.alternatives suggestions.
+    await page.keyboard.press('Alt+BracketRight');
+    const second = await ghostChanged(page, first);
+    await shot(page, 'alternatives-2');
+    assert.notEqual(second, first, `Alt+] showed another suggestion (still ${JSON.stringify(first)})`);
+    await page.keyboard.press('Alt+BracketLeft');
+    const back = await ghostChanged(page, second, 15_000);
+    await shot(page, 'alternatives-back');
+    assert.equal(back, first, 'Alt+[ went back to the first suggestion');
+    fs.writeFileSync(path.join(shots, 'alternatives.json'), JSON.stringify({ first, second, back }, null, 2));
+    await page.keyboard.press('Escape');
+  });
+});
+
 test('the profiler panel: live rows while completions run, a strict CSP, trace and CSV export', { skip, timeout: 300_000 }, async () => {
   await inEditor('profiler', async (page) => {
     await quickOpen(page, 'main.py');

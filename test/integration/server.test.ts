@@ -18,7 +18,7 @@ import { ghostText, needsAddon, TestServer } from './lsp-client';
 // Prefetch off except in its own test: the other tests look at the engine right after an answer.
 const SETTINGS: Partial<protocol.ServerSettings> = {
   modelPath: tinyModelDir, device: 'cpu', maxTokens: 48, timeCapMs: 20_000, debounceMs: 30, contextFromOpenFiles: false,
-  prefetch: false,
+  prefetch: false, alternatives: 1,
 };
 
 /** Document text and cursor offset from a string with `|` at the cursor. */

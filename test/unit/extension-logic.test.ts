@@ -76,3 +76,14 @@ test('status bar: the devices in use and the placement mode', () => {
   assert.equal(one.text, '$(sparkle) MixQ: mixq-tiny-code · cpu · ready');
   assert.match(one.tooltip, /Devices: cpu \(35 MiB\) · one device/);
 });
+
+test('status bar: a remote backend that failed says so, with the reason; once it works again, the usual text', () => {
+  const remote: protocol.ModelSummary = { ...model, path: 'http://gpu:8000', device: 'remote', devices: ['remote'], template: 'server' };
+  const failed = renderStatus({ phase: 'running', enabled: true, server: { ...base, model: remote, backendError: 'cannot reach http://gpu:8000: ECONNREFUSED' } });
+  assert.equal(failed.text, '$(warning) MixQ: remote server unavailable');
+  assert.ok(failed.warning);
+  assert.match(failed.tooltip, /^cannot reach http:\/\/gpu:8000: ECONNREFUSED\nMixQ retries with the next completion/);
+  const ok = renderStatus({ phase: 'running', enabled: true, server: { ...base, model: remote } });
+  assert.equal(ok.text, '$(sparkle) MixQ: mixq-tiny-code · remote · ready');
+  assert.ok(!ok.warning);
+});

@@ -197,3 +197,28 @@ test('prefetch: typing into the shown suggestion keeps the one prefetch for its 
   assert.equal(forAcceptance.length, 1, 'one prefetch, not restarted per keystroke');
   assert.notEqual(forAcceptance[0].result?.stopReason, 'cancelled');
 });
+
+test('alternatives: an explicit trigger gets up to N different suggestions (greedy first, seeded samples deduplicated); typing gets one', async () => {
+  // The fake "samples" by seed: seeds 1 and 3 give the same text as each other, seed 2 the greedy one's.
+  const byseed = (seed: number | undefined): string => (seed === undefined ? 'return a' : ['', 'return b', 'return a', 'return b', 'return c'][seed]);
+  const model = new FakeModel({ msPerToken: 0, continuation: (_p, m) => byseed(m.generations[m.generations.length - 1].req.seed) });
+  const svc = new CompletionService(model, { ...settings, alternatives: 3 });
+  const versions = new Map<string, number>();
+  const typed = await svc.complete(request('def f(a):\n    |', 1, versions, false));
+  assert.ok(typed.kind === 'suggestion' && typed.alternatives === undefined && typed.text === 'return a');
+  assert.equal(model.generations.length, 1);
+
+  // Invoked on the same state: the greedy one comes from the cache, the samples are computed (seeds 1, 2, 3, 4 tried
+  // at most: 2 per wanted alternative) until 3 different ones are found.
+  const invoked = await svc.complete(request('def f(a):\n    |', 1, versions, true));
+  assert.equal(invoked.kind, 'suggestion');
+  assert.deepEqual(invoked.kind === 'suggestion' && invoked.alternatives, ['return a', 'return b', 'return c']);
+  const samples = model.generations.slice(1).map((g) => [g.req.greedy, g.req.seed]);
+  assert.deepEqual(samples, [[false, 1], [false, 2], [false, 3], [false, 4]]);
+
+  // Only one suggestion wanted: no sampling.
+  svc.updateSettings({ ...settings, alternatives: 1 });
+  const single = await svc.complete(request('def g(a):\n    |', 2, versions, true));
+  assert.ok(single.kind === 'suggestion' && single.alternatives === undefined);
+  assert.equal(model.generations.length, 6);
+});

@@ -73,6 +73,7 @@ export const completeCommand: Command = {
       const uri = f.file ? `file://${path.resolve(f.file)}` : 'untitled:text';
       const outcome = await service.complete({ uri, languageId, text, offset, version: 1, invoked: true, currentVersion: () => 1 });
       if (outcome.kind === 'cancelled') throw new Error(`the completion was cancelled (${outcome.reason})`);
+      if (outcome.kind === 'error') throw new Error(outcome.message);
       const suggestion = outcome.kind === 'suggestion' ? outcome.text : '';
       const t = outcome.timing;
       if (f.json) {

@@ -159,7 +159,23 @@ export function buildPrompt(
   const prefix = budgetPrefix(tok, before, budget.maxPrefixTokens - snippetIds.length);
   const suffix = template.prefixOnly ? { text: '', ids: [], cut: after.length > 0 } : budgetSuffix(tok, after, budget.maxSuffixTokens);
 
-  const ids: number[] = [...leading];
+  const ids = [...leading, ...assemblePrompt(tok, template, [...inPrefix, ...prefix.ids], suffix.ids)];
+  return {
+    ids,
+    prefixText: prefix.text,
+    suffixText: suffix.text,
+    prefixStartLine: prefix.startLine,
+    prefixTokens: prefix.ids.length,
+    suffixTokens: suffix.ids.length,
+    snippetTokens: snippetIds.length,
+    prefixCut: prefix.cut,
+    suffixCut: suffix.cut,
+  };
+}
+
+/** The template's segments around the prefix and suffix ids (each piece encoded on its own, as FIM models are trained). */
+export function assemblePrompt(tok: PromptTokenizer, template: FimTemplate, prefixIds: readonly number[], suffixIds: readonly number[]): number[] {
+  const ids: number[] = [];
   for (const seg of template.segments) {
     switch (seg.kind) {
       case 'bos':
@@ -175,22 +191,12 @@ export function buildPrompt(
         ids.push(...tok.encode(seg.text));
         break;
       case 'prefix':
-        ids.push(...inPrefix, ...prefix.ids);
+        ids.push(...prefixIds);
         break;
       case 'suffix':
-        ids.push(...suffix.ids);
+        ids.push(...suffixIds);
         break;
     }
   }
-  return {
-    ids,
-    prefixText: prefix.text,
-    suffixText: suffix.text,
-    prefixStartLine: prefix.startLine,
-    prefixTokens: prefix.ids.length,
-    suffixTokens: suffix.ids.length,
-    snippetTokens: snippetIds.length,
-    prefixCut: prefix.cut,
-    suffixCut: suffix.cut,
-  };
+  return ids;
 }

@@ -17,14 +17,13 @@
  * A prefetch yields to any request, except one for exactly its state, which waits for it instead.
  */
 import type { CompletionCounters, CompletionTiming, ServerSettings } from '#protocol';
-import { IncrementalDetokenizer } from '../detokenizer';
+import { BackendError, LocalBackend, type BackendResult, type CompletionBackend, type Sampling } from './backend';
 import { CompletionCache, type CacheKey } from './cache';
 import type { CompletionDocument, ContextProvider } from './context';
 import { AdaptiveDebounce } from './debounce';
 import type { CompletionModel } from './model';
-import { postprocess, postprocessContext } from './postprocess';
-import { buildPrompt, type BuiltPrompt } from './prompt';
-import { chooseTemplate, type FimTemplate } from './templates';
+import { postprocess, postprocessContext, type PostprocessContext } from './postprocess';
+import type { BuiltPrompt } from './prompt';
 
 export interface CompletionRequest extends CompletionDocument {
   version: number;
@@ -39,16 +38,27 @@ export interface CompletionRequest extends CompletionDocument {
 export type CancelReason = 'superseded' | 'client' | 'edited' | 'stale' | 'shutdown';
 
 export type CompletionOutcome =
-  | { kind: 'suggestion'; text: string; timing: CompletionTiming; prompt?: BuiltPrompt }
+  /** `alternatives`: further different suggestions (explicit triggers only), `text` first among them. */
+  | { kind: 'suggestion'; text: string; alternatives?: string[]; timing: CompletionTiming; prompt?: BuiltPrompt }
   | { kind: 'empty'; reason: string; timing: CompletionTiming; prompt?: BuiltPrompt }
-  | { kind: 'cancelled'; reason: CancelReason; stage: 'waiting' | 'generating' | 'done' };
+  | { kind: 'cancelled'; reason: CancelReason; stage: 'waiting' | 'generating' | 'done' }
+  /** The backend failed (remote server unreachable, HTTP error, broken stream): `message` says how. */
+  | { kind: 'error'; message: string };
 
 export type ServiceSettings = Pick<ServerSettings,
   'maxTokens' | 'timeCapMs' | 'debounceMs' | 'fimTemplate' | 'maxPrefixTokens' | 'maxSuffixTokens' | 'stopSequences'
-  | 'contextFromOpenFiles' | 'prefetch'>;
+  | 'contextFromOpenFiles' | 'prefetch'> & Partial<Pick<ServerSettings, 'alternatives'>>;
 
 /** Share of the prefix budget snippets from other files may take. */
 const SNIPPET_SHARE = 0.25;
+
+/**
+ * Sampling of the alternatives on an explicit trigger: seeds ALT_SEED_BASE, +1, … (reproducible), at most
+ * ALT_TRIES_PER_CANDIDATE tries per wanted candidate (a small model often samples the same text twice).
+ */
+const ALT_SAMPLING = { temperature: 0.8, topP: 0.95 };
+const ALT_SEED_BASE = 1;
+const ALT_TRIES_PER_CANDIDATE = 2;
 
 /** One request's (or prefetch's) cancellation state. */
 class Ticket {
@@ -99,9 +109,14 @@ export function zeroCounters(): CompletionCounters {
   return { requests: 0, completed: 0, empty: 0, cacheHits: 0, cancelled: 0, cancelledWaiting: 0, cancelledGenerating: 0, staleVersion: 0, errors: 0, evaluatedTokens: 0, maxCancelToStopMs: 0, prefetched: 0, prefetchHits: 0 };
 }
 
+function isBackend(x: CompletionModel | CompletionBackend): x is CompletionBackend {
+  return typeof (x as CompletionBackend).templateId === 'string';
+}
+
 export class CompletionService {
-  readonly template: FimTemplate;
-  readonly templateReason: string;
+  readonly backend: CompletionBackend;
+  /** The last backend failure, until a request succeeds again (shown in the status). */
+  backendError: string | undefined;
   readonly cache = new CompletionCache();
   counters: CompletionCounters = zeroCounters();
   last: CompletionTiming | undefined;
@@ -112,34 +127,35 @@ export class CompletionService {
   private readonly live = new Set<Ticket>();
   /** Generations submitted to the engine and not yet settled (shutdown waits for them). */
   private readonly generations = new Set<Promise<unknown>>();
-  private readonly stopIds: number[];
   private disposed = false;
 
+  /** `source`: a loaded model (the local backend over it, with the template `settings.fimTemplate` picks) or a backend. */
   constructor(
-    readonly model: CompletionModel,
+    source: CompletionModel | CompletionBackend,
     private settings: ServiceSettings,
-    private readonly providers: readonly ContextProvider[] = [],
+    providers: readonly ContextProvider[] = [],
     private readonly onChange: () => void = () => {},
     private readonly now: () => number = () => performance.now(),
   ) {
-    const choice = chooseTemplate(settings.fimTemplate, model.vocab);
-    this.template = choice.template;
-    this.templateReason = choice.reason;
+    this.backend = isBackend(source) ? source : new LocalBackend(source, settings.fimTemplate, providers);
     this.debounce = new AdaptiveDebounce(settings.debounceMs);
-    const ids = new Set<number>();
-    for (const name of this.template.stopTokens) {
-      const id = model.markerId(name);
-      if (id !== undefined) ids.add(id);
-    }
-    if (model.eosId !== undefined) ids.add(model.eosId);
-    this.stopIds = [...ids];
+  }
+
+  /** The FIM layout in use (`server` for a remote backend, which lays out its own). */
+  get template(): { id: string } {
+    return { id: this.backend.templateId };
+  }
+
+  get templateReason(): string {
+    return this.backend.templateReason;
   }
 
   /** Settings that do not need a new model (a different template does: the server rebuilds the service). */
   updateSettings(settings: ServiceSettings): void {
     const outputChanged = settings.maxTokens !== this.settings.maxTokens || settings.maxPrefixTokens !== this.settings.maxPrefixTokens
       || settings.maxSuffixTokens !== this.settings.maxSuffixTokens || settings.contextFromOpenFiles !== this.settings.contextFromOpenFiles
-      || settings.stopSequences.join('\u0000') !== this.settings.stopSequences.join('\u0000');
+      || settings.stopSequences.join('\u0000') !== this.settings.stopSequences.join('\u0000')
+      || settings.alternatives !== this.settings.alternatives;
     this.settings = settings;
     this.debounce.baseMs = settings.debounceMs;
     if (outputChanged) this.cache.clear();
@@ -190,9 +206,16 @@ export class CompletionService {
     req.onClientCancel?.(() => ticket.cancel('client'));
     try {
       if (this.disposed) ticket.cancel('shutdown');
-      return await this.run(req, ticket, t0);
+      const outcome = await this.run(req, ticket, t0);
+      if (outcome.kind === 'suggestion' || outcome.kind === 'empty') this.backendError = undefined;
+      return outcome;
     } catch (e) {
       this.counters.errors++;
+      if (e instanceof BackendError) {
+        // Not the request's fault: say so in the status, answer nothing; the next request tries again.
+        this.backendError = e.message;
+        return { kind: 'error', message: e.message };
+      }
       throw e;
     } finally {
       this.live.delete(ticket);
@@ -279,7 +302,8 @@ export class CompletionService {
       if (this.cache.get(cacheKey)) return { kind: 'cancelled', reason: 'superseded', stage: 'done' }; // known already
     } else {
       const cached = this.fromCache(req, t0);
-      if (cached) return cached;
+      // An explicit trigger on a shown suggestion (VS Code's Alt+] asks again with Invoke) wants the alternatives too.
+      if (cached) return req.invoked ? this.withAlternatives(cached, req, ticket, ppContext, t0) : cached;
       // This request needs the engine: a prefetch for exactly its state is awaited (its answer lands in the cache),
       // any other yields.
       let adopted: Ticket | undefined;
@@ -299,36 +323,122 @@ export class CompletionService {
     if (!req.invoked) await ticket.sleep(delay);
     if (ticket.cancelled) return this.cancelled(ticket, 'waiting');
 
-    const prompt = buildPrompt(this.model, this.template, req, {
-      maxPrefixTokens: this.settings.maxPrefixTokens,
-      maxSuffixTokens: this.settings.maxSuffixTokens,
-      snippetShare: this.settings.contextFromOpenFiles ? SNIPPET_SHARE : 0,
-    }, this.providers);
+    const gen = await this.generateOne(req, ticket, ppContext, undefined, this.settings.timeCapMs);
+    const { result, stopBy, startedAt } = gen;
+    const waitMs = (startedAt ?? this.now()) - t0;
+    if (ticket.cancelled) return this.cancelled(ticket, startedAt === undefined ? 'waiting' : 'generating');
+    if (req.currentVersion() !== req.version) {
+      ticket.cancel('stale');
+      return this.cancelled(ticket, 'done');
+    }
 
-    const tokens: number[] = [];
-    const detok = new IncrementalDetokenizer(this.model);
+    const pp = postprocess(result.text, ppContext);
+    const prompt = result.prompt;
+    const totalMs = this.now() - t0;
+    const otherMs = Math.max(0, totalMs - waitMs - result.prefillMs - result.decodeMs);
+    const decodeSteps = result.evaluatedTokens - (result.promptTokens - result.reusedTokens);
+    const timing: CompletionTiming = {
+      totalMs,
+      waitMs,
+      prefillMs: result.prefillMs,
+      decodeMs: result.decodeMs,
+      otherMs,
+      promptTokens: result.promptTokens,
+      reusedTokens: result.reusedTokens,
+      evaluatedPromptTokens: result.promptTokens - result.reusedTokens,
+      generatedTokens: result.generatedTokens,
+      // The first token comes from the prefill's logits: decode time covers the forward passes after it.
+      tokensPerSec: decodeSteps > 0 && result.decodeMs > 0 ? (decodeSteps * 1000) / result.decodeMs : 0,
+      stop: stopBy ?? result.stopReason,
+      fromCache: false,
+    };
+    if (pp.text.length === 0) {
+      if (!speculative) {
+        this.last = timing;
+        this.counters.empty++;
+      }
+      return { kind: 'empty', reason: pp.dropped ?? 'empty', timing, prompt };
+    }
+    this.cache.put(cacheKey, pp.text, speculative);
+    if (speculative) {
+      this.counters.prefetched++;
+      return { kind: 'suggestion', text: pp.text, timing, prompt };
+    }
+    this.last = timing;
+    this.counters.completed++;
+    const suggestion: CompletionOutcome = { kind: 'suggestion', text: pp.text, timing, prompt };
+    const answer = req.invoked ? await this.withAlternatives(suggestion, req, ticket, ppContext, t0) : suggestion;
+    if (answer.kind === 'suggestion') this.prefetchAfter(req, pp.text);
+    return answer;
+  }
+
+  /** `outcome` (a suggestion) with its alternatives added; unchanged when there is nothing to add. */
+  private async withAlternatives(
+    outcome: CompletionOutcome, req: CompletionRequest, ticket: Ticket, ppContext: PostprocessContext, t0: number,
+  ): Promise<CompletionOutcome> {
+    if (outcome.kind !== 'suggestion' || (this.settings.alternatives ?? 1) < 2) return outcome;
+    const alternatives = await this.alternativesTo(outcome.text, req, ticket, ppContext, t0);
+    if (ticket.cancelled) return this.cancelled(ticket, 'generating');
+    return alternatives.length > 1 ? { ...outcome, alternatives } : outcome;
+  }
+
+  /**
+   * Up to `alternatives` different suggestions, `first` (the greedy one) first: seeded samples, post-processed,
+   * duplicates dropped. Within the request's time cap; a cancel or an edit ends it with what was found.
+   */
+  private async alternativesTo(
+    first: string, req: CompletionRequest, ticket: Ticket, ppContext: PostprocessContext, t0: number,
+  ): Promise<string[]> {
+    const wanted = this.settings.alternatives ?? 1;
+    const found = [first];
+    for (let i = 0; i < (wanted - 1) * ALT_TRIES_PER_CANDIDATE && found.length < wanted; i++) {
+      const capMs = this.settings.timeCapMs - (this.now() - t0);
+      if (capMs <= 0 || ticket.cancelled || req.currentVersion() !== req.version) break;
+      const { result } = await this.generateOne(req, ticket, ppContext, { seed: ALT_SEED_BASE + i, ...ALT_SAMPLING }, capMs);
+      if (ticket.cancelled) break;
+      const text = postprocess(result.text, ppContext).text;
+      if (text.length > 0 && !found.includes(text)) found.push(text);
+    }
+    return found;
+  }
+
+  /**
+   * One generation through the backend, stopped as soon as post-processing has decided (or at the time cap, or when
+   * the ticket is cancelled). Backend failures reject with BackendError.
+   */
+  private async generateOne(
+    req: CompletionRequest, ticket: Ticket, ppContext: PostprocessContext, sampling: Sampling | undefined, capMs: number,
+  ): Promise<{ result: BackendResult; stopBy?: 'postprocess' | 'time_cap'; startedAt?: number }> {
+    let text = '';
     let stopBy: 'postprocess' | 'time_cap' | undefined;
     let startedAt: number | undefined;
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const generation = this.model.generate(
-      { prompt: prompt.ids, maxTokens: this.settings.maxTokens, greedy: true, stopIds: this.stopIds },
+    const generation = this.backend.generate(
+      {
+        doc: req,
+        maxTokens: this.settings.maxTokens,
+        stopSequences: this.settings.stopSequences,
+        maxPrefixTokens: this.settings.maxPrefixTokens,
+        maxSuffixTokens: this.settings.maxSuffixTokens,
+        snippetShare: this.settings.contextFromOpenFiles ? SNIPPET_SHARE : 0,
+        sampling,
+      },
       {
         onStart: () => {
-          // Left the scheduler's queue: the engine works for this request from here; the time cap counts from here.
+          // Left the queue: the backend works for this request from here; the time cap counts from here.
           startedAt = this.now();
           this.activeGenerations++;
           this.onChange(); // the status bar shows "generating"
           timer = setTimeout(() => {
             stopBy ??= 'time_cap';
             generation.cancel();
-          }, this.settings.timeCapMs);
+          }, capMs);
         },
-        onToken: (token) => {
-          if (this.stopIds.includes(token) || stopBy || ticket.cancelled) return;
-          tokens.push(token);
-          // Stop as soon as post-processing has decided where the suggestion ends; the text only changes when
-          // the detokenizer emits a chunk.
-          if (detok.push(token) && postprocess(detok.text, ppContext).final) {
+        onText: (chunk) => {
+          if (stopBy || ticket.cancelled) return;
+          text += chunk;
+          // Stop as soon as post-processing has decided where the suggestion ends.
+          if (postprocess(text, ppContext).final) {
             stopBy = 'postprocess';
             generation.cancel();
           }
@@ -348,56 +458,11 @@ export class CompletionService {
       generation.cancel();
     });
     const result = await done;
-    const waitMs = (startedAt ?? this.now()) - t0;
     // Engine work counts whoever asked for it.
     this.counters.evaluatedTokens += result.evaluatedTokens;
     if (cancelledAt !== undefined && startedAt !== undefined) {
       this.counters.maxCancelToStopMs = Math.max(this.counters.maxCancelToStopMs, this.now() - cancelledAt);
     }
-    if (ticket.cancelled) return this.cancelled(ticket, startedAt === undefined ? 'waiting' : 'generating');
-    if (req.currentVersion() !== req.version) {
-      ticket.cancel('stale');
-      return this.cancelled(ticket, 'done');
-    }
-
-    // The streamed ids are those before any stop id; the result's are authoritative (the callback may lag).
-    const generated = result.tokens.filter((t) => !this.stopIds.includes(t));
-    const kept = stopBy === 'postprocess' ? tokens : generated;
-    const pp = postprocess(this.model.decode(kept), ppContext);
-
-    const totalMs = this.now() - t0;
-    const otherMs = Math.max(0, totalMs - waitMs - result.prefillMs - result.decodeMs);
-    const decodeSteps = result.evaluatedTokens - (result.promptTokens - result.reusedTokens);
-    const timing: CompletionTiming = {
-      totalMs,
-      waitMs,
-      prefillMs: result.prefillMs,
-      decodeMs: result.decodeMs,
-      otherMs,
-      promptTokens: result.promptTokens,
-      reusedTokens: result.reusedTokens,
-      evaluatedPromptTokens: result.promptTokens - result.reusedTokens,
-      generatedTokens: result.tokens.length,
-      // The first token comes from the prefill's logits: decode time covers the forward passes after it.
-      tokensPerSec: decodeSteps > 0 && result.decodeMs > 0 ? (decodeSteps * 1000) / result.decodeMs : 0,
-      stop: stopBy ?? result.stopReason,
-      fromCache: false,
-    };
-    if (pp.text.length === 0) {
-      if (!speculative) {
-        this.last = timing;
-        this.counters.empty++;
-      }
-      return { kind: 'empty', reason: pp.dropped ?? 'empty', timing, prompt };
-    }
-    this.cache.put(cacheKey, pp.text, speculative);
-    if (speculative) {
-      this.counters.prefetched++;
-    } else {
-      this.last = timing;
-      this.counters.completed++;
-      this.prefetchAfter(req, pp.text);
-    }
-    return { kind: 'suggestion', text: pp.text, timing, prompt };
+    return { result, stopBy, startedAt };
   }
 }
