@@ -10,10 +10,12 @@ import { after, test } from 'node:test';
 import type * as calibrationModule from '../server/src/cli/calibration';
 import type * as engineModule from '../server/src/engine';
 import type * as tokenizerModule from '../server/src/tokenizer';
+import type * as tokenizerThreadModule from '../server/src/tokenizerThread';
 import { cliPath, repoRoot, serverModule, tinyModelDir } from './helpers';
 
 const { Engine } = serverModule<typeof engineModule>('engine');
 const { MixqTokenizer } = serverModule<typeof tokenizerModule>('tokenizer');
+const { ThreadTokenizer } = serverModule<typeof tokenizerThreadModule>('tokenizerThread');
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mixq-hostile-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -42,14 +44,14 @@ test('tokenizer.json / tokenizer_config.json that are FIFOs or /dev/zero are ref
     mkfifo(path.join(fifo, file));
     const t0 = Date.now();
     assert.throws(() => MixqTokenizer.load(fifo), (e: Error) => e.message.includes(path.join(fifo, file)) && /FIFO/.test(e.message));
-    await assert.rejects(MixqTokenizer.loadAsync(fifo), /FIFO \(named pipe\), not a regular file/);
+    await assert.rejects(ThreadTokenizer.load(fifo), /FIFO \(named pipe\), not a regular file/);
     await assert.rejects(Engine.load(fifo, { threads: 1 }), /FIFO/);
     assert.ok(Date.now() - t0 < 10_000, 'no hang');
 
     const zero = modelCopy('zero');
     fs.rmSync(path.join(zero, file));
     fs.symlinkSync('/dev/zero', path.join(zero, file));
-    await assert.rejects(MixqTokenizer.loadAsync(zero), (e: Error) => e.message.includes(path.join(zero, file)) && /character device/.test(e.message));
+    await assert.rejects(ThreadTokenizer.load(zero), (e: Error) => e.message.includes(path.join(zero, file)) && /character device/.test(e.message));
   }
 });
 

@@ -72,28 +72,3 @@ export function readRegularFileBytesSync(file: string, maxBytes: number, what: s
 export function readRegularFileSync(file: string, maxBytes: number, what: string): string {
   return readRegularFileBytesSync(file, maxBytes, what).toString('utf8');
 }
-
-/** readRegularFileSync without blocking the event loop on the reads. */
-export async function readRegularFile(file: string, maxBytes: number, what: string): Promise<string> {
-  let handle: fs.promises.FileHandle;
-  try {
-    handle = await fs.promises.open(file, OPEN_FLAGS);
-  } catch (e) {
-    throw openError(file, e);
-  }
-  try {
-    const st = await handle.stat();
-    check(file, st, maxBytes, what);
-    const buf = Buffer.allocUnsafe(st.size + 1);
-    let got = 0;
-    for (;;) {
-      const { bytesRead } = await handle.read(buf, got, buf.length - got, null);
-      if (bytesRead === 0) break;
-      got += bytesRead;
-      if (got === buf.length) throw grew(file);
-    }
-    return buf.toString('utf8', 0, got);
-  } finally {
-    await handle.close();
-  }
-}
