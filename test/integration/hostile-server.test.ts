@@ -1,7 +1,7 @@
 /**
  * The real language server against hostile clients and workspaces (issue 15): invalid parameters get LSP errors,
- * a FIFO tokenizer or 100000 threads do not hang or kill it, and a 20 MB single-line document does not block
- * mixq/status.
+ * a FIFO tokenizer or 100000 threads do not hang or kill it, and neither a 20 MB single-line document nor a 50 MB
+ * tokenizer.json being loaded blocks mixq/status.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -13,7 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import { ErrorCodes, InlineCompletionRequest, InlineCompletionTriggerKind, ResponseError } from 'vscode-languageserver-protocol/node';
 
 import type * as protocol from '#protocol';
-import { tinyModelDir } from '../helpers';
+import { largeTokenizerModel, tinyModelDir } from '../helpers';
 import { ghostText, needsAddon, TestServer } from './lsp-client';
 
 const SETTINGS: Partial<protocol.ServerSettings> = {
@@ -112,5 +112,33 @@ describe('language server under hostile input', { skip: needsAddon }, () => {
     assert.equal(good.ok, true, good.error);
     console.log(`model load: slowest mixq/status ${worstStatusMs} ms while loading`);
     assert.ok(worstStatusMs < 1000, `mixq/status answered within 1 s while loading (worst ${worstStatusMs} ms)`);
+  });
+
+  test('a 50 MB tokenizer.json: mixq/status keeps answering while it is parsed and built, then the model is ready', async () => {
+    const { dir, bytes } = largeTokenizerModel(tmp, 600_000, 50);
+    const statuses: Array<{ state: string; ms: number }> = [];
+    let loading = true;
+    const t0 = Date.now();
+    const load = server.loadModel({ modelPath: dir }).finally(() => { loading = false; });
+    while (loading) {
+      const s0 = Date.now();
+      const s = await server.status();
+      statuses.push({ state: s.state, ms: Date.now() - s0 });
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const loaded = await load;
+    const loadMs = Date.now() - t0;
+    assert.equal(loaded.ok, true, loaded.error);
+    const whileLoading = statuses.filter((s) => s.state === 'loading');
+    const worst = Math.max(...statuses.map((s) => s.ms));
+    console.log(`${(bytes / 1e6).toFixed(0)} MB tokenizer.json: loaded in ${loadMs} ms; ${whileLoading.length} mixq/status answered while loading, slowest ${worst} ms`);
+    // Before the tokenizer moved to its thread, JSON.parse and the tokenizer's construction held the event loop for
+    // most of the load (status unanswered for seconds).
+    assert.ok(whileLoading.length >= 10, `mixq/status answered ${whileLoading.length} times during a ${loadMs} ms load`);
+    assert.ok(worst < 1000, `every mixq/status answered within 1 s while loading (slowest ${worst} ms)`);
+    const ready = await server.status();
+    assert.equal(ready.state, 'ready', ready.message);
+    assert.equal(ready.model?.path, dir);
+    fs.rmSync(dir, { recursive: true, force: true });
   });
 });
