@@ -1,5 +1,5 @@
 /**
- * Reading the files a model folder names (tokenizer.json, tokenizer_config.json, prompt files): only regular files
+ * Reading the files a model folder names (tokenizer.json, tokenizer_config.json, config.json, prompt files, recipes): only regular files
  * (symlinks followed) within a size cap. A FIFO would block the reader forever (and with it the language server's
  * event loop) and /dev/zero never ends; both are refused with a message naming the file and what it is. Opening
  * uses O_NONBLOCK, so even opening a FIFO does not wait for a writer. Mirrors native/src/core/file.h.
@@ -11,6 +11,8 @@ export const MiB = 1 << 20;
 export const MAX_TOKENIZER_FILE_BYTES = 256 * MiB;
 /** tokenizer_config.json, config.json and other small JSON files. */
 export const MAX_JSON_FILE_BYTES = 64 * MiB;
+/** A quantization recipe (*.mixq.toml): a page of settings. */
+export const MAX_RECIPE_FILE_BYTES = 1 * MiB;
 
 export class FileError extends Error {}
 

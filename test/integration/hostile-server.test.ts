@@ -10,8 +10,13 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { ErrorCodes, InlineCompletionRequest, InlineCompletionTriggerKind, ResponseError } from 'vscode-languageserver-protocol/node';
+import { pathToFileURL } from 'node:url';
 
+import {
+  ErrorCodes, InlineCompletionRequest, InlineCompletionTriggerKind, PublishDiagnosticsNotification, ResponseError, type PublishDiagnosticsParams,
+} from 'vscode-languageserver-protocol/node';
+
+import * as P from '#protocol';
 import type * as protocol from '#protocol';
 import { largeTokenizerModel, tinyModelDir } from '../helpers';
 import { ghostText, needsAddon, TestServer } from './lsp-client';
@@ -140,5 +145,30 @@ describe('language server under hostile input', { skip: needsAddon }, () => {
     assert.equal(ready.state, 'ready', ready.message);
     assert.equal(ready.model?.path, dir);
     fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('a recipe whose source has a FIFO or /dev/zero as config.json: diagnostics name it, the server keeps answering', async () => {
+    const published = new Map<string, PublishDiagnosticsParams>();
+    server.conn.onNotification(PublishDiagnosticsNotification.method, (p: PublishDiagnosticsParams) => {
+      published.set(p.uri, p);
+    });
+    for (const kind of ['fifo', 'zero'] as const) {
+      const source = fs.mkdtempSync(path.join(tmp, `recipe-${kind}-`));
+      const config = path.join(source, 'config.json');
+      if (kind === 'fifo') assert.equal(spawnSync('mkfifo', [config]).status, 0);
+      else fs.symlinkSync('/dev/zero', config);
+      const file = path.join(tmp, `${kind}.mixq.toml`);
+      const text = `source = ${JSON.stringify(source)}\noutput = ${JSON.stringify(path.join(tmp, `${kind}-out`))}\n`;
+      fs.writeFileSync(file, text);
+      const uri = pathToFileURL(file).toString();
+      await server.open(uri, text, 'mixq-recipe');
+      for (let i = 0; i < 500 && !published.has(uri); i++) await new Promise((r) => setTimeout(r, 10));
+      const messages = (published.get(uri)?.diagnostics ?? []).map((d) => String(d.message));
+      assert.ok(messages.some((m) => m.includes(config) && (kind === 'fifo' ? /is a FIFO/ : /is a character device/).test(m)), messages.join(' | '));
+      assert.equal((await server.status()).state, 'ready');
+      const check = await server.conn.sendRequest(P.CheckQuantizeSourceRequest, { path: source });
+      assert.equal(check.ok, false);
+      assert.match(check.reason ?? '', kind === 'fifo' ? /config\.json: is a FIFO/ : /config\.json: is a character device/);
+    }
   });
 });
