@@ -104,7 +104,7 @@ new Worker(`
     fs.writeFileSync(file, input);
     process._rawDebug('==fuzz-recipe== ERROR: timeout: one input ran for more than ' + timeoutS + ' s; written to ' + file);
     process.kill(process.pid, 'SIGKILL');
-  }, 250).unref();
+  }, 250);  // the Worker is unref'd: this keeps only the watchdog thread alive
 `, { eval: true, workerData: { shared, timeoutS, prefix: artifacts } }).unref();
 const encoder = new TextEncoder();
 
