@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// Bundles the VS Code client (dist/extension.js) and the language server (dist/server.js) with esbuild, and copies
+// Bundles the VS Code client (dist/extension.js) and the language server (dist/server.js + its worker-thread entry
+// dist/worker.js) with esbuild, and copies
 // the native addon next to the server (server/src/native.ts loadAddon() finds it as <dist>/mixq.node).
 // The protocol project (protocol/src, imported as `#protocol`: package.json "imports") is bundled from its sources
 // (the `mixq-source` condition), so bundling needs no tsc build first.
@@ -41,6 +42,13 @@ const server = await esbuild.build({
   ...common,
   entryPoints: [path.join(root, 'server', 'src', 'server.ts')],
   outfile: path.join(dist, 'server.js'),
+});
+// The server's worker threads (tokenizer, calibration) start dist/worker.js: server/src/threads.ts finds it next to
+// the bundle, as it finds out/server/worker.js next to the compiled server.
+await esbuild.build({
+  ...common,
+  entryPoints: [path.join(root, 'server', 'src', 'worker.ts')],
+  outfile: path.join(dist, 'worker.js'),
 });
 
 // The webview: one IIFE script and one stylesheet (uPlot's CSS + ours), nothing loaded at run time.
@@ -87,5 +95,6 @@ if (fs.existsSync(addon)) {
 
 const size = (f) => `${(fs.statSync(f).size / 1024).toFixed(0)} KiB`;
 console.log(`bundle: dist/extension.js ${size(path.join(dist, 'extension.js'))}, dist/server.js ${size(path.join(dist, 'server.js'))}` +
+  `, dist/worker.js ${size(path.join(dist, 'worker.js'))}` +
   `, dist/webview/profiler.js ${size(path.join(dist, 'webview', 'profiler.js'))}` +
   `${fs.existsSync(addonOut) ? `, dist/mixq.node ${size(addonOut)}` : ''} (${Object.keys(server.metafile.inputs).length} server inputs)`);

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
-for (const f of ['dist/extension.js', 'dist/server.js', 'dist/mixq.node', 'dist/webview/profiler.js', 'dist/webview/profiler.css']) {
+for (const f of ['dist/extension.js', 'dist/server.js', 'dist/worker.js', 'dist/mixq.node', 'dist/webview/profiler.js', 'dist/webview/profiler.css']) {
   if (!fs.existsSync(path.join(root, f))) {
     console.error(`package: ${f} is missing — run \`npm run build:native\` and \`npm run bundle\` first`);
     process.exit(1);

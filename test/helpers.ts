@@ -63,3 +63,25 @@ export function loadReferenceFigures(fixture: 'mixq-tiny-code' | 'mixq-tiny-qwen
   >;
   return all[fixture];
 }
+
+/**
+ * A copy of the fixture model (symlinks) whose tokenizer.json is large and slow to build but tokenizes the same:
+ * `merges` extra BPE merges of private-use characters (never in the tests' text, their results not in the
+ * vocabulary) and an unused top-level field of short strings up to about `totalMB` MB. Returns the folder and the
+ * file's size in bytes.
+ */
+export function largeTokenizerModel(parent: string, merges: number, totalMB: number): { dir: string; bytes: number } {
+  const dir = fs.mkdtempSync(path.join(parent, 'large-tokenizer-'));
+  for (const f of fs.readdirSync(tinyModelDir)) {
+    if (f !== 'tokenizer.json') fs.symlinkSync(path.join(tinyModelDir, f), path.join(dir, f));
+  }
+  const tok = JSON.parse(fs.readFileSync(path.join(tinyModelDir, 'tokenizer.json'), 'utf8')) as { model: { merges: string[][] } };
+  const pua = (i: number): string => String.fromCharCode(0xe000 + (i % 6400));
+  for (let i = 0; i < merges; i++) tok.model.merges.push([pua(i), pua(Math.floor(i / 6400))]);
+  const text = JSON.stringify(tok);
+  const fill = Math.max(0, Math.floor((totalMB * 1e6 - Buffer.byteLength(text)) / 12));
+  const padding = `,"mixq_test_padding":[${Array.from({ length: fill }, (_, i) => `"${(i % 1e9).toString(36).padStart(9, '0')}"`).join(',')}]}`;
+  const file = path.join(dir, 'tokenizer.json');
+  fs.writeFileSync(file, text.slice(0, -1) + padding);
+  return { dir, bytes: fs.statSync(file).size };
+}

@@ -10,10 +10,12 @@ import { after, test } from 'node:test';
 import type * as calibrationModule from '../server/src/cli/calibration';
 import type * as engineModule from '../server/src/engine';
 import type * as tokenizerModule from '../server/src/tokenizer';
-import { cliPath, repoRoot, serverModule, tinyModelDir } from './helpers';
+import type * as tokenizerThreadModule from '../server/src/tokenizerThread';
+import { cliPath, largeTokenizerModel, repoRoot, serverModule, tinyModelDir } from './helpers';
 
 const { Engine } = serverModule<typeof engineModule>('engine');
 const { MixqTokenizer } = serverModule<typeof tokenizerModule>('tokenizer');
+const { ThreadTokenizer } = serverModule<typeof tokenizerThreadModule>('tokenizerThread');
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mixq-hostile-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -42,14 +44,14 @@ test('tokenizer.json / tokenizer_config.json that are FIFOs or /dev/zero are ref
     mkfifo(path.join(fifo, file));
     const t0 = Date.now();
     assert.throws(() => MixqTokenizer.load(fifo), (e: Error) => e.message.includes(path.join(fifo, file)) && /FIFO/.test(e.message));
-    await assert.rejects(MixqTokenizer.loadAsync(fifo), /FIFO \(named pipe\), not a regular file/);
+    await assert.rejects(ThreadTokenizer.load(fifo), /FIFO \(named pipe\), not a regular file/);
     await assert.rejects(Engine.load(fifo, { threads: 1 }), /FIFO/);
     assert.ok(Date.now() - t0 < 10_000, 'no hang');
 
     const zero = modelCopy('zero');
     fs.rmSync(path.join(zero, file));
     fs.symlinkSync('/dev/zero', path.join(zero, file));
-    await assert.rejects(MixqTokenizer.loadAsync(zero), (e: Error) => e.message.includes(path.join(zero, file)) && /character device/.test(e.message));
+    await assert.rejects(ThreadTokenizer.load(zero), (e: Error) => e.message.includes(path.join(zero, file)) && /character device/.test(e.message));
   }
 });
 
@@ -80,6 +82,25 @@ test('a tokenizer with ids beyond config.json vocab_size fails at load, naming b
   fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(tok));
   await assert.rejects(Engine.load(dir, { threads: 1 }), (e: Error) =>
     e.message.includes(path.join(dir, 'tokenizer.json')) && e.message.includes(path.join(dir, 'config.json')) && /vocab_size 8192/.test(e.message));
+});
+
+const threadCount = (): number => fs.readdirSync('/proc/self/task').length;
+
+test('a tokenizer load that takes too long is abandoned: the error names the file, its thread ends', async () => {
+  const { dir } = largeTokenizerModel(tmp, 200_000, 10);
+  await (await ThreadTokenizer.load(tinyModelDir)).dispose();  // warm-up: threads started once per process
+  const before = threadCount();
+  const t0 = Date.now();
+  await assert.rejects(ThreadTokenizer.load(dir, { timeoutMs: 300 }),
+    (e: Error) => e.message.includes(path.join(dir, 'tokenizer.json')) && /took longer than 0\.3 s; abandoned/.test(e.message));
+  assert.ok(Date.now() - t0 < 2000, `rejected after ${Date.now() - t0} ms`);
+  for (let i = 0; i < 100 && threadCount() > before; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(threadCount(), before, 'the abandoned load\'s thread was terminated');
+  // Through the engine: the weights, loaded beside it, are freed again; the same folder loads without the time box.
+  await assert.rejects(Engine.load(dir, { threads: 1, tokenizerTimeoutMs: 300 }), /took longer than 0\.3 s/);
+  const engine = await Engine.load(dir, { threads: 1 });
+  assert.deepEqual(engine.tokenizer!.encode('def f(x):'), MixqTokenizer.load(tinyModelDir).encode('def f(x):'));
+  await engine.dispose();
 });
 
 test('--threads and --max-tokens beyond their maximum name the flag and the maximum', () => {

@@ -5,7 +5,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
 
+import type * as vocabularyModule from '../server/src/completion/vocabulary';
 import type * as tokenizerModule from '../server/src/tokenizer';
+import type * as tokenizerThreadModule from '../server/src/tokenizerThread';
 import { loadReference, needsFixtures, qwenModelDir, serverModule, tinyModelDir } from './helpers';
 
 const { MixqTokenizer, TokenizerError } = serverModule<typeof tokenizerModule>('tokenizer');
@@ -138,5 +140,42 @@ test('qwen: reference prompts (plain without BOS, FIM psm) and greedy_text', { s
     const ids = p.suffix === null ? qwen.encode(p.text) : qwen.fimPrompt(p.text, p.suffix, 'psm');
     assert.deepEqual(ids, p.input_ids, p.name);
     assert.equal(qwen.decode(p.greedy_32), p.greedy_text, `greedy_text of ${p.name}`);
+  }
+});
+
+test('the tokenizer on its thread (ThreadTokenizer) answers exactly as MixqTokenizer, errors included', async () => {
+  const { ThreadTokenizer } = serverModule<typeof tokenizerThreadModule>('tokenizerThread');
+  const { vocabularyFacts } = serverModule<typeof vocabularyModule>('completion/vocabulary');
+  const remote = await ThreadTokenizer.load(tinyModelDir);
+  try {
+    assert.deepEqual([remote.bosId, remote.eosId, remote.unkId, remote.vocabSize, remote.fim], [tok.bosId, tok.eosId, tok.unkId, tok.vocabSize, tok.fim]);
+    for (let id = 0; id < tok.vocabSize; id++) {
+      assert.equal(remote.isByteFallback(id), tok.isByteFallback(id), `isByteFallback(${id})`);
+      assert.equal(remote.isSpecial(id), tok.isSpecial(id), `isSpecial(${id})`);
+    }
+    assert.deepEqual(remote.facts, vocabularyFacts(tok));
+    const texts = ['def f(x):\n    return x', 'a <s>strike</s> b <unk>', 'naïve 日本語 😀\t\n', ''];
+    for (const text of texts) {
+      for (const options of [{}, { addSpecialTokens: false }, { addSpecialTokens: false, parseSpecialTokens: false }]) {
+        const ids = tok.encode(text, options);
+        assert.deepEqual(remote.encode(text, options), ids, `${JSON.stringify(text)} ${JSON.stringify(options)}`);
+        assert.equal(remote.decode(ids, { skipSpecialTokens: true }), tok.decode(ids, { skipSpecialTokens: true }));
+      }
+      assert.deepEqual(remote.fimPrompt(text, 'x = 1\n', 'psm'), tok.fimPrompt(text, 'x = 1\n', 'psm'));
+    }
+    assert.equal(remote.decode([0xc3 + 3, 0xa9 + 3]), tok.decode([0xc3 + 3, 0xa9 + 3]));
+    assert.equal(remote.tokenText(6), '<0x00>');
+    assert.throws(() => remote.decode([9000]), (e: Error) => e instanceof TokenizerError && /token id 9000 is outside the vocabulary/.test(e.message));
+  } finally {
+    await remote.dispose();
+  }
+  assert.throws(() => remote.encode('x'), /the tokenizer was disposed/);
+  // Load errors come back from the thread with the file named.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mixq-tok-'));
+  try {
+    fs.writeFileSync(path.join(dir, 'tokenizer.json'), '{"model": ');
+    await assert.rejects(ThreadTokenizer.load(dir), (e: Error) => e instanceof TokenizerError && e.message.includes(path.join(dir, 'tokenizer.json: invalid JSON')));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });

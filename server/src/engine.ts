@@ -1,5 +1,6 @@
 /**
- * The engine as the language server and the CLI use it: a model loaded by the native addon plus its tokenizer,
+ * The engine as the language server and the CLI use it: a model loaded by the native addon plus its tokenizer (on
+ * its own thread, ./tokenizerThread: parsing a large tokenizer.json never blocks the event loop),
  * with every request going through one scheduler (./scheduler: one at a time per engine, in order, cancellable,
  * never blocking the event loop). The only module that loads the addon (tests may inject one).
  *
@@ -52,13 +53,15 @@ import {
   type NativeQuantizeProgress,
 } from './native';
 import { Scheduler } from './scheduler';
-import { MixqTokenizer } from './tokenizer';
+import { ThreadTokenizer } from './tokenizerThread';
 
 export interface EngineLoadOptions extends NativeLoadOptions {
   /** The addon to use (tests inject one); default: loadAddon(). */
   addon?: NativeAddon;
   /** Load the tokenizer (default true). Without it, `text` is '' and onText is not called. */
   tokenizer?: boolean;
+  /** Abandon a tokenizer load that takes longer (default ../tokenizerThread's TOKENIZER_LOAD_TIMEOUT_MS). */
+  tokenizerTimeoutMs?: number;
 }
 
 export interface GenerationOptions {
@@ -129,7 +132,7 @@ export class Engine {
   private constructor(
     readonly modelDir: string,
     private readonly native: NativeEngine,
-    readonly tokenizer: MixqTokenizer | undefined,
+    readonly tokenizer: ThreadTokenizer | undefined,
     private readonly addon: NativeAddon,
   ) {
     this.info = withPlacement(native.info());
@@ -148,16 +151,27 @@ export class Engine {
       throw new EngineError(`model folder not found: ${dir}`);
     }
     if (!stat.isDirectory()) throw new EngineError(`not a model folder: ${dir}`);
-    const tokenizer = options.tokenizer === false ? undefined : await MixqTokenizer.loadAsync(dir);
     const addon = options.addon ?? loadAddon();
-    const { addon: _addon, tokenizer: _tok, ...nativeOptions } = options;
-    const native = await addon.loadModel(dir, nativeOptions);
+    const { addon: _addon, tokenizer: _tok, tokenizerTimeoutMs, ...nativeOptions } = options;
+    // Both off the event loop and side by side: the tokenizer on its thread, the weights on the addon's.
+    const [tok, nat] = await Promise.allSettled([
+      options.tokenizer === false ? Promise.resolve(undefined) : ThreadTokenizer.load(dir, { timeoutMs: tokenizerTimeoutMs }),
+      addon.loadModel(dir, nativeOptions),
+    ]);
+    if (tok.status === 'rejected' || nat.status === 'rejected') {
+      if (tok.status === 'fulfilled') await tok.value?.dispose();
+      if (nat.status === 'fulfilled') nat.value.dispose();
+      throw tok.status === 'rejected' ? tok.reason : (nat as PromiseRejectedResult).reason;
+    }
+    const tokenizer = tok.value;
+    const native = nat.value;
     if (tokenizer) {
       // An id the tokenizer can produce must have an embedding row: checked here, where both files are known, not
       // at the first prompt.
       const vocabSize = native.info().vocabSize;
       if (tokenizer.vocabSize > vocabSize) {
         native.dispose();
+        await tokenizer.dispose();
         throw new EngineError(
           `${path.join(dir, 'tokenizer.json')} has token ids up to ${tokenizer.vocabSize - 1}, beyond the vocabulary of ` +
             `${path.join(dir, 'config.json')} (vocab_size ${vocabSize}): the tokenizer does not belong to this model`,
@@ -294,6 +308,7 @@ export class Engine {
     this.disposed = true;
     await this.idle();
     this.native.dispose();
+    await this.tokenizer?.dispose();
   }
 
   private assertLive(): void {

@@ -1,5 +1,5 @@
 /**
- * Reading the files a model folder names (tokenizer.json, tokenizer_config.json, prompt files): only regular files
+ * Reading the files a model folder names (tokenizer.json, tokenizer_config.json, config.json, prompt files, recipes): only regular files
  * (symlinks followed) within a size cap. A FIFO would block the reader forever (and with it the language server's
  * event loop) and /dev/zero never ends; both are refused with a message naming the file and what it is. Opening
  * uses O_NONBLOCK, so even opening a FIFO does not wait for a writer. Mirrors native/src/core/file.h.
@@ -11,6 +11,8 @@ export const MiB = 1 << 20;
 export const MAX_TOKENIZER_FILE_BYTES = 256 * MiB;
 /** tokenizer_config.json, config.json and other small JSON files. */
 export const MAX_JSON_FILE_BYTES = 64 * MiB;
+/** A quantization recipe (*.mixq.toml): a page of settings. */
+export const MAX_RECIPE_FILE_BYTES = 1 * MiB;
 
 export class FileError extends Error {}
 
@@ -71,29 +73,4 @@ export function readRegularFileBytesSync(file: string, maxBytes: number, what: s
 /** The text of a regular file of at most maxBytes; throws FileError naming the file. */
 export function readRegularFileSync(file: string, maxBytes: number, what: string): string {
   return readRegularFileBytesSync(file, maxBytes, what).toString('utf8');
-}
-
-/** readRegularFileSync without blocking the event loop on the reads. */
-export async function readRegularFile(file: string, maxBytes: number, what: string): Promise<string> {
-  let handle: fs.promises.FileHandle;
-  try {
-    handle = await fs.promises.open(file, OPEN_FLAGS);
-  } catch (e) {
-    throw openError(file, e);
-  }
-  try {
-    const st = await handle.stat();
-    check(file, st, maxBytes, what);
-    const buf = Buffer.allocUnsafe(st.size + 1);
-    let got = 0;
-    for (;;) {
-      const { bytesRead } = await handle.read(buf, got, buf.length - got, null);
-      if (bytesRead === 0) break;
-      got += bytesRead;
-      if (got === buf.length) throw grew(file);
-    }
-    return buf.toString('utf8', 0, got);
-  } finally {
-    await handle.close();
-  }
 }

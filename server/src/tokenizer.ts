@@ -25,7 +25,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { MAX_JSON_FILE_BYTES, MAX_TOKENIZER_FILE_BYTES, readRegularFile, readRegularFileSync } from './files';
+import { MAX_JSON_FILE_BYTES, MAX_TOKENIZER_FILE_BYTES, readRegularFileSync } from './files';
 
 import type * as HfTokenizers from '@huggingface/tokenizers' with { 'resolution-mode': 'import' };
 
@@ -76,14 +76,6 @@ function exists(file: string): boolean {
 function readText(file: string, maxBytes: number): string {
   try {
     return readRegularFileSync(file, maxBytes, 'a tokenizer file');
-  } catch (e) {
-    throw new TokenizerError((e as Error).message);
-  }
-}
-
-async function readTextAsync(file: string, maxBytes: number): Promise<string> {
-  try {
-    return await readRegularFile(file, maxBytes, 'a tokenizer file');
   } catch (e) {
     throw new TokenizerError((e as Error).message);
   }
@@ -160,7 +152,25 @@ function patchByteFallback(node: DecoderNode | null | undefined): void {
 /** Qwen's FIM special tokens (Qwen2.5-Coder, Qwen3-Coder): detected when tokenizer_config.json has no `fim`. */
 const QWEN_FIM = { prefix: '<|fim_prefix|>', middle: '<|fim_middle|>', suffix: '<|fim_suffix|>' } as const;
 
-export class MixqTokenizer {
+/**
+ * What the engine, the completion pipeline and the CLI use of a tokenizer: a MixqTokenizer, or the language server's
+ * view of one that lives on a worker thread (./tokenizerThread).
+ */
+export interface Tokenizer {
+  readonly bosId: number | undefined;
+  readonly eosId: number;
+  readonly unkId: number | undefined;
+  readonly fim: FimTokens | undefined;
+  readonly vocabSize: number;
+  encode(text: string, options?: EncodeOptions): number[];
+  decode(ids: readonly number[], options?: DecodeOptions): string;
+  fimPrompt(prefix: string, suffix: string, mode?: FimMode): number[];
+  isByteFallback(id: number): boolean;
+  isSpecial(id: number): boolean;
+  tokenText(id: number): string | undefined;
+}
+
+export class MixqTokenizer implements Tokenizer {
   /** BOS id; undefined when tokenizer_config.json sets bos_token null (or leaves it out and there is no `<s>`). */
   readonly bosId: number | undefined;
   readonly eosId: number;
@@ -188,19 +198,6 @@ export class MixqTokenizer {
     const configPath = path.join(modelDir, 'tokenizer_config.json');
     const tokenizerJson = parseJsonObject(jsonPath, readText(jsonPath, MAX_TOKENIZER_FILE_BYTES));
     const tokenizerConfig = exists(configPath) ? parseJsonObject(configPath, readText(configPath, MAX_JSON_FILE_BYTES)) : {};
-    return new MixqTokenizer(tokenizerJson, tokenizerConfig, jsonPath, configPath);
-  }
-
-  /** load() with the reads off the event loop (parsing the JSON and building the tokenizer still run on it). */
-  static async loadAsync(modelDir: string): Promise<MixqTokenizer> {
-    const jsonPath = path.join(modelDir, 'tokenizer.json');
-    const configPath = path.join(modelDir, 'tokenizer_config.json');
-    const [jsonText, configText] = await Promise.all([
-      readTextAsync(jsonPath, MAX_TOKENIZER_FILE_BYTES),
-      exists(configPath) ? readTextAsync(configPath, MAX_JSON_FILE_BYTES) : Promise.resolve(undefined),
-    ]);
-    const tokenizerJson = parseJsonObject(jsonPath, jsonText);
-    const tokenizerConfig = configText === undefined ? {} : parseJsonObject(configPath, configText);
     return new MixqTokenizer(tokenizerJson, tokenizerConfig, jsonPath, configPath);
   }
 

@@ -1,7 +1,7 @@
 /**
  * The real language server against hostile clients and workspaces (issue 15): invalid parameters get LSP errors,
- * a FIFO tokenizer or 100000 threads do not hang or kill it, and a 20 MB single-line document does not block
- * mixq/status.
+ * a FIFO tokenizer or 100000 threads do not hang or kill it, and neither a 20 MB single-line document nor a 50 MB
+ * tokenizer.json being loaded blocks mixq/status.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -10,10 +10,15 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { ErrorCodes, InlineCompletionRequest, InlineCompletionTriggerKind, ResponseError } from 'vscode-languageserver-protocol/node';
+import { pathToFileURL } from 'node:url';
 
+import {
+  ErrorCodes, InlineCompletionRequest, InlineCompletionTriggerKind, PublishDiagnosticsNotification, ResponseError, type PublishDiagnosticsParams,
+} from 'vscode-languageserver-protocol/node';
+
+import * as P from '#protocol';
 import type * as protocol from '#protocol';
-import { tinyModelDir } from '../helpers';
+import { largeTokenizerModel, tinyModelDir } from '../helpers';
 import { ghostText, needsAddon, TestServer } from './lsp-client';
 
 const SETTINGS: Partial<protocol.ServerSettings> = {
@@ -112,5 +117,58 @@ describe('language server under hostile input', { skip: needsAddon }, () => {
     assert.equal(good.ok, true, good.error);
     console.log(`model load: slowest mixq/status ${worstStatusMs} ms while loading`);
     assert.ok(worstStatusMs < 1000, `mixq/status answered within 1 s while loading (worst ${worstStatusMs} ms)`);
+  });
+
+  test('a 50 MB tokenizer.json: mixq/status keeps answering while it is parsed and built, then the model is ready', async () => {
+    const { dir, bytes } = largeTokenizerModel(tmp, 600_000, 50);
+    const statuses: Array<{ state: string; ms: number }> = [];
+    let loading = true;
+    const t0 = Date.now();
+    const load = server.loadModel({ modelPath: dir }).finally(() => { loading = false; });
+    while (loading) {
+      const s0 = Date.now();
+      const s = await server.status();
+      statuses.push({ state: s.state, ms: Date.now() - s0 });
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const loaded = await load;
+    const loadMs = Date.now() - t0;
+    assert.equal(loaded.ok, true, loaded.error);
+    const whileLoading = statuses.filter((s) => s.state === 'loading');
+    const worst = Math.max(...statuses.map((s) => s.ms));
+    console.log(`${(bytes / 1e6).toFixed(0)} MB tokenizer.json: loaded in ${loadMs} ms; ${whileLoading.length} mixq/status answered while loading, slowest ${worst} ms`);
+    // Before the tokenizer moved to its thread, JSON.parse and the tokenizer's construction held the event loop for
+    // most of the load (status unanswered for seconds).
+    assert.ok(whileLoading.length >= 10, `mixq/status answered ${whileLoading.length} times during a ${loadMs} ms load`);
+    assert.ok(worst < 1000, `every mixq/status answered within 1 s while loading (slowest ${worst} ms)`);
+    const ready = await server.status();
+    assert.equal(ready.state, 'ready', ready.message);
+    assert.equal(ready.model?.path, dir);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('a recipe whose source has a FIFO or /dev/zero as config.json: diagnostics name it, the server keeps answering', async () => {
+    const published = new Map<string, PublishDiagnosticsParams>();
+    server.conn.onNotification(PublishDiagnosticsNotification.method, (p: PublishDiagnosticsParams) => {
+      published.set(p.uri, p);
+    });
+    for (const kind of ['fifo', 'zero'] as const) {
+      const source = fs.mkdtempSync(path.join(tmp, `recipe-${kind}-`));
+      const config = path.join(source, 'config.json');
+      if (kind === 'fifo') assert.equal(spawnSync('mkfifo', [config]).status, 0);
+      else fs.symlinkSync('/dev/zero', config);
+      const file = path.join(tmp, `${kind}.mixq.toml`);
+      const text = `source = ${JSON.stringify(source)}\noutput = ${JSON.stringify(path.join(tmp, `${kind}-out`))}\n`;
+      fs.writeFileSync(file, text);
+      const uri = pathToFileURL(file).toString();
+      await server.open(uri, text, 'mixq-recipe');
+      for (let i = 0; i < 500 && !published.has(uri); i++) await new Promise((r) => setTimeout(r, 10));
+      const messages = (published.get(uri)?.diagnostics ?? []).map((d) => String(d.message));
+      assert.ok(messages.some((m) => m.includes(config) && (kind === 'fifo' ? /is a FIFO/ : /is a character device/).test(m)), messages.join(' | '));
+      assert.equal((await server.status()).state, 'ready');
+      const check = await server.conn.sendRequest(P.CheckQuantizeSourceRequest, { path: source });
+      assert.equal(check.ok, false);
+      assert.match(check.reason ?? '', kind === 'fifo' ? /config\.json: is a FIFO/ : /config\.json: is a character device/);
+    }
   });
 });

@@ -4,7 +4,9 @@
  *    the recipe overrides it; an existing output is refused, replaced only with --overwrite, nothing else left;
  *  - mixq/quantize in the server (AWQ, cancelled in its second layer): progress, a second job refused, inline
  *    completions answered during the job and after it, the cancel honoured within a second, and no output, no
- *    temporary folder, no created parent left behind.
+ *    temporary folder, no created parent left behind;
+ *  - the calibration set tokenized on a worker thread: mixq/status answered while ~1 M calibration tokens are
+ *    tokenized, and a cancel in that phase honoured within a second.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -154,6 +156,56 @@ describe('the server\'s quantize job', { skip: needsAddon }, () => {
       const check = await server.conn.sendRequest(P.CheckQuantizeSourceRequest, { path: path.join(tmp) });
       assert.equal(check.ok, false);
       assert.match(check.reason ?? '', /no config\.json/);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test('calibration is tokenized off the event loop: status answered meanwhile, a cancel in that phase < 1 s', async () => {
+    const server = await TestServer.start({
+      modelPath: tinyModelDir, device: 'cpu', threads: 1, maxTokens: 8, timeCapMs: 20_000, debounceMs: 0, contextFromOpenFiles: false, prefetch: false,
+    });
+    try {
+      const ready = await server.waitFor((s) => s.state === 'ready' || s.state === 'error');
+      assert.equal(ready.state, 'ready', ready.message);
+      // ~5 MB of documents: 256 × 512 samples draw on up to 8 × 131072 tokens, seconds of tokenization.
+      const source = fs.readFileSync(path.join(repoRoot, 'server', 'src', 'completion', 'service.ts'), 'utf8');
+      const calib = path.join(tmp, 'large-calibration.jsonl');
+      fs.writeFileSync(calib, Array.from({ length: 300 }, (_, i) => JSON.stringify({ text: `# document ${i}\n${source}` })).join('\n'));
+      const progress: protocol.QuantizeProgress[] = [];
+      server.conn.onNotification(P.QuantizeProgressNotification, (p: protocol.QuantizeProgress) => {
+        progress.push(p);
+      });
+      const output = path.join(tmp, 'calib-cancelled');
+      const cts = new CancellationTokenSource();
+      const params: protocol.QuantizeParams = {
+        settings: { source: tinyModelDir, output, method: 'awq', groupSize: 128, calibPath: calib, samples: 256, seqLen: 512 },
+      };
+      const job = server.conn.sendRequest(P.QuantizeRequest, params, cts.token);
+      job.catch(() => undefined);
+      const t0 = Date.now();
+      let worst = 0;
+      let answered = 0;
+      while (Date.now() - t0 < 1000) {
+        const s0 = Date.now();
+        await server.status();
+        worst = Math.max(worst, Date.now() - s0);
+        answered++;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.ok(progress.length > 0 && progress.every((p) => p.phase === 'calibration' && p.layers === 0),
+        `still calibrating when cancelled: ${JSON.stringify(progress.at(-1))}`);
+      const cancelAt = Date.now();
+      cts.cancel();
+      await assert.rejects(job, (e: Error & { code?: number }) => e.code === -32800 && /cancelled/.test(e.message));
+      const cancelMs = Date.now() - cancelAt;
+      console.log(`  calibration phase: ${answered} mixq/status answered in 1 s, slowest ${worst} ms; cancel ${cancelMs} ms`);
+      assert.ok(worst < 500, `mixq/status answered within 0.5 s while tokenizing (slowest ${worst} ms)`);
+      assert.ok(cancelMs < 1000, `cancel took ${cancelMs} ms`);
+      assert.ok(progress.every((p) => p.layers === 0), 'the native quantizer never started');
+      assert.deepEqual(fs.readdirSync(tmp).filter((n) => n.startsWith('calib-cancelled')), [], 'no output, no temporary folder');
+      // The server is ready for the next job.
+      assert.equal((await server.conn.sendRequest(P.QuantizeCancelRequest)).cancelled, false);
     } finally {
       await server.stop();
     }

@@ -6,10 +6,10 @@
  * Progress goes to stderr (one line per phase); Ctrl-C cancels and leaves nothing behind. The run itself is
  * jobs/quantizeRun.ts, shared with the editor's quantize job.
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { MAX_THREADS } from '#protocol';
 
+import { MAX_RECIPE_FILE_BYTES, readRegularFileSync } from '../files';
 import { runQuantization } from '../jobs/quantizeRun';
 import type { NativeQuantizeProgress } from '../native';
 import { analyzeRecipe } from '../recipe/analyze';
@@ -79,9 +79,9 @@ export const quantizeCommand: Command = {
     if (f.recipe !== undefined) {
       let text: string;
       try {
-        text = fs.readFileSync(f.recipe, 'utf8');
+        text = readRegularFileSync(f.recipe, MAX_RECIPE_FILE_BYTES, 'a recipe');
       } catch (e) {
-        throw new UsageError(`--recipe: cannot read ${f.recipe} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+        throw new UsageError(`--recipe: ${(e as Error).message}`);
       }
       const analysis = analyzeRecipe(text, path.resolve(f.recipe), { checkFiles: false });
       for (const d of analysis.diagnostics.filter((x) => x.severity === 'warning')) {

@@ -7,9 +7,9 @@ import * as path from 'node:path';
 
 import { Engine, type EngineLoadOptions, type GenerationOptions } from '../engine';
 import type { NativeGenerateRequest, NativeGenerateResult, NativeModelInfo, NativeProfile } from '../native';
-import type { MixqTokenizer } from '../tokenizer';
+import type { ThreadTokenizer } from '../tokenizerThread';
 import type { PromptTokenizer } from './prompt';
-import { KNOWN_MARKER_NAMES, type VocabularyInfo } from './templates';
+import type { VocabularyInfo } from './templates';
 
 export interface ModelGeneration {
   readonly result: Promise<NativeGenerateResult>;
@@ -51,27 +51,6 @@ export interface CompletionModel extends PromptTokenizer {
   dispose(): void | Promise<void>;
 }
 
-/** Finds the known FIM/stop marker names in a tokenizer's vocabulary (one pass over the ids). */
-export function scanMarkers(tokenizer: MixqTokenizer): Map<string, number> {
-  const markers = new Map<string, number>();
-  for (let id = 0; id < tokenizer.vocabSize; id++) {
-    const t = tokenizer.tokenText(id);
-    if (t !== undefined && KNOWN_MARKER_NAMES.has(t) && !markers.has(t)) markers.set(t, id);
-  }
-  return markers;
-}
-
-/** Characters of the longest ordinary piece of the vocabulary (byte-fallback and special tokens excluded). */
-export function longestPiece(tokenizer: MixqTokenizer): number {
-  let longest = 1;
-  for (let id = 0; id < tokenizer.vocabSize; id++) {
-    if (tokenizer.isByteFallback(id) || tokenizer.isSpecial(id)) continue;
-    const t = tokenizer.tokenText(id);
-    if (t !== undefined && t.length > longest) longest = t.length;
-  }
-  return longest;
-}
-
 export class EngineCompletionModel implements CompletionModel {
   readonly name: string;
   readonly maxTokenChars: number;
@@ -79,7 +58,7 @@ export class EngineCompletionModel implements CompletionModel {
   readonly bosId: number | undefined;
   readonly eosId: number | undefined;
   readonly info: NativeModelInfo;
-  readonly tokenizer: MixqTokenizer;
+  readonly tokenizer: ThreadTokenizer;
   readonly profiling: ModelProfiling;
 
   constructor(readonly engine: Engine) {
@@ -89,7 +68,7 @@ export class EngineCompletionModel implements CompletionModel {
     this.info = engine.info;
     this.bosId = this.tokenizer.bosId;
     this.eosId = this.tokenizer.eosId;
-    this.vocab = { markers: scanMarkers(this.tokenizer), fimModes: this.tokenizer.fim?.modes };
+    this.vocab = { markers: this.tokenizer.facts.markers, fimModes: this.tokenizer.fim?.modes };
     this.profiling = {
       vocabSize: engine.info.vocabSize,
       setProfiling: (on) => engine.setProfiling(on),
@@ -97,7 +76,7 @@ export class EngineCompletionModel implements CompletionModel {
       resetProfile: () => engine.resetProfile(),
       copyBandwidth: (mib, device) => engine.copyBandwidth(mib, device),
     };
-    this.maxTokenChars = longestPiece(this.tokenizer);
+    this.maxTokenChars = this.tokenizer.facts.longestPiece;
   }
 
   get path(): string {

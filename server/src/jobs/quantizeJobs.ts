@@ -5,11 +5,11 @@
  * The native quantizer runs on the addon's worker threads, so this process's event loop keeps answering
  * (completions, status) during a job; the CPU is shared, so completions are slower meanwhile, not paused.
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import type { QuantizeJobSettings, QuantizeParams, QuantizeProgress, QuantizeResult } from '#protocol';
+import { MAX_RECIPE_FILE_BYTES, readRegularFileSync } from '../files';
 import { analyzeRecipe } from '../recipe/analyze';
 import { fromRecipe, QUANTIZE_DEFAULTS, RecipeError, type QuantizeSettings } from '../recipe/settings';
 import { QuantizeError, runQuantization, type QuantizeRun } from './quantizeRun';
@@ -21,7 +21,12 @@ export function jobSettings(params: QuantizeParams, openText: (uri: string) => s
   const workspace = params.workspaceFolder;
   if (params.recipeUri) {
     const file = params.recipeUri.startsWith('file:') ? fileURLToPath(params.recipeUri) : params.recipeUri;
-    const text = openText(params.recipeUri) ?? fs.readFileSync(file, 'utf8');
+    let text = openText(params.recipeUri);
+    try {
+      text ??= readRegularFileSync(file, MAX_RECIPE_FILE_BYTES, 'a recipe');
+    } catch (e) {
+      throw new QuantizeError((e as Error).message);
+    }
     try {
       return fromRecipe(analyzeRecipe(text, file), file, workspace);
     } catch (e) {

@@ -13,17 +13,20 @@
  *  3. with overwrite over an existing OUT, the native output goes to OUT.mixq-new-XXXXXX; only when that is complete
  *     is OUT moved aside, the new folder renamed to OUT and the old one deleted (moved back if the rename fails);
  *  4. parent folders this run created are removed again when it fails or is cancelled.
+ *
+ * The AWQ calibration set is tokenized on a worker thread (./calibrationThread), the quantizer runs on the addon's
+ * threads: the caller's event loop is never blocked, and cancel() takes effect within a second in either phase.
  */
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { buildCalibration, readCalibrationDocuments } from '../cli/calibration';
+import type { CalibrationSet } from '../cli/calibration';
 import { Engine } from '../engine';
 import type { NativeQuantizeProgress, NativeQuantizeResult } from '../native';
 import { checkMixtralSource } from '../recipe/source';
 import type { QuantizeSettings } from '../recipe/settings';
-import { MixqTokenizer } from '../tokenizer';
+import { CalibrationCancelled, calibrateOffThread } from './calibrationThread';
 
 export class QuantizeError extends Error {
   constructor(message: string, readonly cancelled = false) {
@@ -84,10 +87,10 @@ function createParents(dir: string): string | undefined {
 
 export function runQuantization(s: QuantizeSettings, hooks: QuantizeRunHooks = {}): QuantizeRun {
   let cancelled = false;
-  let nativeCancel: (() => void) | undefined;
+  let stopCurrent: (() => void) | undefined;  // the running phase: the calibration thread, then the native job
   const cancel = (): void => {
     cancelled = true;
-    nativeCancel?.();
+    stopCurrent?.();
   };
   const promise = (async (): Promise<QuantizeRunResult> => {
     preflight(s);
@@ -98,11 +101,17 @@ export function runQuantization(s: QuantizeSettings, hooks: QuantizeRunHooks = {
       let calibIds: Int32Array | undefined;
       let calibration: CalibrationInfo | undefined;
       if (s.method === 'awq') {
-        // Yield first, so a cancel() right after start is seen before the (synchronous) tokenization.
-        await new Promise((r) => setImmediate(r));
-        if (cancelled) throw new QuantizeError('quantization cancelled', true);
-        const tokenizer = MixqTokenizer.load(s.source);
-        const set = buildCalibration(tokenizer, readCalibrationDocuments(s.calibPath), { samples: s.samples, seqLen: s.seqLen, seed: s.seed });
+        // Tokenized on a worker thread: the event loop keeps answering, and cancel() ends the thread at once.
+        const calibrating = calibrateOffThread({ modelDir: s.source, calibPath: s.calibPath, samples: s.samples, seqLen: s.seqLen, seed: s.seed });
+        stopCurrent = () => calibrating.cancel();
+        if (cancelled) calibrating.cancel();
+        let set: CalibrationSet;
+        try {
+          set = await calibrating.promise;
+        } catch (e) {
+          if (e instanceof CalibrationCancelled) throw new QuantizeError('quantization cancelled', true);
+          throw e;
+        }
         calibIds = set.ids;
         calibration = { samples: set.samples, seqLen: set.seqLen, documents: set.documents, documentsUsed: set.documentsUsed, path: s.calibPath };
         hooks.onCalibration?.(calibration, set.warnings);
@@ -116,7 +125,7 @@ export function runQuantization(s: QuantizeSettings, hooks: QuantizeRunHooks = {
         },
         hooks.onProgress,
       );
-      nativeCancel = () => job.cancel();
+      stopCurrent = () => job.cancel();
       if (cancelled) job.cancel();
       let result: NativeQuantizeResult;
       try {

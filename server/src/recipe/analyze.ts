@@ -114,17 +114,20 @@ export function scanRecipe(text: string): RecipeEntry[] {
     const key = parts[parts.length - 1];
     const valueStart = kv[0].length;
     let valueText = code.slice(valueStart).trimEnd();
+    let scanned = ln;
     let endLine = ln;
     let endChar = valueStart + valueText.length;
     let depth = bracketDelta(valueText);
-    // A multi-line array: continue until its brackets close.
-    while (depth > 0 && endLine + 1 < lines.length) {
-      endLine++;
-      const next = lines[endLine].slice(0, commentStart(lines[endLine])).trimEnd();
+    // A multi-line array: continue until its brackets close; the range ends with its last non-blank line.
+    while (depth > 0 && scanned + 1 < lines.length) {
+      scanned++;
+      const next = lines[scanned].slice(0, commentStart(lines[scanned])).trimEnd();
       valueText += '\n' + next;
       depth += bracketDelta(next);
-      if (next.length > 0) endChar = next.length;
-      else if (depth <= 0) endChar = 0;
+      if (next.length > 0) {
+        endLine = scanned;
+        endChar = next.length;
+      }
     }
     entries.push({
       section: fullSection,
@@ -134,7 +137,7 @@ export function scanRecipe(text: string): RecipeEntry[] {
       valueRange: range(ln, valueStart, endLine, endChar),
       isHeader: false,
     });
-    ln = endLine;
+    ln = scanned;
   }
   return entries;
 }

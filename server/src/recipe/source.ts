@@ -5,6 +5,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
+import { MAX_JSON_FILE_BYTES, readRegularFileSync } from '../files';
+
 /** Model types the quantizer reads (native/src/quant/quantize.h). */
 const QUANTIZABLE_TYPES = ['mixtral', 'qwen3_moe'];
 
@@ -14,12 +16,20 @@ export function checkMixtralSource(dir: string): string | undefined {
   if (!fs.statSync(dir).isDirectory()) return `${dir} is a file, not a model folder`;
   const configPath = path.join(dir, 'config.json');
   if (!fs.existsSync(configPath)) return `${dir} has no config.json: not a model folder`;
-  let config: { model_type?: unknown; architectures?: unknown; quantization_config?: unknown };
+  let text: string;
   try {
-    config = JSON.parse(fs.readFileSync(configPath, 'utf8')) as typeof config;
+    // Checked while the user types a recipe: a FIFO or /dev/zero named as config.json must not block the server.
+    text = readRegularFileSync(configPath, MAX_JSON_FILE_BYTES, 'config.json');
+  } catch (e) {
+    return (e as Error).message;
+  }
+  let config: { model_type?: unknown; architectures?: unknown; quantization_config?: unknown } | null;
+  try {
+    config = JSON.parse(text) as typeof config;
   } catch (e) {
     return `${configPath} is not valid JSON (${(e as Error).message})`;
   }
+  if (typeof config !== 'object' || config === null || Array.isArray(config)) return `${configPath} is not a JSON object`;
   if (typeof config.model_type !== 'string' || !QUANTIZABLE_TYPES.includes(config.model_type)) {
     return `${dir} is not a Mixtral or Qwen3-MoE checkpoint (model_type ${JSON.stringify(config.model_type ?? null)}; MixQ quantizes "mixtral" and "qwen3_moe")`;
   }
