@@ -179,6 +179,7 @@ class CudaBackendImpl final : public CudaBackend {
 
   void from_host(const void* src, size_t bytes, Tensor& dst) override {
     op_args::from_host(dev_, bytes, dst);
+    ++op_seq_;  // it may overwrite an x whose f16 copy a linear keeps
     DeviceGuard guard(dev_.index);
     CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src, bytes, cudaMemcpyHostToDevice, stream_));
     CUDA_CHECK(cudaStreamSynchronize(stream_));  // the caller may free or reuse `src` as soon as we return
@@ -195,6 +196,7 @@ class CudaBackendImpl final : public CudaBackend {
   void copy(const Tensor& src, Tensor& dst) override {
     const Device s = src.device(), d = dst.device();
     op_args::copy(dev_, src, dst);
+    ++op_seq_;
     DeviceGuard guard(dev_.index);
     if (s.kind == DeviceKind::Cpu || d.kind == DeviceKind::Cpu) {
       CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src.raw(), src.nbytes(), cudaMemcpyDefault, stream_));
@@ -394,6 +396,7 @@ class CudaBackendImpl final : public CudaBackend {
   Tensor& half_x(int64_t elems) {
     if (!x16_.buffer || x16_.numel() < elems) {
       x16_ = empty(DType::F16, {elems}, "x as f16");
+      x16_of_ = nullptr;
       ++generation_;
     }
     return x16_;
@@ -435,6 +438,17 @@ class CudaBackendImpl final : public CudaBackend {
   const ExpertTable* expert_table(const ExpertSet& set);
   bool moe_experts_routed(const ExpertSet& set, const Tensor& x, const Tensor& ids, const Tensor& weights,
                           Tensor& slots);
+  // The same for 16-bit (or f32) dense experts: [num_experts · 3] weight pointers (w1, w3, w2), null where not held;
+  // null when the held experts are not all dense [out, in] of one dtype and shape.
+  struct DenseTable {
+    std::vector<const void*> host;
+    Tensor device;
+    DType dtype = DType::F32;
+    int64_t hidden = 0, inter = 0;
+  };
+  const DenseTable* dense_table(const ExpertSet& set);
+  bool moe_experts_routed_dense(const ExpertSet& set, const Tensor& x, const Tensor& ids, const Tensor& weights,
+                                Tensor& slots);
 
   // Pinned host ints for asynchronous uploads of routes.
   int32_t* pinned_ints(int64_t count) {
@@ -492,10 +506,17 @@ class CudaBackendImpl final : public CudaBackend {
   void* pinned_ = nullptr;
   int64_t pinned_count_ = 0;
   std::map<const ExpertSet*, ExpertTable> tables_;
+  // Which f32 x the f16 copy x16_ holds: the linear that made it and its place in the op sequence (every op entry
+  // counts one, GpuOpScope); reused only by the linear right after, on the same x.
+  uint64_t op_seq_ = 0, x16_seq_ = 0;
+  const void* x16_of_ = nullptr;
+  int64_t x16_elems_ = 0;
+  std::map<const ExpertSet*, DenseTable> dense_tables_;
   uint64_t generation_ = 0;
 };
 
 GpuOpScope::GpuOpScope(CudaBackendImpl& b, const char* name) : name_(name) {
+  ++b.op_seq_;
   if (!b.profiler().enabled()) return;
   b_ = &b;
   b.ensure_profile_base();
@@ -598,7 +619,12 @@ void CudaBackendImpl::linear(const Linear& w, const Tensor& x, Tensor& y) {
   }
   // Decode: the int4 GEMV (x rounded to f16), one problem per token, in one launch.
   Tensor& x16 = half_x(n * in);
-  cuda::launch_f32_to_f16(x.data<float>(), x16.raw(), n * in, stream_);
+  // q, k and v read one x: its f16 copy is made once, while nothing but these linears ran since.
+  const bool have_x16 = x16_of_ == x.raw() && x16_elems_ == n * in && x16_seq_ + 1 == op_seq_;
+  if (!have_x16) cuda::launch_f32_to_f16(x.data<float>(), x16.raw(), n * in, stream_);
+  const char *xb = static_cast<const char*>(x.raw()), *yb = static_cast<const char*>(y.raw());
+  const bool y_overlaps_x = yb < xb + x.nbytes() && xb < yb + y.nbytes();
+  x16_of_ = y_overlaps_x ? nullptr : x.raw(), x16_elems_ = n * in, x16_seq_ = op_seq_;
   cuda::GemvW4A16Problem problems[cuda::kGemvMaxBatch];
   for (int64_t t = 0; t < n; ++t) {
     problems[t].x = static_cast<const __half*>(x16.raw()) + t * in;
@@ -643,6 +669,7 @@ void CudaBackendImpl::moe_experts(const ExpertSet& set, const Tensor& x, const T
                                   Tensor& slots) {
   op_args::moe_experts(dev_, x, ids, weights, slots);
   if (moe_experts_routed(set, x, ids, weights, slots)) return;   // decode: int4 GEMV, routes read on the device
+  if (moe_experts_routed_dense(set, x, ids, weights, slots)) return;  // decode, 16-bit experts: the same
   if (moe_experts_grouped(set, x, ids, weights, slots)) return;  // prefill: tensor cores, routes grouped on the device
   const int64_t n = x.rows(), hidden = x.row_size();
   const int k = int(ids.row_size());
@@ -779,6 +806,65 @@ bool CudaBackendImpl::moe_experts_routed(const ExpertSet& set, const Tensor& x, 
   cuda::launch_gemv_w4a16_routed(down, 1, DType::F32, inter, hidden, t->group, ws,
                                  cuda::gemv_w4a16_default_config(inter, hidden, t->group, dev_.index, int(S)),
                                  stream_);
+  return true;
+}
+
+const CudaBackendImpl::DenseTable* CudaBackendImpl::dense_table(const ExpertSet& set) {
+  std::vector<const void*> host(set.experts.size() * 3, nullptr);
+  DType dtype = DType::U8;
+  int64_t hidden = 0, inter = 0;
+  for (size_t e = 0; e < set.experts.size(); ++e) {
+    const ExpertWeights* ex = set.experts[e];
+    if (!ex) continue;
+    const CudaLinear* parts[3] = {static_cast<const CudaLinear*>(ex->w1.get()),
+                                  static_cast<const CudaLinear*>(ex->w3.get()),
+                                  static_cast<const CudaLinear*>(ex->w2.get())};
+    if (hidden == 0) hidden = ex->w1->in_features, inter = ex->w1->out_features, dtype = parts[0]->weight.dtype;
+    for (int i = 0; i < 3; ++i) {
+      const CudaLinear* l = parts[i];
+      if (!l->weight.buffer || l->transposed || l->weight.dtype != dtype) return nullptr;
+      host[e * 3 + size_t(i)] = l->weight.raw();
+    }
+    if (ex->w1->in_features != hidden || ex->w3->in_features != hidden || ex->w1->out_features != inter ||
+        ex->w3->out_features != inter || ex->w2->in_features != inter || ex->w2->out_features != hidden)
+      return nullptr;
+  }
+  if (hidden == 0 || (dtype != DType::BF16 && dtype != DType::F16 && dtype != DType::F32)) return nullptr;
+  const int64_t vec = 16 / int64_t(dtype_size(dtype));
+  if (hidden % vec != 0 || inter % vec != 0) return nullptr;
+  DenseTable& t = dense_tables_[&set];
+  if (!t.device.buffer || t.host != host) {
+    for (size_t e = 0; e < set.experts.size(); ++e)
+      if (set.experts[e]) check_linear_device("moe_experts", dev_, *set.experts[e]->w1);
+    t.host = std::move(host);
+    t.device = empty(DType::U8, {int64_t(t.host.size() * sizeof(void*))}, "dense expert table");
+    from_host(t.host.data(), t.device.nbytes(), t.device);
+    t.dtype = dtype, t.hidden = hidden, t.inter = inter;
+    ++generation_;
+  }
+  return &t;
+}
+
+// Decode with dense experts: gate and up of every slot in one routed launch, SwiGLU in place, down scaled by the
+// router weight into the slot's row — the experts found on the device, as the int4 path does.
+bool CudaBackendImpl::moe_experts_routed_dense(const ExpertSet& set, const Tensor& x, const Tensor& ids,
+                                               const Tensor& weights, Tensor& slots) {
+  const int64_t n = x.rows(), k = ids.row_size(), S = n * k;
+  if (S > 8) return false;
+  const DenseTable* t = dense_table(set);
+  if (!t || t->hidden != x.row_size()) return false;
+  DeviceGuard guard(dev_.index);
+  GpuOpScope scope(*this, "moe_experts");
+  const int64_t hidden = t->hidden, inter = t->inter;
+  Tensor& gate_up = scratch(DType::F32, {2 * S, inter}, "moe gate|up");
+  const auto* table = static_cast<const void* const*>(t->device.raw());
+  const cuda::DenseRoutes up{ids.data<int32_t>(), table, int(set.experts.size()), 0, int(S), int(k),
+                             x.data<float>(), gate_up.data<float>(), nullptr};
+  cuda::launch_moe_dense_gemv(up, 2, t->dtype, hidden, inter, stream_);
+  cuda::launch_swiglu(gate_up.data<float>(), gate_up.data<float>() + S * inter, S * inter, stream_);
+  const cuda::DenseRoutes down{ids.data<int32_t>(), table, int(set.experts.size()), 2, int(S), 1,
+                               gate_up.data<float>(), slots.data<float>(), weights.data<float>()};
+  cuda::launch_moe_dense_gemv(down, 1, t->dtype, inter, hidden, stream_);
   return true;
 }
 

@@ -51,6 +51,23 @@ void launch_gather_rows(const float* src, const int32_t* rows, int64_t m, int64_
 void launch_scatter_weighted(const float* y, const int32_t* slot, int64_t m, int64_t hidden, const float* weights,
                              float* slots, cudaStream_t stream);
 
+// Routed dense experts (moe_dense.cu): problem z = m·slots + s computes y[z] = W · x[s / x_row_div] (· y_scale[s])
+// with W = table[ids[s]·3 + first_matrix + m] ([out, in] bf16/f16/f32, null: not held here → skipped).
+// in % (16 / element size) == 0.
+struct DenseRoutes {
+  const int32_t* expert_of = nullptr;  // [slots] device
+  const void* const* table = nullptr;  // [num_experts · 3] device: w1, w3, w2 per expert
+  int num_experts = 0;
+  int first_matrix = 0;                // 0: w1 then w3; 2: w2
+  int slots = 0;
+  int x_row_div = 1;
+  const float* x = nullptr;            // [rows, in]
+  float* y = nullptr;                  // [matrices · slots, out]
+  const float* y_scale = nullptr;      // [slots] or null
+};
+void launch_moe_dense_gemv(const DenseRoutes& r, int matrices, DType dtype, int64_t in, int64_t out,
+                           cudaStream_t stream);
+
 // out[t] = Σ_j slots[owner[ids[t, j]]][t·k + j] in ascending expert order (0 + first + …). At most 8 slot tensors.
 struct CombineSources {
   const float* slots[8];

@@ -16,6 +16,7 @@ set(MIXQ_CUDA_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/linear.cu
   ${CMAKE_CURRENT_LIST_DIR}/moe.cu
   ${CMAKE_CURRENT_LIST_DIR}/moe_align_block_size.cu
+  ${CMAKE_CURRENT_LIST_DIR}/moe_dense.cu
   ${CMAKE_CURRENT_LIST_DIR}/rms_norm.cu
   ${CMAKE_CURRENT_LIST_DIR}/rope.cu
   ${CMAKE_CURRENT_LIST_DIR}/router.cu
