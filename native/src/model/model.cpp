@@ -231,7 +231,7 @@ std::shared_ptr<Model> make_model(const ModelConfig& cfg, const TensorLookup& lo
   const int64_t hidden = cfg.hidden_size, inter = cfg.intermediate_size, hd = cfg.head_dim;
   const int64_t q_dim = int64_t(cfg.num_attention_heads) * hd, kv_dim = int64_t(cfg.num_key_value_heads) * hd;
   const int capacity = opts.context_length > 0 ? opts.context_length : std::min(cfg.max_position_embeddings, 4096);
-  const ModelBytes bytes = model_bytes(cfg, lookup, capacity);  // checks every tensor before any is placed
+  ModelBytes bytes = model_bytes(cfg, lookup, capacity);  // checks every tensor before any is placed
 
   PlacementRequest req;
   req.devices = requested_devices(opts);
@@ -240,6 +240,9 @@ std::shared_ptr<Model> make_model(const ModelConfig& cfg, const TensorLookup& lo
   BackendOptions bo;
   bo.threads = opts.threads;
   for (const Device& d : req.devices) impl->backends.push_back(make_backend(d, bo));
+  size_t kv_elem = 0;  // the KV cache's element size on these devices (f32 on the CPU, f16 on a GPU): the largest
+  for (const auto& be : impl->backends) kv_elem = std::max(kv_elem, dtype_size(be->kv_dtype()));
+  bytes.kv_per_layer = bytes.kv_per_layer / sizeof(float) * kv_elem;
   if (!opts.device_memory.empty()) {
     req.memory = opts.device_memory;
   } else if (req.devices.size() > 1) {
