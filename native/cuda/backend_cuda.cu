@@ -179,7 +179,6 @@ class CudaBackendImpl final : public CudaBackend {
 
   void from_host(const void* src, size_t bytes, Tensor& dst) override {
     op_args::from_host(dev_, bytes, dst);
-    ++op_seq_;  // it may overwrite an x whose f16 copy a linear keeps
     DeviceGuard guard(dev_.index);
     CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src, bytes, cudaMemcpyHostToDevice, stream_));
     CUDA_CHECK(cudaStreamSynchronize(stream_));  // the caller may free or reuse `src` as soon as we return
@@ -196,7 +195,6 @@ class CudaBackendImpl final : public CudaBackend {
   void copy(const Tensor& src, Tensor& dst) override {
     const Device s = src.device(), d = dst.device();
     op_args::copy(dev_, src, dst);
-    ++op_seq_;
     DeviceGuard guard(dev_.index);
     if (s.kind == DeviceKind::Cpu || d.kind == DeviceKind::Cpu) {
       CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src.raw(), src.nbytes(), cudaMemcpyDefault, stream_));
@@ -396,7 +394,6 @@ class CudaBackendImpl final : public CudaBackend {
   Tensor& half_x(int64_t elems) {
     if (!x16_.buffer || x16_.numel() < elems) {
       x16_ = empty(DType::F16, {elems}, "x as f16");
-      x16_of_ = nullptr;
       ++generation_;
     }
     return x16_;
@@ -506,17 +503,11 @@ class CudaBackendImpl final : public CudaBackend {
   void* pinned_ = nullptr;
   int64_t pinned_count_ = 0;
   std::map<const ExpertSet*, ExpertTable> tables_;
-  // Which f32 x the f16 copy x16_ holds: the linear that made it and its place in the op sequence (every op entry
-  // counts one, GpuOpScope); reused only by the linear right after, on the same x.
-  uint64_t op_seq_ = 0, x16_seq_ = 0;
-  const void* x16_of_ = nullptr;
-  int64_t x16_elems_ = 0;
   std::map<const ExpertSet*, DenseTable> dense_tables_;
   uint64_t generation_ = 0;
 };
 
 GpuOpScope::GpuOpScope(CudaBackendImpl& b, const char* name) : name_(name) {
-  ++b.op_seq_;
   if (!b.profiler().enabled()) return;
   b_ = &b;
   b.ensure_profile_base();
@@ -617,14 +608,17 @@ void CudaBackendImpl::linear(const Linear& w, const Tensor& x, Tensor& y) {
                             l.group, y.data<float>(), n, in, out, stream_);
     return;
   }
-  // Decode: the int4 GEMV (x rounded to f16), one problem per token, in one launch.
+  // Decode: the int4 GEMV (x rounded to f16). One token: x read as f32 and rounded in registers; a few: one
+  // problem per token in one launch over an f16 copy of x.
+  if (n == 1) {
+    cuda::launch_gemv_w4a16_f32x(x.data<float>(), l.qweight.data<int32_t>(), l.qzeros.data<int32_t>(),
+                                 static_cast<const __half*>(l.scales.raw()), y.data<float>(), in, out, l.group,
+                                 gemv_workspace(out, 1),
+                                 cuda::gemv_w4a16_default_config(in, out, l.group, dev_.index, 1), stream_);
+    return;
+  }
   Tensor& x16 = half_x(n * in);
-  // q, k and v read one x: its f16 copy is made once, while nothing but these linears ran since.
-  const bool have_x16 = x16_of_ == x.raw() && x16_elems_ == n * in && x16_seq_ + 1 == op_seq_;
-  if (!have_x16) cuda::launch_f32_to_f16(x.data<float>(), x16.raw(), n * in, stream_);
-  const char *xb = static_cast<const char*>(x.raw()), *yb = static_cast<const char*>(y.raw());
-  const bool y_overlaps_x = yb < xb + x.nbytes() && xb < yb + y.nbytes();
-  x16_of_ = y_overlaps_x ? nullptr : x.raw(), x16_elems_ = n * in, x16_seq_ = op_seq_;
+  cuda::launch_f32_to_f16(x.data<float>(), x16.raw(), n * in, stream_);
   cuda::GemvW4A16Problem problems[cuda::kGemvMaxBatch];
   for (int64_t t = 0; t < n; ++t) {
     problems[t].x = static_cast<const __half*>(x16.raw()) + t * in;
@@ -775,7 +769,8 @@ const CudaBackendImpl::ExpertTable* CudaBackendImpl::expert_table(const ExpertSe
 }
 
 // Decode (few slots): every slot's expert read on the device from `ids` — no host synchronisation, so the step
-// can be recorded as a graph. x → f16; one routed int4 GEMV for w1 and w3 of every slot; h = f16(silu(a)·b);
+// can be recorded as a graph. One routed int4 GEMV for w1 and w3 of every slot (x read as f32, rounded to f16 in
+// registers); h = f16(silu(a)·b);
 // one routed GEMV for w2 scaled by the router weight, written straight into the slot's row.
 bool CudaBackendImpl::moe_experts_routed(const ExpertSet& set, const Tensor& x, const Tensor& ids,
                                          const Tensor& weights, Tensor& slots) {
@@ -788,21 +783,20 @@ bool CudaBackendImpl::moe_experts_routed(const ExpertSet& set, const Tensor& x, 
   DeviceGuard guard(dev_.index);
   GpuOpScope scope(*this, "moe_experts");
   const int64_t hidden = t->hidden, inter = t->inter;
-  Tensor& x16 = half_x(n * hidden);
   Tensor& gate_up = scratch(DType::F32, {2 * S, inter}, "moe gate|up");
   Tensor& h16 = scratch(DType::F16, {S, inter}, "moe hidden f16");
   gemv_workspace(inter, int(2 * S));
   void* ws = gemv_workspace(hidden, int(S));  // one buffer, at least the larger of the two needs
   const auto* table = reinterpret_cast<const cuda::ExpertMatrices*>(t->device.raw());
-  cuda::launch_f32_to_f16(x.data<float>(), x16.raw(), n * hidden, stream_);
+  // x read as f32 and rounded to f16 in the GEMV's registers.
   cuda::GemvW4A16Routes up{ids.data<int32_t>(), table, int(t->host.size()), cuda::kGate, int(S), int(k),
-                           static_cast<const __half*>(x16.raw()), gate_up.raw(), nullptr};
+                           x.raw(), true, gate_up.raw(), nullptr};
   cuda::launch_gemv_w4a16_routed(up, 2, DType::F32, hidden, inter, t->group, ws,
                                  cuda::gemv_w4a16_default_config(hidden, inter, t->group, dev_.index, int(2 * S)),
                                  stream_);
   cuda::launch_swiglu_f16(gate_up.data<float>(), gate_up.data<float>() + S * inter, h16.raw(), S * inter, stream_);
   cuda::GemvW4A16Routes down{ids.data<int32_t>(), table, int(t->host.size()), cuda::kDown, int(S), 1,
-                             static_cast<const __half*>(h16.raw()), slots.raw(), weights.data<float>()};
+                             h16.raw(), false, slots.raw(), weights.data<float>()};
   cuda::launch_gemv_w4a16_routed(down, 1, DType::F32, inter, hidden, t->group, ws,
                                  cuda::gemv_w4a16_default_config(inter, hidden, t->group, dev_.index, int(S)),
                                  stream_);

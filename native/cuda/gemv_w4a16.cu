@@ -47,7 +47,9 @@ struct Batch {
 
 // Where the problems' pointers come from: scalar parameters (one problem), the Batch (blockIdx.z), or the routes
 // (blockIdx.z = matrix · slots + slot, the expert read from the device).
-enum Mode : int { kOne = 0, kBatched = 1, kRouted = 2 };
+// The F32x modes read x as f32 and round it to f16 in registers (exactly as launch_f32_to_f16 would): no separate
+// conversion kernel before a decode step's GEMV.
+enum Mode : int { kOne = 0, kBatched = 1, kRouted = 2, kOneF32x = 3, kRoutedF32x = 4 };
 
 // Two nibbles (bits 4p..4p+3 and 16+4p..16+4p+3) of `word` as the half2 (1024 + lo, 1024 + hi).
 __device__ __forceinline__ half2 nibble_pair_plus_1024(uint32_t word, int p) {
@@ -104,7 +106,7 @@ __device__ __forceinline__ uint2 load_weights(const uint2* p) {
 template <int C, int R, int W, int kMode, class OutT>
 __global__ void __launch_bounds__(kThreads, W == 2 ? 3 : 2)  // W = 2: ≤ 85 registers, three blocks per SM
     gemv_w4a16_kernel(const Batch batch, const GemvW4A16Routes routes,
-                      const __half* __restrict__ x_one,         // [in]          (!kBatched)
+                      const void* __restrict__ x_one,           // [in] f16 (f32: F32x modes)
                       const int32_t* __restrict__ qweight_one,  // [in][out/8]
                       const int32_t* __restrict__ qzeros_one,   // [in/G][out/8]
                       const __half* __restrict__ scales_one,    // [in/G][out]
@@ -115,7 +117,9 @@ __global__ void __launch_bounds__(kThreads, W == 2 ? 3 : 2)  // W = 2: ≤ 85 re
   using Vec = typename WordsOf<W>::type;
   constexpr int KB = kThreads / C;
   constexpr int kOut = 8 * W;  // outputs per thread
-  const __half* x = x_one;
+  constexpr bool kRoutes = kMode == kRouted || kMode == kRoutedF32x;
+  constexpr bool kXF32 = kMode == kOneF32x || kMode == kRoutedF32x;
+  const void* x = x_one;
   const int32_t* qweight_words = qweight_one;
   const int32_t* qzeros_words = qzeros_one;
   const __half* scales = scales_one;
@@ -125,13 +129,13 @@ __global__ void __launch_bounds__(kThreads, W == 2 ? 3 : 2)  // W = 2: ≤ 85 re
     const GemvW4A16Problem& p = batch.p[blockIdx.z];
     x = p.x, qweight_words = p.qweight, qzeros_words = p.qzeros, scales = p.scales, y = p.y;
   }
-  if constexpr (kMode == kRouted) {
+  if constexpr (kRoutes) {
     const int matrix = blockIdx.z / routes.slots, slot = blockIdx.z % routes.slots;
     const int e = routes.expert_of[slot];
     if (e < 0 || e >= routes.num_experts) return;  // a masked or foreign id: no expert to run
     const AwqMatrix m = routes.table[e].w[routes.first_matrix + matrix];
     if (!m.qweight) return;  // an expert this device does not hold: its slot is left as it is
-    x = routes.x + static_cast<size_t>(slot / routes.x_row_div) * in;
+    x = static_cast<const char*>(routes.x) + static_cast<size_t>(slot / routes.x_row_div) * in * (kXF32 ? 4 : 2);
     qweight_words = m.qweight, qzeros_words = m.qzeros, scales = m.scales;
     y = static_cast<char*>(routes.y) + (static_cast<size_t>(blockIdx.z) * out) * (sizeof(OutT));
     if (routes.y_scale) y_scale = routes.y_scale[slot];
@@ -169,7 +173,17 @@ __global__ void __launch_bounds__(kThreads, W == 2 ? 3 : 2)  // W = 2: ≤ 85 re
       }
       uint4 xv[R / 8];  // the run's R activations, 8 fp16 per uint4
 #pragma unroll
-      for (int v = 0; v < R / 8; ++v) xv[v] = reinterpret_cast<const uint4*>(x + r0)[v];
+      for (int v = 0; v < R / 8; ++v) {
+        if constexpr (kXF32) {
+          const float4* xf = reinterpret_cast<const float4*>(static_cast<const float*>(x) + r0) + 2 * v;
+          const float4 a = xf[0], b = xf[1];
+          const half2 h[4] = {__floats2half2_rn(a.x, a.y), __floats2half2_rn(a.z, a.w), __floats2half2_rn(b.x, b.y),
+                              __floats2half2_rn(b.z, b.w)};
+          xv[v] = *reinterpret_cast<const uint4*>(h);
+        } else {
+          xv[v] = reinterpret_cast<const uint4*>(static_cast<const __half*>(x) + r0)[v];
+        }
+      }
       const __half* xh = reinterpret_cast<const __half*>(xv);
 
 #pragma unroll
@@ -265,7 +279,7 @@ __global__ void __launch_bounds__(kThreads, W == 2 ? 3 : 2)  // W = 2: ≤ 85 re
   if (threadIdx.x == 0) *counter = 0;
 }
 
-using KernelPtr = void (*)(const Batch, const GemvW4A16Routes, const __half*, const int32_t*, const int32_t*, const __half*, void*, float*,
+using KernelPtr = void (*)(const Batch, const GemvW4A16Routes, const void*, const int32_t*, const int32_t*, const __half*, void*, float*,
                            unsigned*, int, int, int, int);
 
 template <class OutT, int kMode, int W>
@@ -290,8 +304,14 @@ KernelPtr pick_mode(int C, int R, Mode mode) {
   switch (mode) {
     case kOne: return pick_shape<OutT, kOne, W>(C, R);
     case kBatched: return pick_shape<OutT, kBatched, W>(C, R);
-    case kRouted:  // f32 outputs only (the MoE's gate/up and slots)
-      if constexpr (std::is_same_v<OutT, float>) return pick_shape<OutT, kRouted, W>(C, R);
+    case kRouted:  // f32 outputs only (the MoE's gate/up and slots; decode linears)
+    case kOneF32x:
+    case kRoutedF32x:
+      if constexpr (std::is_same_v<OutT, float>) {
+        if (mode == kRouted) return pick_shape<OutT, kRouted, W>(C, R);
+        if (mode == kOneF32x) return pick_shape<OutT, kOneF32x, W>(C, R);
+        return pick_shape<OutT, kRoutedF32x, W>(C, R);
+      }
       return nullptr;
   }
   return nullptr;
@@ -413,8 +433,21 @@ void launch_gemv_w4a16_routed(const GemvW4A16Routes& routes, int matrices, DType
   unsigned* counters = reinterpret_cast<unsigned*>(static_cast<char*>(workspace) +
                                                    size_t(count) * kMaxSplitK * out * sizeof(float));
   const dim3 grid(plan.tiles, plan.split_k, count);
-  pick_kernel(cfg, y_dtype, kRouted)<<<grid, kThreads, 0, stream>>>(
+  pick_kernel(cfg, y_dtype, routes.x_f32 ? kRoutedF32x : kRouted)<<<grid, kThreads, 0, stream>>>(
       Batch{}, routes, nullptr, nullptr, nullptr, nullptr, nullptr, partials, counters, static_cast<int>(in),
+      static_cast<int>(out), group_size, plan.rows_per_split);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_gemv_w4a16_f32x(const float* x, const int32_t* qweight, const int32_t* qzeros, const __half* scales,
+                            float* y, int64_t in, int64_t out, int group_size, void* workspace,
+                            const GemvW4A16Config& cfg, cudaStream_t stream) {
+  const Plan plan = make_plan(in, out, cfg);
+  float* partials = static_cast<float*>(workspace);
+  unsigned* counters = reinterpret_cast<unsigned*>(static_cast<char*>(workspace) + size_t(kMaxSplitK) * out * sizeof(float));
+  const dim3 grid(plan.tiles, plan.split_k, 1);
+  pick_kernel(cfg, DType::F32, kOneF32x)<<<grid, kThreads, 0, stream>>>(
+      Batch{}, GemvW4A16Routes{}, x, qweight, qzeros, scales, y, partials, counters, static_cast<int>(in),
       static_cast<int>(out), group_size, plan.rows_per_split);
   CUDA_CHECK_LAUNCH();
 }

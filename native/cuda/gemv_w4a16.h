@@ -46,7 +46,8 @@ struct GemvW4A16Routes {
   int first_matrix = 0;                   // kGate (w1, w3 as matrices 0, 1) or kDown
   int slots = 0;
   int x_row_div = 1;                      // x row of slot s (top_k: rows are tokens; 1: rows are slots)
-  const __half* x = nullptr;              // [rows, in]
+  const void* x = nullptr;                // [rows, in] f16, or f32 when x_f32 (rounded to f16 in registers)
+  bool x_f32 = false;
   void* y = nullptr;                      // [matrices · slots, out]
   const float* y_scale = nullptr;         // [slots] or null
 };
@@ -85,6 +86,12 @@ void gemv_w4a16_batched(const GemvW4A16Problem* problems, int count, DType y_dty
 void launch_gemv_w4a16(const GemvW4A16Problem* problems, int count, DType y_dtype, int64_t in_features,
                        int64_t out_features, int group_size, void* workspace, const GemvW4A16Config& config,
                        cudaStream_t stream);
+
+// One problem with x f32 [in] (rounded to f16 in registers, as launch_f32_to_f16 would) and y f32 [out]: the decode
+// linear without a conversion kernel. Workspace of gemv_w4a16_workspace_bytes(out, 1).
+void launch_gemv_w4a16_f32x(const float* x, const int32_t* qweight, const int32_t* qzeros, const __half* scales,
+                            float* y, int64_t in, int64_t out, int group_size, void* workspace,
+                            const GemvW4A16Config& config, cudaStream_t stream);
 
 // The routed launcher (no checks, no guard): `matrices` · routes.slots ≤ kGemvMaxRoutedProblems problems, all
 // matrices of the table [in, out] with `group_size`; workspace of gemv_w4a16_workspace_bytes(out, problems).

@@ -154,6 +154,34 @@ int main() {
     }
   }
 
+  // x given as f32 (the decode linear's launch_gemv_w4a16_f32x): rounded to f16 in registers, so the result is
+  // bitwise the f16 path's on the host-rounded x — for f32 values that f16 cannot hold exactly.
+  {
+    const Shape f32x_on[] = {{4096, 14336, 128, "w1"}, {14336, 4096, 128, "w2"}, {4096, 1024, 128, "k/v"},
+                             {1024, 96, 32, "narrow"}};
+    for (const Shape& s : f32x_on) {
+      Problem p = make_problem(s.in, s.out, s.group, rng);
+      std::vector<float> xf(size_t(s.in));
+      for (int64_t i = 0; i < s.in; ++i) {
+        xf[size_t(i)] = __half2float(p.x[size_t(i)]) * 1.0003f + 1e-4f;  // between f16 values
+        p.x[size_t(i)] = __float2half_rn(xf[size_t(i)]);
+      }
+      Device d = to_device(p);
+      const auto want = run(p, d, DType::F32, nullptr);
+      DeviceBuffer x32 = test::upload(xf);
+      test::poison(d.y);
+      const auto cfg = mixq::cuda::gemv_w4a16_default_config(s.in, s.out, s.group, 0);
+      mixq::cuda::launch_gemv_w4a16_f32x(x32.as<float>(), d.qweight.as<int32_t>(), d.qzeros.as<int32_t>(),
+                                         d.scales.as<__half>(), d.y.as<float>(), s.in, s.out, s.group,
+                                         d.workspace.data(), cfg, 0);
+      const auto got = test::download<float>(d.y, s.out);
+      bool same = true;
+      for (int64_t o = 0; o < s.out; ++o) same &= double(got[size_t(o)]) == want[size_t(o)];
+      EXPECT(same, "%s: x as f32 differs from the f16 path on the rounded x", s.what);
+    }
+    std::printf("  x as f32 (rounded in registers): bitwise the f16 path's result on 4 shapes\n");
+  }
+
   // Determinism and workspace reuse: split-K with the last-block reduction, many calls on one workspace.
   {
     const Problem p = make_problem(14336, 4096, 128, rng);
