@@ -60,7 +60,8 @@ void qwen3_coder_one_layer() {
   check(finite_spread(step.logits), tag + "decode step logits finite and not constant");
   // attention (q 4096×2048, k/v 512×2048, o 2048×4096) + router bf16 + 8 × (gate, up 768×2048; down 2048×768)
   // + lm_head bf16 151936×2048.
-  const double attn = linear_bytes(4096, 2048, true) + 2 * linear_bytes(512, 2048, true) + linear_bytes(2048, 4096, true);
+  const double attn =
+      linear_bytes(4096, 2048, true) + 2 * linear_bytes(512, 2048, true) + linear_bytes(2048, 4096, true);
   const double expert = 2 * linear_bytes(768, 2048, true) + linear_bytes(2048, 768, true);
   const double want = attn + 128.0 * 2048 * 2 + 8 * expert + 151936.0 * 2048 * 2;
   const double got = double(model->weights().decode_bytes_per_token(c.num_experts_per_tok));

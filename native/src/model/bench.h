@@ -17,7 +17,7 @@ namespace mixq {
 struct BenchOptions {
   std::string model_dir;     // a model folder, or empty with `synthetic`
   std::string synthetic;     // "mixtral-8x7b" | "qwen3-coder-30b-a3b" | "tiny" (the fixture's shapes)
-  int layers = 0;            // synthetic: decoder layers (0 = 2 for mixtral-8x7b, 48 for qwen3-coder-30b-a3b, 4 for tiny)
+  int layers = 0;            // synthetic: decoder layers (0 = the shape's own: synthetic_config)
   std::string weights = "bf16";  // synthetic: "bf16" | "awq" (int4 g128 GEMM layout for attention + experts)
   int prefill_tokens = 0;    // 0 = 128 for a folder / tiny, 32 for mixtral-8x7b / qwen3-coder-30b-a3b
   int decode_tokens = 0;     // 0 = 64 for a folder / tiny, 8 for mixtral-8x7b / qwen3-coder-30b-a3b
