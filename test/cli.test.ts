@@ -199,7 +199,7 @@ test('device flags reach the addon (loadModel, bench); generate reports the addo
   const human = run('generate', '--model', tinyModelDir, '--ids', '1,2', '--max-tokens', '2', '--devices', 'cpu:0,cpu:1', '--placement', 'expert');
   assert.equal(human.code, 0, human.stderr);
   assert.match(human.stderr, /^\[devices cpu:0, cpu:1 \(layer split\)\]$/m);
-  assert.equal(run('bench', '--synthetic', 'tiny', '--devices', 'cuda:0,cuda:1', '--split', '1,2', '--json').code, 0);
+  assert.equal(run('bench', '--synthetic', 'qwen3-coder-30b-a3b', '--layers', '1', '--weights', 'awq', '--devices', 'cuda:0,cuda:1', '--split', '1,2', '--json').code, 0);
   const calls = fs.readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { what: string; value: Record<string, unknown> });
   assert.deepEqual(calls.map((c) => c.what), ['loadModel', 'loadModel', 'bench']);
   assert.deepEqual(
@@ -207,7 +207,10 @@ test('device flags reach the addon (loadModel, bench); generate reports the addo
     [['cpu:0', 'cpu:1'], 'layer', [3, 1], undefined],
   );
   assert.deepEqual([calls[1].value.devices, calls[1].value.placement, calls[1].value.split], [['cpu:0', 'cpu:1'], 'expert', undefined]);
-  assert.deepEqual([calls[2].value.devices, calls[2].value.split, calls[2].value.synthetic], [['cuda:0', 'cuda:1'], [1, 2], 'tiny']);
+  assert.deepEqual(
+    [calls[2].value.devices, calls[2].value.split, calls[2].value.synthetic, calls[2].value.layers, calls[2].value.weights],
+    [['cuda:0', 'cuda:1'], [1, 2], 'qwen3-coder-30b-a3b', 1, 'awq'],
+  );
 });
 
 test('ppl on valid_ids.safetensors (120 windows × 512) is within 0.1% of valid_ppl_fp32', { skip: needsFixtures }, () => {
@@ -272,6 +275,8 @@ const errorCases: [string, () => string[], number, RegExp][] = [
   ['bad --placement', () => ['bench', '--synthetic', 'tiny', '--devices', 'cpu:0,cpu:1', '--placement', 'rows'], 2, /--placement: "rows" is not layer or expert/],
   ['bad --device', () => ['generate', '--model', tinyModelDir, '--ids', '1', '--device', 'tpu'], 2, /--device: "tpu"/],
   ['bench: both model and synthetic', () => ['bench', '--model', tinyModelDir, '--synthetic', 'tiny'], 2, /exactly one of --model, --synthetic/],
+  ['bench: --weights without --synthetic', () => ['bench', '--model', tinyModelDir, '--weights', 'awq'], 2, /--weights applies to --synthetic only/],
+  ['bench: bad --weights', () => ['bench', '--synthetic', 'tiny', '--weights', 'int3'], 2, /--weights: "int3" is not bf16 or awq/],
 ];
 
 for (const [what, args, code, message] of errorCases) {

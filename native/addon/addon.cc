@@ -714,6 +714,7 @@ Napi::Value Bench(const Napi::CallbackInfo& info) {
     throw Napi::TypeError::New(env, "bench(opts): give exactly one of model and synthetic");
   }
   opts.layers = optInt(o, "layers", opts.layers, 0);
+  opts.weights = optString(o, "weights", opts.weights);
   opts.prefill_tokens = optInt(o, "prefillTokens", opts.prefill_tokens, 1);
   opts.decode_tokens = optInt(o, "decodeTokens", opts.decode_tokens, 1);
   opts.threads = optInt(o, "threads", opts.threads, 0);

@@ -1,5 +1,5 @@
 // mixq_bench: the engine benchmark as a plain C++ program (no Node), printing one JSON object.
-//   mixq_bench --model DIR | --synthetic mixtral-8x7b|tiny [--layers N] [--weights bf16|awq]
+//   mixq_bench --model DIR | --synthetic mixtral-8x7b|qwen3-coder-30b-a3b|tiny [--layers N] [--weights bf16|awq]
 //              [--prefill N] [--decode N] [--threads N] [--memcpy-mib N]
 //              [--device D | --devices cpu:0,cpu:1,...] [--placement layer|expert] [--split 1,1] [--profile]
 // --profile: time every op of the measured prefill + decode ("profile" in the JSON: per device and op).
@@ -71,7 +71,8 @@ int main(int argc, char** argv) {
     else if (a == "--split") o.split = parse_split(need(i));
     else if (a == "--profile") o.profile = true;
     else if (a == "--help" || a == "-h") {
-      std::printf("usage: mixq_bench (--model DIR | --synthetic mixtral-8x7b|tiny [--layers N] [--weights bf16|awq]) [--prefill N] "
+      std::printf("usage: mixq_bench (--model DIR | --synthetic mixtral-8x7b|qwen3-coder-30b-a3b|tiny [--layers N] "
+                  "[--weights bf16|awq]) [--prefill N] "
                   "[--decode N] [--threads N] [--memcpy-mib N] [--device D | --devices cpu:0,cpu:1] [--placement layer|expert] "
                   "[--split 1,1] [--profile]\n");
       return 0;

@@ -2,9 +2,9 @@
 # Builds the CUDA backend, its tests and the benchmarks for the GPU at hand, runs them, and keeps the logs.
 #   native/cuda/gpu_check.sh OUT_DIR [ARCH] [BENCH_ARGS...]   (ARCH default 90a-real: H100/H200)
 # Fixtures: ../shared/fixtures beside the checkout, else a copy carried in .gl/fixtures (linked there).
-# GPU_CHECK_QUICK=1: the tests, the GEMM part of cuda_bench and three model benches only (no kernel sweep, no
-# sanitizer) — a check that fits one short device call.
-# Writes OUT_DIR/{env.txt,build.log,ctest.log,test_*.log,sanitizer.log,bench.json,bench.txt,mixq_bench_cuda.json}.
+# GPU_CHECK_QUICK=1: the tests, the GEMM part of cuda_bench and five model benches only (three Mixtral, two Qwen3; no
+# kernel sweep, no sanitizer) — a check that fits one short device call.
+# Writes OUT_DIR/{env.txt,build.log,ctest.log,test_*.log,sanitizer.log,bench.json,bench.txt,mixq_bench_*.json}.
 # Exit status: that of the CUDA ctest run.
 set -u -o pipefail
 out=${1:?usage: gpu_check.sh OUT_DIR [ARCH]}
@@ -44,19 +44,18 @@ bench_args=""; [ "$quick" = 1 ] && bench_args="--quick"
 LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}:/usr/local/cuda/lib64:${cublas_dir}" timeout 300 ./cuda_bench $bench_args >"$out/bench.json" 2>"$out/bench.txt"
 echo "cuda_bench exit $?"
 grep -E "^(copy|cuBLAS|gemm_w4a16|moe grouped|attention|empty kernel)" "$out/bench.txt"
-# Mixtral-8x7B shapes, all 32 layers, AWQ g128 on the GPU: decode after 128 and after 4096 tokens of context,
-# prefill of 512 and 2048, and one profiled decode run (per-op breakdown).
-bench() {  # NAME ARGS...
-  local name=$1; shift
-  timeout 240 ./mixq_bench --synthetic mixtral-8x7b --layers 32 --weights awq --device cuda --memcpy-mib 64 "$@" \
-    >"$out/mixq_bench_$name.json" 2>&1
-  echo "mixq_bench $name exit $?: $(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print({k: r[k] for k in ('prefillTokens','prefillTokensPerSec','decodeTokens','decodeTokensPerSec','decodeStepMode','decodeMsPerLayer','decodeHeadMs','weightGBps','deviceCopyGBps','bandwidthRatio','devicePeakBytes','devicePlannedBytes') if k in r})" "$out/mixq_bench_$name.json" 2>&1 | tail -1)"
+# Random AWQ g128 weights of the real shapes on the GPU, all layers: Mixtral-8x7B (32 layers) decode after 128 and
+# after 4096 tokens of context, prefill of 128 and 2048, one profiled decode run (per-op breakdown); Qwen3-Coder-30B-A3B
+# (48 layers, 128 experts top-8) decode after 512, prefill of 2048, and in the full mode context 4096 and a profile.
+bench() {  # NAME SHAPE ARGS...   SHAPE: mixtral | qwen3
+  local name=$1 shape=$2; shift 2
+  local model="--synthetic mixtral-8x7b --layers 32"
+  [ "$shape" = qwen3 ] && model="--synthetic qwen3-coder-30b-a3b --layers 48"
+  timeout 240 ./mixq_bench $model --weights awq --device cuda --memcpy-mib 64 "$@" >"$out/mixq_bench_$name.json" 2>&1
+  echo "mixq_bench $name exit $?: $(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print({k: r[k] for k in ('prefillTokens','prefillTokensPerSec','decodeTokens','decodeTokensPerSec','decodeStepMode','decodeMsPerLayer','decodeHeadMs','weightBytesPerToken','weightGBps','deviceCopyGBps','bandwidthRatio','devicePeakBytes','devicePlannedBytes') if k in r})" "$out/mixq_bench_$name.json" 2>&1 | tail -1)"
 }
-bench ctx128 --prefill 128 --decode 64
-bench prefill2048 --prefill 2048 --decode 8
-[ "$quick" = 1 ] || bench ctx4096 --prefill 4096 --decode 32
-bench profile --prefill 128 --decode 16 --profile
-python3 - "$out/mixq_bench_profile.json" <<'PY'
+profile_top() {  # JSON: the busiest ops of a --profile run
+  python3 - "$1" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 for d in r.get("profile", {}).get("devices", []):
@@ -66,6 +65,19 @@ for d in r.get("profile", {}).get("devices", []):
     for k in ks[:12]:
         print("  %-18s calls %6d total %8.2f ms mean %8.2f us" % (k["name"], k["calls"], k["total_ms"], k["mean_us"]))
 PY
+}
+bench ctx128 mixtral --prefill 128 --decode 64
+bench prefill2048 mixtral --prefill 2048 --decode 8
+[ "$quick" = 1 ] || bench ctx4096 mixtral --prefill 4096 --decode 32
+bench profile mixtral --prefill 128 --decode 16 --profile
+profile_top "$out/mixq_bench_profile.json"
+bench qwen3 qwen3 --prefill 512 --decode 64
+bench qwen3_prefill2048 qwen3 --prefill 2048 --decode 8
+if [ "$quick" != 1 ]; then
+  bench qwen3_ctx4096 qwen3 --prefill 4096 --decode 32
+  bench qwen3_profile qwen3 --prefill 512 --decode 16 --profile
+  profile_top "$out/mixq_bench_qwen3_profile.json"
+fi
 # Memory and race checks (the sanitizer slows kernels ~100×).
 if [ "$quick" != 1 ] && command -v compute-sanitizer >/dev/null; then
   for t in test_cuda_moe_align test_cuda_rms_norm test_cuda_attention "test_cuda_gemm_w4a16 --small"; do

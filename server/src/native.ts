@@ -159,8 +159,9 @@ export interface NativeEngine {
 
 export interface NativeBenchOptions {
   model?: string;               // a model folder
-  synthetic?: string;           // 'mixtral-8x7b' | 'tiny'
+  synthetic?: string;           // 'mixtral-8x7b' | 'qwen3-coder-30b-a3b' | 'tiny'
   layers?: number;              // layers for synthetic
+  weights?: 'bf16' | 'awq';     // weights for synthetic (default bf16; awq: attention and experts int4 g128)
   prefillTokens?: number;
   decodeTokens?: number;
   threads?: number;

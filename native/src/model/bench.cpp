@@ -64,6 +64,15 @@ void parallel_chunks(int parts, int64_t n, const std::function<void(int64_t, int
   for (std::thread& w : workers) w.join();
 }
 
+// A benchmark of a broken forward pass measures nothing: NaN or Inf in the logits is an error naming where.
+void require_finite_logits(const std::vector<float>& logits, const std::string& when, const std::string& device) {
+  for (size_t i = 0; i < logits.size(); ++i) {
+    if (!std::isfinite(logits[i])) {
+      throw Error("bench: logit " + std::to_string(i) + " is not finite after " + when + " on " + device);
+    }
+  }
+}
+
 int hardware_threads(int threads) {
   return threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency()));
 }
@@ -84,7 +93,35 @@ void fill_blocks(int threads, int64_t n, uint64_t seed, Gen gen) {
 
 void HugeFree::operator()(void* p) const { std::free(p); }
 
+namespace {
+
+// Qwen3-Coder-30B-A3B's config.json (every layer MoE, untied lm_head, per-head q/k norms; q width 4096 ≠ hidden).
+ModelConfig qwen3_coder_30b_a3b(int layers) {
+  ModelConfig c;
+  c.model_type = "qwen3_moe";
+  c.hidden_size = 2048;
+  c.intermediate_size = 768;  // moe_intermediate_size
+  c.num_hidden_layers = layers > 0 ? layers : 48;
+  c.num_attention_heads = 32;
+  c.num_key_value_heads = 4;
+  c.head_dim = 128;
+  c.num_local_experts = 128;
+  c.num_experts_per_tok = 8;
+  c.norm_topk_prob = true;
+  c.qk_norm = true;
+  c.vocab_size = 151936;
+  c.max_position_embeddings = 262144;
+  c.rope_theta = 1e7;
+  c.rms_norm_eps = 1e-6;
+  c.bos_token_id = 151643;
+  c.eos_token_id = 151645;
+  return c;
+}
+
+}  // namespace
+
 ModelConfig synthetic_config(const std::string& name, int layers) {
+  if (name == "qwen3-coder-30b-a3b" || name == "qwen3-30b-a3b") return qwen3_coder_30b_a3b(layers);  // one shape
   ModelConfig c;
   c.model_type = "mixtral";
   if (name == "mixtral-8x7b") {
@@ -104,7 +141,7 @@ ModelConfig synthetic_config(const std::string& name, int layers) {
     c.max_position_embeddings = 4096;
     c.num_hidden_layers = layers > 0 ? layers : 4;
   } else {
-    throw Error("bench: unknown synthetic model \"" + name + "\" (known: mixtral-8x7b, tiny)");
+    throw Error("bench: unknown synthetic model \"" + name + "\" (known: mixtral-8x7b, qwen3-coder-30b-a3b (also qwen3-30b-a3b), tiny)");
   }
   c.head_dim = c.hidden_size / c.num_attention_heads;
   c.num_local_experts = 8;
@@ -172,10 +209,8 @@ const TensorView* SyntheticStore::find(const std::string& name) const {
   return found == tensors.end() ? nullptr : &found->second;
 }
 
-namespace {
-
-std::shared_ptr<Model> synthetic_model(const std::string& name, int layers, const std::string& weights,
-                                       const EngineOptions& eo, uint64_t seed) {
+std::shared_ptr<Model> make_synthetic_model(const std::string& name, int layers, const std::string& weights,
+                                            const EngineOptions& eo, uint64_t seed) {
   ModelConfig c = synthetic_config(name, layers);
   int group = 0;
   if (weights == "awq" || weights == "awq-int4") {
@@ -192,24 +227,29 @@ std::shared_ptr<Model> synthetic_model(const std::string& name, int layers, cons
   auto store = std::make_shared<SyntheticStore>();
   store->threads = hardware_threads(eo.threads);
   store->seed = seed;
-  const int64_t h = c.hidden_size, it = c.intermediate_size, hd = c.head_dim;
-  const float sh = 1.0f / std::sqrt(float(h)), si = 1.0f / std::sqrt(float(it));
+  const int64_t h = c.hidden_size, it = c.intermediate_size, hd = c.head_dim, q_dim = c.num_attention_heads * hd;
+  const float sh = 1.0f / std::sqrt(float(h)), si = 1.0f / std::sqrt(float(it)), sq = 1.0f / std::sqrt(float(q_dim));
+  const WeightNames n = c.names();
   // Embeddings, norms, router and lm_head stay 16-bit in AWQ checkpoints too.
   store->add_bf16("model.embed_tokens.weight", {c.vocab_size, h}, 1.0f);
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     store->add_const_bf16(p + "input_layernorm.weight", {h}, 1.0f);
     store->add_const_bf16(p + "post_attention_layernorm.weight", {h}, 1.0f);
-    store->add_linear(p + "self_attn.q_proj", c.num_attention_heads * hd, h, sh, group);
+    store->add_linear(p + "self_attn.q_proj", q_dim, h, sh, group);
     store->add_linear(p + "self_attn.k_proj", c.num_key_value_heads * hd, h, sh, group);
     store->add_linear(p + "self_attn.v_proj", c.num_key_value_heads * hd, h, sh, group);
-    store->add_linear(p + "self_attn.o_proj", h, c.num_attention_heads * hd, sh, group);
-    store->add_bf16(p + "block_sparse_moe.gate.weight", {c.num_local_experts, h}, sh);
+    store->add_linear(p + "self_attn.o_proj", h, q_dim, sq, group);
+    if (c.qk_norm) {
+      store->add_const_bf16(p + "self_attn.q_norm.weight", {hd}, 1.0f);
+      store->add_const_bf16(p + "self_attn.k_norm.weight", {hd}, 1.0f);
+    }
+    store->add_bf16(p + n.moe + ".gate.weight", {c.num_local_experts, h}, sh);
     for (int e = 0; e < c.num_local_experts; ++e) {
-      const std::string ep = p + "block_sparse_moe.experts." + std::to_string(e) + ".";
-      store->add_linear(ep + "w1", it, h, sh, group);
-      store->add_linear(ep + "w3", it, h, sh, group);
-      store->add_linear(ep + "w2", h, it, si, group);
+      const std::string ep = p + n.moe + ".experts." + std::to_string(e) + ".";
+      store->add_linear(ep + n.w1, it, h, sh, group);
+      store->add_linear(ep + n.w3, it, h, sh, group);
+      store->add_linear(ep + n.w2, h, it, si, group);
     }
   }
   store->add_const_bf16("model.norm.weight", {h}, 1.0f);
@@ -217,8 +257,6 @@ std::shared_ptr<Model> synthetic_model(const std::string& name, int layers, cons
   TensorLookup lookup = [&](const std::string& n) { return store->find(n); };
   return make_model(c, lookup, store, eo, "synthetic:" + name, "synthetic " + name);
 }
-
-}  // namespace
 
 size_t peak_rss_bytes() {
   std::ifstream f("/proc/self/status");
@@ -269,7 +307,7 @@ BenchResult run_bench(const BenchOptions& o) {
   eo.devices = o.devices;
   eo.placement = o.placement;
   eo.split = o.split;
-  const bool big = o.synthetic == "mixtral-8x7b";
+  const bool big = o.synthetic == "mixtral-8x7b" || o.synthetic == "qwen3-coder-30b-a3b" || o.synthetic == "qwen3-30b-a3b";
   r.prefill_tokens = o.prefill_tokens > 0 ? o.prefill_tokens : big ? 32 : 128;
   r.decode_tokens = o.decode_tokens > 0 ? o.decode_tokens : big ? 8 : 64;
 
@@ -278,7 +316,7 @@ BenchResult run_bench(const BenchOptions& o) {
   if (!o.model_dir.empty()) {
     model = Model::load(o.model_dir, eo);
   } else if (!o.synthetic.empty()) {
-    model = synthetic_model(o.synthetic, o.layers, o.weights, eo, o.seed);
+    model = make_synthetic_model(o.synthetic, o.layers, o.weights, eo, o.seed);
   } else {
     throw Error("bench: give a model folder or a synthetic model name");
   }
@@ -306,6 +344,9 @@ BenchResult run_bench(const BenchOptions& o) {
   ctx.eval(prompt, cap);
   const double prefill_ms = ms_since(t0);
   r.prefill_tokens_per_sec = r.prefill_tokens / (prefill_ms * 1e-3);
+  std::string where = eo.device;
+  for (size_t i = 0; i < eo.devices.size(); ++i) where = (i ? where + "," : "") + eo.devices[i];
+  require_finite_logits(cap.logits, "the prefill", where);
 
   // Throughput: decode steps as an application runs them (recorded as a graph where the backend can).
   int32_t tok = int32_t(std::max_element(cap.logits.begin(), cap.logits.end()) - cap.logits.begin());
@@ -315,6 +356,7 @@ BenchResult run_bench(const BenchOptions& o) {
     tok = int32_t(std::max_element(cap.logits.begin(), cap.logits.end()) - cap.logits.begin());
   }
   const double decode_ms = ms_since(t0);
+  require_finite_logits(cap.logits, "the decode steps", where);
   r.decode_step_mode = ctx.step_mode();
   if (o.profile) {
     model->set_profiling(false);

@@ -16,11 +16,11 @@ namespace mixq {
 
 struct BenchOptions {
   std::string model_dir;     // a model folder, or empty with `synthetic`
-  std::string synthetic;     // "mixtral-8x7b" | "tiny" (the fixture's shapes)
-  int layers = 0;            // synthetic: decoder layers (0 = 2 for mixtral-8x7b, 4 for tiny)
+  std::string synthetic;     // "mixtral-8x7b" | "qwen3-coder-30b-a3b" | "tiny" (the fixture's shapes)
+  int layers = 0;            // synthetic: decoder layers (0 = the shape's own: synthetic_config)
   std::string weights = "bf16";  // synthetic: "bf16" | "awq" (int4 g128 GEMM layout for attention + experts)
-  int prefill_tokens = 0;    // 0 = 128 for a folder / tiny, 32 for mixtral-8x7b
-  int decode_tokens = 0;     // 0 = 64 for a folder / tiny, 8 for mixtral-8x7b
+  int prefill_tokens = 0;    // 0 = 128 for a folder / tiny, 32 for mixtral-8x7b / qwen3-coder-30b-a3b
+  int decode_tokens = 0;     // 0 = 64 for a folder / tiny, 8 for mixtral-8x7b / qwen3-coder-30b-a3b
   int threads = 0;           // 0 = all hardware threads
   std::string device = "cpu";
   std::vector<std::string> devices;  // several devices (EngineOptions::devices)
@@ -71,8 +71,11 @@ std::string bench_result_json(const BenchResult& r);
 
 // ---- synthetic weights (run_bench --synthetic, awq_bench) ----------------------------------------------------
 
-// The config of a named synthetic model: "mixtral-8x7b" (hidden 4096, intermediate 14336, 32/8 heads, vocab 32000;
-// layers 0 = 2) or "tiny" (the fixture's shapes; layers 0 = 4). Always 8 experts top-2, no quantization_config.
+// The config of a named synthetic model, no quantization_config:
+// - "mixtral-8x7b": hidden 4096, intermediate 14336, 32/8 heads, 8 experts top-2, vocab 32000; layers 0 = 2;
+// - "qwen3-coder-30b-a3b": qwen3_moe, hidden 2048, 32/4 heads of 128 (q width 4096), per-head q/k norms, 128 experts
+//   of 768 top-8 (norm_topk_prob), vocab 151936, untied lm_head, rope_theta 1e7, eps 1e-6; layers 0 = 48;
+// - "tiny": the Mixtral fixture's shapes (8 experts top-2); layers 0 = 4.
 ModelConfig synthetic_config(const std::string& name, int layers);
 
 struct HugeFree {
@@ -103,5 +106,10 @@ struct SyntheticStore {
   void add_linear(const std::string& prefix, int64_t out, int64_t in, float scale, int awq_group);
   const TensorView* find(const std::string& name) const;  // nullptr when absent
 };
+
+// The named synthetic model (synthetic_config) with random weights in a SyntheticStore, placed by `eo`: weights "bf16"
+// (every Linear bf16) or "awq" (attention and experts AWQ int4 g128; embedding, norms, router and lm_head bf16).
+std::shared_ptr<Model> make_synthetic_model(const std::string& name, int layers, const std::string& weights,
+                                            const EngineOptions& eo, uint64_t seed);
 
 }  // namespace mixq
