@@ -199,12 +199,12 @@ void elementwise_argmax_copy(Devices& d) {
                      {"copy", d.on.c_str(), d.home_name.c_str(), d.third->device().str().c_str()});
 }
 
-// Mixtral's GQA shape scaled down: 4 heads, 2 kv heads, head_dim 64, capacity 64, 5 cached tokens.
+// Mixtral's GQA shape scaled down: 4 heads, 2 kv heads, head_dim 64, capacity 64, 5 cached tokens; 1 and 17 new.
 void attention(Devices& d) {
   Backend& b = *d.b;
   const AttentionShape s{4, 2, 64, 0};
   const int64_t cap = 64, n_past = 5, kv = 2 * 64, qd = 4 * 64;
-  for (const int64_t n : {int64_t(1), int64_t(4)}) {
+  for (const int64_t n : {int64_t(1), int64_t(17)}) {  // the split-K decode kernel; the tensor-core prefill
     std::vector<float> kc(size_t(cap * kv), 0.f), vc = kc;
     const std::vector<float> q = randv(size_t(n * qd)), k = randv(size_t(n * kv)), v = randv(size_t(n * kv));
     const std::vector<float> base_k = randv(size_t(n_past * kv)), base_v = randv(size_t(n_past * kv));
