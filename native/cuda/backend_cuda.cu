@@ -294,15 +294,18 @@ class CudaBackendImpl final : public CudaBackend {
   }
   void cancel_capture(const std::vector<Backend*>& joined) override {
     DeviceGuard guard(dev_.index);
-    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-    if (cudaStreamIsCapturing(stream_, &status) != cudaSuccess || status == cudaStreamCaptureStatusNone) return;
-    try {
-      join_capture(joined);
-    } catch (const Error&) {  // an invalidated capture may refuse the joins: ending it is all that is left
+    if (capturing(stream_)) {
+      try {
+        join_capture(joined);
+      } catch (const Error&) {  // an invalidated capture may refuse the joins: ending it is all that is left
+      }
+      end_capture_of(stream_);
     }
-    end_capture_of(stream_);
-    for (Backend* b : joined)  // a stream still capturing after the origin's end (not expected): ended too
-      if (auto* c = dynamic_cast<CudaBackendImpl*>(b)) end_capture_of(c->stream_);
+    for (Backend* b : joined)  // a stream left capturing after the origin's end (not expected): ended too
+      if (auto* c = dynamic_cast<CudaBackendImpl*>(b)) {
+        DeviceGuard theirs(c->dev_.index);
+        end_capture_of(c->stream_);
+      }
     cudaGetLastError();  // the failed capture's error is reported by the op that caused it
   }
   uint64_t generation() const override { return generation_; }
@@ -511,9 +514,12 @@ class CudaBackendImpl final : public CudaBackend {
       CUDA_CHECK(cudaStreamWaitEvent(stream_, tail.get(), 0));
     }
   }
-  static void end_capture_of(cudaStream_t stream) {
+  static bool capturing(cudaStream_t stream) {
     cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-    if (cudaStreamIsCapturing(stream, &status) != cudaSuccess || status == cudaStreamCaptureStatusNone) return;
+    return cudaStreamIsCapturing(stream, &status) == cudaSuccess && status != cudaStreamCaptureStatusNone;
+  }
+  static void end_capture_of(cudaStream_t stream) {
+    if (!capturing(stream)) return;
     cudaGraph_t graph = nullptr;
     cudaStreamEndCapture(stream, &graph);
     if (graph) cudaGraphDestroy(graph);

@@ -62,7 +62,7 @@ bench profile --prefill 128 --decode 16 --profile
 place() {  # NAME DEVICES PLACEMENT [ENV=VALUE...]
   local name=$1 devices=$2 placement=$3; shift 3
   env MIXQ_CHECK_DEVICES=0 "$@" timeout 240 ./mixq_bench --synthetic mixtral-8x7b --layers 32 --weights awq \
-    --devices "$devices" --placement "$placement" --prefill 512 --decode 32 >"$out/mixq_bench_$name.json" 2>&1
+    --devices "$devices" --placement "$placement" --prefill 512 --decode 32 --memcpy-mib 64 >"$out/mixq_bench_$name.json" 2>&1
   echo "mixq_bench $name exit $?: $(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print({k: r[k] for k in ('prefillTokensPerSec','decodeTokensPerSec','decodeStepMode','loadMs') if k in r})" "$out/mixq_bench_$name.json" 2>&1 | tail -1)"
 }
 two=cuda:0,cuda:0/1
