@@ -56,6 +56,16 @@ bench ctx128 --prefill 128 --decode 64
 bench prefill2048 --prefill 2048 --decode 8
 [ "$quick" = 1 ] || bench ctx4096 --prefill 4096 --decode 32
 bench profile --prefill 128 --decode 16 --profile
+python3 - "$out/mixq_bench_profile.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+for d in r.get("profile", {}).get("devices", []):
+    ks = sorted(d.get("kernels", []), key=lambda k: -k.get("total_ms", 0))
+    tot = sum(k.get("total_ms", 0) for k in ks)
+    print(d.get("name"), "ops total %.1f ms" % tot)
+    for k in ks[:12]:
+        print("  %-18s calls %6d total %8.2f ms mean %8.2f us" % (k["name"], k["calls"], k["total_ms"], k["mean_us"]))
+PY
 # Placement over logical devices of one GPU (issue 10): 1, 2 and 4 logical devices, layer split and expert
 # parallel, prefill 512 and 32 decode steps per run (the cost of the boundary copies and of expert dispatch), the
 # checker's cost (MIXQ_CHECK_DEVICES=1 vs 0) and copies forced through pinned host memory, on 2 devices.
@@ -74,16 +84,6 @@ for p in layer expert; do
 done
 place devices2_layer_checks $two layer MIXQ_CHECK_DEVICES=1
 place devices2_layer_staged $two layer MIXQ_CUDA_STAGED_COPIES=1
-python3 - "$out/mixq_bench_profile.json" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))
-for d in r.get("profile", {}).get("devices", []):
-    ks = sorted(d.get("kernels", []), key=lambda k: -k.get("total_ms", 0))
-    tot = sum(k.get("total_ms", 0) for k in ks)
-    print(d.get("name"), "ops total %.1f ms" % tot)
-    for k in ks[:12]:
-        print("  %-18s calls %6d total %8.2f ms mean %8.2f us" % (k["name"], k["calls"], k["total_ms"], k["mean_us"]))
-PY
 # Memory and race checks (the sanitizer slows kernels ~100×).
 if [ "$quick" != 1 ] && command -v compute-sanitizer >/dev/null; then
   for t in test_cuda_moe_align test_cuda_rms_norm test_cuda_attention "test_cuda_gemm_w4a16 --small" test_cuda_seed_bug; do
@@ -93,6 +93,9 @@ if [ "$quick" != 1 ] && command -v compute-sanitizer >/dev/null; then
       echo "exit $?" >>"$out/sanitizer.log"
     done
   done
+  echo "== memcheck test_gpu_model --placement" >>"$out/sanitizer.log"  # the fixture over 2 and 3 logical devices
+  timeout 300 compute-sanitizer --tool memcheck --error-exitcode 3 ./test_gpu_model --placement >>"$out/sanitizer.log" 2>&1
+  echo "exit $?" >>"$out/sanitizer.log"
   echo "== memcheck test_backend_ops" >>"$out/sanitizer.log"
   timeout 240 compute-sanitizer --tool memcheck --error-exitcode 3 ./test_backend_ops >>"$out/sanitizer.log" 2>&1
   echo "exit $?" >>"$out/sanitizer.log"

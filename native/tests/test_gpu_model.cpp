@@ -160,7 +160,8 @@ void check_logical_devices(const std::string& dir, const std::string& what) {
 
 }  // namespace
 
-int main() {
+// --placement: only the bf16 fixture over logical devices (a run short enough for compute-sanitizer).
+int main(int argc, char** argv) {
   bool gpu = false;
   for (const Device& d : available_devices()) gpu |= d.kind == DeviceKind::Cuda;
   if (!gpu) {
@@ -169,6 +170,10 @@ int main() {
   }
   require_fixtures();
   set_device_checks(true);
+  if (argc > 1 && std::strcmp(argv[1], "--placement") == 0) {
+    check_logical_devices(tiny_model_dir(), "bf16");
+    return finish();
+  }
   auto bf16 = load(tiny_model_dir(), {"cuda:0"}, "layer");
   std::printf("# %s\n", bf16->description().c_str());
   check_reference(bf16);
