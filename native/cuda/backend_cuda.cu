@@ -1,7 +1,8 @@
 // The CUDA backend (cuda_backend.h): every entry checks its tensors' devices (the engine's checker, which knows
 // logical devices), opens a DeviceGuard for the GPU and launches on the backend's own non-blocking stream.
 // Memory: DeviceBuffers counted in the device's arena; weights uploaded at prepare time (AWQ stays packed).
-// Copies to or from the host wait for the stream; copies between GPUs are peer copies when the driver allows.
+// Copies to or from the host wait for the stream; copies between devices (copy_between) are peer copies where the
+// driver allows, else staged through pinned host memory — ordered by events, never by the host, so recordable.
 #include <cuda_fp16.h>
 
 #include <algorithm>
@@ -9,7 +10,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <mutex>
+#include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "attention.h"
@@ -43,21 +47,45 @@ struct Arena {
   }
 };
 
+// A backend's stream, owned jointly by the backend and the buffers it allocated: a staged copy out of a buffer
+// runs on the stream of the device that wrote it, even one whose backend is gone.
+class Stream {
+ public:
+  explicit Stream(int ordinal) : ordinal_(ordinal) {
+    DeviceGuard guard(ordinal);
+    CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  }
+  ~Stream() {
+    DeviceGuard guard(ordinal_);
+    cudaStreamSynchronize(stream_);
+    cudaStreamDestroy(stream_);
+  }
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  cudaStream_t get() const { return stream_; }
+
+ private:
+  int ordinal_;
+  cudaStream_t stream_ = nullptr;
+};
+
 class CudaBuffer final : public Buffer {
  public:
-  CudaBuffer(const Device& d, size_t bytes, std::shared_ptr<Arena> arena)
-      : dev_(d), mem_(d.index, bytes), arena_(std::move(arena)) {
+  CudaBuffer(const Device& d, size_t bytes, std::shared_ptr<Arena> arena, std::shared_ptr<Stream> stream)
+      : dev_(d), mem_(d.index, bytes), arena_(std::move(arena)), stream_(std::move(stream)) {
     arena_->add(bytes);
   }
   ~CudaBuffer() override { arena_->bytes.fetch_sub(mem_.size()); }
   void* data() override { return mem_.data(); }
   size_t size() const override { return mem_.size(); }
   Device device() const override { return dev_; }
+  cudaStream_t stream() const { return stream_->get(); }
 
  private:
   Device dev_;
   DeviceBuffer mem_;
   std::shared_ptr<Arena> arena_;
+  std::shared_ptr<Stream> stream_;
 };
 
 class CudaEvent final : public Event {
@@ -102,6 +130,31 @@ bool graphs_allowed() {
   return !(v && std::strcmp(v, "0") == 0);
 }
 
+// MIXQ_CUDA_STAGED_COPIES=1: copies between devices go through pinned host memory even where a direct copy is
+// possible (logical devices of one GPU too), so the staged path is tested on one GPU.
+bool staged_copies_forced() {
+  const char* v = std::getenv("MIXQ_CUDA_STAGED_COPIES");
+  return v && std::strcmp(v, "1") == 0;
+}
+
+// Whether `to` can read `from`'s memory directly; peer access is enabled once per ordered pair, on first use.
+bool peer_access(int to, int from) {
+  static std::mutex mu;
+  static std::map<std::pair<int, int>, bool> known;
+  const std::lock_guard<std::mutex> lock(mu);
+  const auto it = known.find({to, from});
+  if (it != known.end()) return it->second;
+  int can = 0;
+  CUDA_CHECK(cudaDeviceCanAccessPeer(&can, to, from));
+  if (can) {
+    DeviceGuard guard(to);
+    const cudaError_t e = cudaDeviceEnablePeerAccess(from, 0);
+    if (e == cudaErrorPeerAccessAlreadyEnabled) cudaGetLastError();
+    else CUDA_CHECK(e);
+  }
+  return known[{to, from}] = can != 0;
+}
+
 // A weight handle: the uploaded tensors (dense [out, in] or transposed [in, out]; or AWQ's three).
 class CudaLinear final : public Linear {
  public:
@@ -139,12 +192,13 @@ class CudaBackendImpl final : public CudaBackend {
   friend class GpuOpScope;
 
  public:
-  explicit CudaBackendImpl(const Device& d) : dev_(d), arena_(std::make_shared<Arena>()) {
+  explicit CudaBackendImpl(const Device& d)
+      : dev_(d), owned_stream_(std::make_shared<Stream>(d.index)), stream_(owned_stream_->get()),
+        arena_(std::make_shared<Arena>()) {
     DeviceGuard guard(d.index);
     cudaDeviceProp prop{};
     CUDA_CHECK(cudaGetDeviceProperties(&prop, d.index));
     name_ = d.str() + " " + prop.name;
-    CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   }
   ~CudaBackendImpl() override {
     DeviceGuard guard(dev_.index);
@@ -154,8 +208,8 @@ class CudaBackendImpl final : public CudaBackend {
       cudaEventDestroy(p.stop);
     }
     if (base_) cudaEventDestroy(base_);
-    cudaStreamDestroy(stream_);
     if (pinned_) cudaFreeHost(pinned_);
+    if (staging_) cudaFreeHost(staging_);
   }
 
   Device device() const override { return dev_; }
@@ -168,7 +222,7 @@ class CudaBackendImpl final : public CudaBackend {
   size_t peak_arena_bytes() const override { return arena_->peak.load(); }
 
   std::shared_ptr<Buffer> alloc(size_t bytes) override {
-    return std::make_shared<CudaBuffer>(dev_, std::max<size_t>(bytes, 1), arena_);
+    return std::make_shared<CudaBuffer>(dev_, std::max<size_t>(bytes, 1), arena_, owned_stream_);
   }
 
   Tensor upload(const TensorView& t, std::shared_ptr<const void>) override {
@@ -199,10 +253,8 @@ class CudaBackendImpl final : public CudaBackend {
     if (s.kind == DeviceKind::Cpu || d.kind == DeviceKind::Cpu) {
       CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src.raw(), src.nbytes(), cudaMemcpyDefault, stream_));
       CUDA_CHECK(cudaStreamSynchronize(stream_));  // host memory: complete before the caller touches it
-    } else if (s.index == d.index) {
-      CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src.raw(), src.nbytes(), cudaMemcpyDeviceToDevice, stream_));
     } else {
-      CUDA_CHECK(cudaMemcpyPeerAsync(dst.raw(), d.index, src.raw(), s.index, src.nbytes(), stream_));
+      copy_between(src, dst);
     }
   }
 
@@ -227,8 +279,9 @@ class CudaBackendImpl final : public CudaBackend {
     CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
     return true;
   }
-  std::unique_ptr<Graph> end_capture() override {
+  std::unique_ptr<Graph> end_capture(const std::vector<Backend*>& joined) override {
     DeviceGuard guard(dev_.index);
+    join_capture(joined);
     cudaGraph_t graph = nullptr;
     CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
     cudaGraphExec_t exec = nullptr;
@@ -237,13 +290,20 @@ class CudaBackendImpl final : public CudaBackend {
     CUDA_CHECK(e);
     return std::make_unique<CudaGraph>(dev_.index, stream_, exec);
   }
-  void cancel_capture() override {
+  void cancel_capture(const std::vector<Backend*>& joined) override {
     DeviceGuard guard(dev_.index);
-    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-    if (cudaStreamIsCapturing(stream_, &status) != cudaSuccess || status == cudaStreamCaptureStatusNone) return;
-    cudaGraph_t graph = nullptr;
-    cudaStreamEndCapture(stream_, &graph);
-    if (graph) cudaGraphDestroy(graph);
+    if (capturing(stream_)) {
+      try {
+        join_capture(joined);
+      } catch (const Error&) {  // an invalidated capture may refuse the joins: ending it is all that is left
+      }
+      end_capture_of(stream_);
+    }
+    for (Backend* b : joined)  // a stream left capturing after the origin's end (not expected): ended too
+      if (auto* c = dynamic_cast<CudaBackendImpl*>(b)) {
+        DeviceGuard theirs(c->dev_.index);
+        end_capture_of(c->stream_);
+      }
     cudaGetLastError();  // the failed capture's error is reported by the op that caused it
   }
   uint64_t generation() const override { return generation_; }
@@ -384,6 +444,85 @@ class CudaBackendImpl final : public CudaBackend {
   }
 
  private:
+  // dst = src between two CUDA devices (or logical devices), queued on this stream (already ordered after src's
+  // producer by the caller): a same-GPU or peer copy; into this device, staged through pinned host memory where
+  // the GPUs cannot reach each other or MIXQ_CUDA_STAGED_COPIES=1 (elsewhere the driver stages a peer copy).
+  void copy_between(const Tensor& src, Tensor& dst) {
+    const Device s = src.device(), d = dst.device();
+    const bool direct = s.index == d.index || peer_access(d.index, s.index);
+    if (s != d && d == dev_ && (!direct || staged_copies_forced())) {
+      copy_staged(src, dst);
+    } else if (s.index == d.index) {
+      CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src.raw(), src.nbytes(), cudaMemcpyDeviceToDevice, stream_));
+    } else {
+      CUDA_CHECK(cudaMemcpyPeerAsync(dst.raw(), d.index, src.raw(), s.index, src.nbytes(), stream_));
+    }
+  }
+  // Through this backend's pinned staging buffer: the source's stream (that of the backend that allocated src)
+  // copies device → host once this stream's earlier reads of the buffer are done; this stream copies host →
+  // device once that copy is. Two events, no host synchronisation: recordable in a graph.
+  void copy_staged(const Tensor& src, Tensor& dst) {
+    const size_t bytes = src.nbytes();
+    void* host = staging(bytes);
+    const auto* owner = dynamic_cast<const CudaBuffer*>(src.buffer.get());
+    const cudaStream_t src_stream = owner ? owner->stream() : stream_;
+    const int src_ordinal = src.device().index;
+    const CudaEvent reads_done(dev_.index, stream_);
+    {
+      DeviceGuard guard(src_ordinal);
+      CUDA_CHECK(cudaStreamWaitEvent(src_stream, reads_done.get(), 0));
+      CUDA_CHECK(cudaMemcpyAsync(host, src.raw(), bytes, cudaMemcpyDeviceToHost, src_stream));
+    }
+    const CudaEvent staged(src_ordinal, src_stream);
+    CUDA_CHECK(cudaStreamWaitEvent(stream_, staged.get(), 0));
+    CUDA_CHECK(cudaMemcpyAsync(dst.raw(), host, bytes, cudaMemcpyHostToDevice, stream_));
+  }
+  // Pinned host bytes for staged copies into this device, grown (outside a recording: a new buffer changes the
+  // generation) after the copies still reading the old one are done.
+  void* staging(size_t bytes) {
+    if (staging_bytes_ < bytes) {
+      CUDA_CHECK(cudaStreamSynchronize(stream_));
+      if (staging_) CUDA_CHECK(cudaFreeHost(staging_));
+      staging_ = nullptr;
+      staging_bytes_ = 0;
+      CUDA_CHECK(cudaMallocHost(&staging_, bytes));
+      staging_bytes_ = bytes;
+      ++generation_;
+    }
+    return staging_;
+  }
+  // Before the origin (this stream) ends a recording: every joined backend's stream that takes part in the same
+  // capture records an event the origin waits on (stream capture's rule: every fork joined back).
+  void join_capture(const std::vector<Backend*>& joined) {
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    unsigned long long id = 0;
+    CUDA_CHECK(cudaStreamGetCaptureInfo(stream_, &status, &id));
+    if (status != cudaStreamCaptureStatusActive) return;
+    for (Backend* b : joined) {
+      auto* c = dynamic_cast<CudaBackendImpl*>(b);
+      if (!c || c->stream_ == stream_) continue;
+      cudaStreamCaptureStatus their = cudaStreamCaptureStatusNone;
+      unsigned long long their_id = 0;
+      {
+        DeviceGuard guard(c->dev_.index);
+        CUDA_CHECK(cudaStreamGetCaptureInfo(c->stream_, &their, &their_id));
+      }
+      if (their != cudaStreamCaptureStatusActive || their_id != id) continue;
+      const CudaEvent tail(c->dev_.index, c->stream_);
+      CUDA_CHECK(cudaStreamWaitEvent(stream_, tail.get(), 0));
+    }
+  }
+  static bool capturing(cudaStream_t stream) {
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    return cudaStreamIsCapturing(stream, &status) == cudaSuccess && status != cudaStreamCaptureStatusNone;
+  }
+  static void end_capture_of(cudaStream_t stream) {
+    if (!capturing(stream)) return;
+    cudaGraph_t graph = nullptr;
+    cudaStreamEndCapture(stream, &graph);
+    if (graph) cudaGraphDestroy(graph);
+  }
+
   std::pair<size_t, size_t> mem_info() const {
     DeviceGuard guard(dev_.index);
     size_t free_b = 0, total_b = 0;
@@ -493,8 +632,11 @@ class CudaBackendImpl final : public CudaBackend {
 
   Device dev_;
   std::string name_;
-  cudaStream_t stream_ = nullptr;
+  std::shared_ptr<Stream> owned_stream_;
+  cudaStream_t stream_ = nullptr;  // owned_stream_'s
   std::shared_ptr<Arena> arena_;
+  void* staging_ = nullptr;  // pinned host memory of staged copies into this device
+  size_t staging_bytes_ = 0;
   Tensor x16_, gemv_ws_;
   std::vector<PendingOp> pending_;
   cudaEvent_t base_ = nullptr;

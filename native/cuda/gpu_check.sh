@@ -2,8 +2,8 @@
 # Builds the CUDA backend, its tests and the benchmarks for the GPU at hand, runs them, and keeps the logs.
 #   native/cuda/gpu_check.sh OUT_DIR [ARCH] [BENCH_ARGS...]   (ARCH default 90a-real: H100/H200)
 # Fixtures: ../shared/fixtures beside the checkout, else a copy carried in .gl/fixtures (linked there).
-# GPU_CHECK_QUICK=1: the tests, the GEMM part of cuda_bench and five model benches only (three Mixtral, two Qwen3; no
-# kernel sweep, no sanitizer) — a check that fits one short device call.
+# GPU_CHECK_QUICK=1: the tests, the GEMM part of cuda_bench, five model benches (three Mixtral, two Qwen3) and the
+# placement benches only (no kernel sweep, no sanitizer) — a check that fits one short device call.
 # Writes OUT_DIR/{env.txt,build.log,ctest.log,test_*.log,sanitizer.log,bench.json,bench.txt,mixq_bench_*.json}.
 # Exit status: that of the CUDA ctest run.
 set -u -o pipefail
@@ -17,7 +17,7 @@ if [ ! -d "$root/../shared/fixtures" ] && [ -d "$root/.gl/fixtures" ]; then
 fi
 { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv; nvcc --version | tail -2; } \
   >"$out/env.txt" 2>&1
-targets="test_cuda_device test_cuda_rms_norm test_cuda_moe_align test_cuda_gemv_w4a16 test_cuda_gemm_w4a16 test_cuda_attention cuda_bench test_backend_ops
+targets="test_cuda_device test_cuda_seed_bug test_cuda_rms_norm test_cuda_moe_align test_cuda_gemv_w4a16 test_cuda_gemm_w4a16 test_cuda_attention cuda_bench test_backend_ops
          test_gpu_model test_placement mixq_bench"
 gen=""; command -v ninja >/dev/null && gen="-G Ninja"
 if ! { cmake -S "$root" -B "$build" $gen -DMIXQ_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$arch" -DCMAKE_BUILD_TYPE=Release &&
@@ -78,15 +78,36 @@ if [ "$quick" != 1 ]; then
   bench qwen3_profile qwen3 --prefill 512 --decode 16 --profile
   profile_top "$out/mixq_bench_qwen3_profile.json"
 fi
+# Placement over logical devices of one GPU (issue 10): 1, 2 and 4 logical devices, layer split and expert
+# parallel, prefill 512 and 32 decode steps per run (the cost of the boundary copies and of expert dispatch), the
+# checker's cost (MIXQ_CHECK_DEVICES=1 vs 0) and copies forced through pinned host memory, on 2 devices.
+place() {  # NAME DEVICES PLACEMENT [ENV=VALUE...]
+  local name=$1 devices=$2 placement=$3; shift 3
+  env MIXQ_CHECK_DEVICES=0 "$@" timeout 240 ./mixq_bench --synthetic mixtral-8x7b --layers 32 --weights awq \
+    --devices "$devices" --placement "$placement" --prefill 512 --decode 32 --memcpy-mib 64 >"$out/mixq_bench_$name.json" 2>&1
+  echo "mixq_bench $name exit $?: $(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print({k: r[k] for k in ('prefillTokensPerSec','decodeTokensPerSec','decodeStepMode','loadMs') if k in r})" "$out/mixq_bench_$name.json" 2>&1 | tail -1)"
+}
+two=cuda:0,cuda:0/1
+four=cuda:0,cuda:0/1,cuda:0/2,cuda:0/3
+place devices1 cuda:0 layer
+for p in layer expert; do
+  place "devices2_$p" $two $p
+  place "devices4_$p" $four $p
+done
+place devices2_layer_checks $two layer MIXQ_CHECK_DEVICES=1
+place devices2_layer_staged $two layer MIXQ_CUDA_STAGED_COPIES=1
 # Memory and race checks (the sanitizer slows kernels ~100×).
 if [ "$quick" != 1 ] && command -v compute-sanitizer >/dev/null; then
-  for t in test_cuda_moe_align test_cuda_rms_norm test_cuda_attention "test_cuda_gemm_w4a16 --small"; do
+  for t in test_cuda_moe_align test_cuda_rms_norm test_cuda_attention "test_cuda_gemm_w4a16 --small" test_cuda_seed_bug; do
     for tool in memcheck racecheck; do
       echo "== $tool $t" >>"$out/sanitizer.log"
       timeout 180 compute-sanitizer --tool $tool --error-exitcode 3 ./$t >>"$out/sanitizer.log" 2>&1
       echo "exit $?" >>"$out/sanitizer.log"
     done
   done
+  echo "== memcheck test_gpu_model --placement" >>"$out/sanitizer.log"  # the fixture over 2 and 3 logical devices
+  timeout 300 compute-sanitizer --tool memcheck --error-exitcode 3 ./test_gpu_model --placement >>"$out/sanitizer.log" 2>&1
+  echo "exit $?" >>"$out/sanitizer.log"
   echo "== memcheck test_backend_ops" >>"$out/sanitizer.log"
   timeout 240 compute-sanitizer --tool memcheck --error-exitcode 3 ./test_backend_ops >>"$out/sanitizer.log" 2>&1
   echo "exit $?" >>"$out/sanitizer.log"

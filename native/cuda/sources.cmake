@@ -29,6 +29,7 @@ if(MIXQ_BUILD_TESTS)
   enable_testing()
   set(MIXQ_CUDA_TESTS
     test_cuda_device
+    test_cuda_seed_bug
     test_cuda_rms_norm
     test_cuda_moe_align
     test_cuda_gemv_w4a16

@@ -1,7 +1,9 @@
 // The fixture models on the GPU (CUDA backend) — Mixtral and Qwen3-MoE, bf16 and AWQ int4: last logits within 2e-2
 // of transformers' reference, greedy_32 identical for at least 6 of 7 (Mixtral) / 5 of 6 (Qwen) prompts, the AWQ model's perplexity within 0.5% of the
-// CPU path's, and layer split / expert parallel over two logical devices of one GPU (cuda:0, cuda:0/1) giving the
-// one-device logits. Skips (77) without a CUDA backend or GPU, as on CI.
+// CPU path's, and layer split / expert parallel over two and three logical devices of one GPU (cuda:0, cuda:0/1,
+// cuda:0/2) giving the one-device logits and greedy tokens bitwise, their decode steps recorded as one graph
+// across the devices, and copies staged through pinned host memory (MIXQ_CUDA_STAGED_COPIES=1) giving the direct
+// copies' logits. Skips (77) without a CUDA backend or GPU, as on CI.
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -67,6 +69,10 @@ double ppl(const std::shared_ptr<Model>& model, const TensorView& ids) {
   return perplexity(ctx, static_cast<const int32_t*>(ids.data), size_t(ids.numel()), 20, 512, nullptr).ppl;
 }
 
+bool bitwise(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
+}
+
 std::vector<float> prefill_logits(const std::shared_ptr<Model>& model) {
   Context ctx(model, 64);
   EvalCapture cap;
@@ -99,8 +105,9 @@ std::vector<float> decode_rounds(const std::shared_ptr<Model>& model, std::strin
 }
 
 // Decode steps recorded once and replayed as a CUDA graph give bitwise the logits of the same steps launched op by
-// op (MIXQ_CUDA_GRAPHS=0), across a second prefill in the same context.
-void check_recorded_steps(const std::shared_ptr<Model>& model, const std::string& what) {
+// op (MIXQ_CUDA_GRAPHS=0), across a second prefill in the same context — one device or several (one graph over
+// all of them). Returns the recorded steps' logits.
+std::vector<float> check_recorded_steps(const std::shared_ptr<Model>& model, const std::string& what) {
   std::string mode_ops, mode_graph;
   setenv("MIXQ_CUDA_GRAPHS", "0", 1);
   const std::vector<float> ops = decode_rounds(model, mode_ops);
@@ -108,13 +115,53 @@ void check_recorded_steps(const std::shared_ptr<Model>& model, const std::string
   const std::vector<float> graph = decode_rounds(model, mode_graph);
   check(mode_ops == "ops" && mode_graph == "graph",
         what + ": one-token steps ran as '" + mode_graph + "' (graphs on) and '" + mode_ops + "' (MIXQ_CUDA_GRAPHS=0)");
-  check(ops.size() == graph.size() && std::memcmp(ops.data(), graph.data(), ops.size() * 4) == 0,
+  check(bitwise(ops, graph),
         what + ": 24 decode steps replayed from a graph give bitwise the logits of the steps launched op by op");
+  return graph;
+}
+
+// 32 greedy tokens after a prompt (the generation loop: argmax on the device, recorded steps).
+std::vector<int32_t> greedy(const std::shared_ptr<Model>& model) {
+  Context ctx(model, 128);
+  GenerateOptions go;
+  go.max_tokens = 32;
+  go.ignore_eos = true;
+  return generate(ctx, {1, 822, 1875, 2989, 2987, 1125, 13, 1678}, go, nullptr, nullptr).tokens;
+}
+
+// The model in `dir` under layer split and expert parallel over 2 and 3 logical devices of cuda:0: prefill logits,
+// 24 recorded decode steps and 32 greedy tokens bitwise those of one device; the recorded steps bitwise the steps
+// run op by op. Then, over 2 devices, copies forced through pinned host memory give the direct copies' results.
+void check_logical_devices(const std::string& dir, const std::string& what) {
+  auto one = load(dir, {"cuda:0"}, "layer");
+  std::string mode;
+  const std::vector<float> prefill = prefill_logits(one), steps = decode_rounds(one, mode);
+  const std::vector<int32_t> tokens = greedy(one);
+  const std::vector<std::vector<std::string>> lists = {{"cuda:0", "cuda:0/1"}, {"cuda:0", "cuda:0/1", "cuda:0/2"}};
+  for (const auto& devices : lists)
+    for (const char* placement : {"layer", "expert"}) {
+      auto m = load(dir, devices, placement);
+      const std::string on = what + ", " + m->placement().summary();
+      check(bitwise(prefill_logits(m), prefill), on + ": prefill and first decode logits identical to one device");
+      check(bitwise(check_recorded_steps(m, on), steps), on + ": 24 recorded decode steps identical to one device");
+      check(greedy(m) == tokens, on + ": 32 greedy tokens identical to one device");
+    }
+  for (const char* placement : {"layer", "expert"}) {
+    auto m = load(dir, lists[0], placement);
+    setenv("MIXQ_CUDA_STAGED_COPIES", "1", 1);
+    std::string staged_mode;
+    const std::vector<float> staged_prefill = prefill_logits(m), staged_steps = decode_rounds(m, staged_mode);
+    unsetenv("MIXQ_CUDA_STAGED_COPIES");
+    const std::string on = what + ", " + m->placement().summary() + ", copies staged through pinned host memory";
+    check(bitwise(staged_prefill, prefill) && bitwise(staged_steps, steps) && staged_mode == "graph",
+          on + ": prefill and 24 decode steps (recorded: '" + staged_mode + "') identical to direct copies");
+  }
 }
 
 }  // namespace
 
-int main() {
+// --placement: only the bf16 fixture over logical devices (a run short enough for compute-sanitizer).
+int main(int argc, char** argv) {
   bool gpu = false;
   for (const Device& d : available_devices()) gpu |= d.kind == DeviceKind::Cuda;
   if (!gpu) {
@@ -123,6 +170,10 @@ int main() {
   }
   require_fixtures();
   set_device_checks(true);
+  if (argc > 1 && std::strcmp(argv[1], "--placement") == 0) {
+    check_logical_devices(tiny_model_dir(), "bf16");
+    return finish();
+  }
   auto bf16 = load(tiny_model_dir(), {"cuda:0"}, "layer");
   std::printf("# %s\n", bf16->description().c_str());
   check_reference(bf16);
@@ -134,14 +185,7 @@ int main() {
     check_recorded_steps(qwen, "Qwen3-MoE bf16 on cuda:0");
   }
 
-  const std::vector<float> one = prefill_logits(bf16);
-  for (const char* placement : {"layer", "expert"}) {
-    auto two = load(tiny_model_dir(), {"cuda:0", "cuda:0/1"}, placement);
-    const std::vector<float> got = prefill_logits(two);
-    check(got.size() == one.size() && std::memcmp(got.data(), one.data(), one.size() * 4) == 0,
-          std::string(placement) + " placement over logical devices cuda:0 + cuda:0/1: logits identical to one device (" +
-              two->placement().summary() + ")");
-  }
+  check_logical_devices(tiny_model_dir(), "bf16");
 
   {  // the seed bug made loud: a tensor of logical device cuda:0/1 given to an op of cuda:0
     auto d0 = make_backend(Device::parse("cuda:0")), d1 = make_backend(Device::parse("cuda:0/1"));
@@ -163,6 +207,7 @@ int main() {
   auto awq_gpu = load(q.output_dir, {"cuda:0"}, "layer");
   auto awq_cpu = load(q.output_dir, {"cpu:0"}, "layer");
   check_recorded_steps(awq_gpu, "AWQ g128 on cuda:0");
+  check_logical_devices(q.output_dir, "AWQ g128");
   {  // Qwen3-MoE in AWQ: 8 routed slots per token through the device-routed int4 GEMV
     q.source_dir = qwen_model_dir();
     q.output_dir = tmp + "/qwen-awq";

@@ -80,6 +80,10 @@ void check_placements(const std::string& dir, const std::string& weights) {
     const bool same = got.size() == base.size() && std::memcmp(got.data(), base.data(), got.size() * 4) == 0;
     check(same, weights + ", " + s.name + ": prefill + decode + KV-reuse logits bitwise identical to one device (" +
                     model->placement().summary() + ")");
+    Context steps(model, 16);  // CPU devices never record: their decode steps run op by op, unchanged
+    EvalCapture cap;
+    for (const std::vector<int32_t>& t : {std::vector<int32_t>{1, 822}, {1875}, {2989}, {2987}}) steps.eval(t, cap);
+    check(steps.step_mode() == "ops", weights + ", " + s.name + ": decode steps run op by op (step mode '" + steps.step_mode() + "')");
     const double p = ppl_of(model);
     check(p == base_ppl, weights + ", " + s.name + ": perplexity " + fmt(p) + " == one device " + fmt(base_ppl));
   }

@@ -94,9 +94,14 @@ class Backend {
   // recording is switched off — then nothing changes). end_capture returns the recording; cancel_capture drops a
   // recording after an error. Between the two, ops must not synchronise with the host (no to_host, no
   // from_host, no synchronize).
+  // Several devices in one recording: a backend of the same kind joins it by waiting (wait) on an event recorded
+  // (record) on a recording backend — Devices::to does that for every copy. end_capture and cancel_capture are
+  // then called on the backend that began, with every backend that may have joined (`joined`; those that did not
+  // are left alone): their queued work is joined back into the recording before it ends. The graph replays on
+  // the beginning backend's queue.
   virtual bool begin_capture() { return false; }
-  virtual std::unique_ptr<Graph> end_capture() { return nullptr; }
-  virtual void cancel_capture() {}
+  virtual std::unique_ptr<Graph> end_capture(const std::vector<Backend*>& /*joined*/) { return nullptr; }
+  virtual void cancel_capture(const std::vector<Backend*>& /*joined*/) {}
   // Changes whenever a buffer that a recorded op may use is replaced (the backend's scratch grew): a graph
   // recorded at another generation must not be replayed.
   virtual uint64_t generation() const { return 0; }

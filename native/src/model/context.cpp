@@ -42,7 +42,7 @@ struct Context::Impl {
     }
     return t;
   }
-  // The one-token step recorded as a graph (a single-device plan on a backend that records): replayed while
+  // The one-token step recorded as a graph (a plan whose devices are all of one kind that records): replayed while
   // neither the workspace nor the backend's buffers moved since it was recorded (generation).
   std::unique_ptr<Graph> step_graph;
   uint64_t step_graph_generation = 0;
@@ -51,7 +51,8 @@ struct Context::Impl {
   std::string recording_error;
   Tensor step_result;           // the recorded step's logits [1, vocab] (or next token [1]) on the head's device
   bool step_next_token_only = false;
-  const Tensor& step(const Forward& f, Backend& b);
+  const Tensor& step(const Forward& f, Backend& origin, const std::vector<Backend*>& joined);
+  void replay(Backend& origin, const std::vector<Backend*>& joined);
   uint64_t generation() const {
     uint64_t g = allocations;
     for (const auto& b : model->impl->backends) g += b->generation();
@@ -104,17 +105,20 @@ namespace {
 // The model's devices as seen by one eval: moves tensors between them, allocates, captures to the host.
 struct Devices {
   Model::Impl& m;
+  Context::Impl& ctx;
   Backend& at(int d) const { return *m.backends[size_t(d)]; }
   int index_of(const Tensor& t) const {
     for (size_t i = 0; i < m.backends.size(); ++i)
       if (m.backends[i]->device() == t.device()) return int(i);
     throw Error("tensor " + t.name + " lives on " + t.device().str() + ", which this model does not use");
   }
-  // `t` on device `d`: itself when already there, else a copy ordered after t's producer.
+  // `t` on device `d`: itself when already there, else a copy ordered after t's producer, into a workspace tensor
+  // of (d, t's name, source device) — the same buffer every step, so a recorded step's copies stay valid.
   Tensor to(const Tensor& t, int d) const {
     const int s = index_of(t);
     if (s == d) return t;
-    Tensor out = at(d).empty(t.dtype, t.shape, t.name);
+    Tensor out = ctx.scratch(at(d), d, t.dtype, t.shape, t.name + " from " + at(s).device().str());
+    out.name = t.name;
     Backend& runner = at(d).device().kind != DeviceKind::Cpu ? at(d) : at(s);
     const auto done = at(s).record();
     runner.wait(*done);
@@ -278,52 +282,67 @@ void Forward::experts(int l, const Tensor& xn, Tensor& tmp) const {
   B.moe_combine(slot_ptrs, owner, expert_ids, tmp);
 }
 
-// The device index every part of the plan uses, or -1 when it uses several.
-int single_device(const Plan& plan) {
-  const int d = plan.embed;
-  if (plan.head != d) return -1;
+// The devices the plan uses (indices into the model's backends), the embedding's first: it uploads the inputs,
+// so a recorded step starts there.
+std::vector<int> plan_devices(const Plan& plan) {
+  std::vector<int> ds{plan.embed};
+  const auto add = [&](int d) {
+    if (std::find(ds.begin(), ds.end(), d) == ds.end()) ds.push_back(d);
+  };
   for (size_t l = 0; l < plan.layer.size(); ++l) {
-    if (plan.layer[l] != d) return -1;
-    for (int e : plan.expert[l])
-      if (e != d) return -1;
+    add(plan.layer[l]);
+    for (int e : plan.expert[l]) add(e);
   }
-  return d;
+  add(plan.head);
+  return ds;
 }
 
 }  // namespace
 
-// A one-token step on one device: replay the recorded graph when nothing moved since it was recorded; record it
-// when the previous eval left the buffers as they are now (shapes settled); else run the ops one by one.
-const Tensor& Context::Impl::step(const Forward& f, Backend& b) {
+// A one-token step: replay the recorded graph when nothing moved since it was recorded; record it when the
+// previous eval left the buffers as they are now (shapes settled); else run the ops one by one. `origin` (the
+// embedding's backend) records; the `joined` backends (the plan's other devices, of origin's kind) join its
+// recording through the events of Devices::to and are joined back before it ends.
+const Tensor& Context::Impl::step(const Forward& f, Backend& origin, const std::vector<Backend*>& joined) {
   const uint64_t g = generation();
   if (step_graph && step_graph_generation == g && step_next_token_only == f.out.next_token_only) {
-    step_graph->replay();
+    replay(origin, joined);
     return step_result;
   }
   step_graph.reset();
-  if (g != last_generation || !recording || !b.begin_capture()) return f.run();
+  if (g != last_generation || !recording || !origin.begin_capture()) return f.run();
   try {
     const Tensor& result = f.run();
-    step_graph = b.end_capture();
+    step_graph = origin.end_capture(joined);
     step_result = result;
     step_next_token_only = f.out.next_token_only;
     step_graph_generation = generation();
   } catch (const std::exception& e) {  // an op that cannot be recorded: run this context's steps one by one
-    b.cancel_capture();
+    origin.cancel_capture(joined);
     step_graph.reset();
     recording = false;
     recording_error = e.what();
     return f.run();
   }
-  step_graph->replay();
+  replay(origin, joined);
   return step_result;
+}
+
+// The graph runs on origin's stream: after whatever the joined devices still have queued, and before anything
+// they run next (the result is read on the head's device).
+void Context::Impl::replay(Backend& origin, const std::vector<Backend*>& joined) {
+  for (Backend* b : joined) origin.wait(*b->record());
+  step_graph->replay();
+  if (joined.empty()) return;
+  const auto done = origin.record();
+  for (Backend* b : joined) b->wait(*done);
 }
 
 void Context::eval(const std::vector<int32_t>& tokens, EvalCapture& out) {
   Model::Impl& m = *impl->model->impl;
   const ModelConfig& c = m.config;
   const Plan& plan = m.plan;
-  const Devices dev{m};
+  const Devices dev{m, *impl};
   const int64_t n = int64_t(tokens.size());
   const int64_t n_past = int64_t(impl->tokens.size());
   if (n == 0) throw Error("eval: no tokens");
@@ -364,10 +383,17 @@ void Context::eval(const std::vector<int32_t>& tokens, EvalCapture& out) {
     f.positions[size_t(d)] = &p;
   }
 
-  const int one = single_device(plan);
-  const bool recordable = n == 1 && one >= 0 && !out.hidden && !out.router_logits && !out.timing &&
-                          !dev.at(one).profiler().enabled();
-  const Tensor& result = recordable ? impl->step(f, dev.at(one)) : f.run();
+  // One-token steps are recorded when every device of the plan is of the embedding device's kind (one backend
+  // kind joins its own recordings only; CPU devices never record) and nothing asks for per-op results or timings.
+  const std::vector<int> used = plan_devices(plan);
+  Backend& origin = dev.at(used[0]);
+  std::vector<Backend*> joined;
+  bool recordable = n == 1 && !out.hidden && !out.router_logits && !out.timing;
+  for (int d : used) {
+    recordable &= dev.at(d).device().kind == origin.device().kind && !dev.at(d).profiler().enabled();
+    if (d != used[0]) joined.push_back(&dev.at(d));
+  }
+  const Tensor& result = recordable ? impl->step(f, origin, joined) : f.run();
   if (out.next_token_only) {
     out.next_token = dev.host<int32_t>(result)[0];
   } else {
