@@ -583,6 +583,9 @@ class CudaBackendImpl final : public CudaBackend {
     int64_t hidden = 0, inter = 0;
   };
   const DenseTable* dense_table(const ExpertSet& set);
+  template <class Entry>
+  void keep_table(const ExpertSet& set, std::vector<Entry> host, std::vector<Entry>& kept, Tensor& device,
+                  const char* name);
   bool moe_experts_routed_dense(const ExpertSet& set, const Tensor& x, const Tensor& ids, const Tensor& weights,
                                 Tensor& slots);
 
@@ -879,34 +882,44 @@ bool awq_entry(const ExpertWeights& ex, int& group, cuda::ExpertMatrices& entry)
   return true;
 }
 
+// The held experts' common shapes (w1, w3: [inter, hidden]; w2: [hidden, inter]); false when they differ or none is held.
+bool expert_shapes(const ExpertSet& set, int64_t& hidden, int64_t& inter) {
+  hidden = inter = 0;
+  for (const ExpertWeights* ex : set.experts) {
+    if (!ex) continue;
+    if (hidden == 0) hidden = ex->w1->in_features, inter = ex->w1->out_features;
+    if (ex->w1->in_features != hidden || ex->w3->in_features != hidden || ex->w1->out_features != inter ||
+        ex->w3->out_features != inter || ex->w2->in_features != inter || ex->w2->out_features != hidden)
+      return false;
+  }
+  return hidden > 0;
+}
+
+// Keeps `host` as a device table: uploads it (after checking the experts' devices) on first use, or when the set
+// now at this address holds other matrices; the table's buffer then changes, so recorded graphs are redone.
+template <class Entry>
+void CudaBackendImpl::keep_table(const ExpertSet& set, std::vector<Entry> host, std::vector<Entry>& kept, Tensor& device,
+                                 const char* name) {
+  const size_t bytes = host.size() * sizeof(Entry);
+  if (device.buffer && kept.size() == host.size() && std::memcmp(kept.data(), host.data(), bytes) == 0) return;
+  for (const ExpertWeights* ex : set.experts)
+    if (ex) check_linear_device("moe_experts", dev_, *ex->w1);
+  kept = std::move(host);
+  device = empty(DType::U8, {int64_t(bytes)}, name);
+  from_host(kept.data(), bytes, device);
+  ++generation_;
+}
+
 const CudaBackendImpl::ExpertTable* CudaBackendImpl::expert_table(const ExpertSet& set) {
   std::vector<cuda::ExpertMatrices> host(set.experts.size());
   int group = 0;
   int64_t hidden = 0, inter = 0;
-  for (size_t e = 0; e < set.experts.size(); ++e) {
-    const ExpertWeights* ex = set.experts[e];
-    if (!ex) continue;
-    if (!awq_entry(*ex, group, host[e])) return nullptr;
-    if (hidden == 0) hidden = ex->w1->in_features, inter = ex->w1->out_features;
-    if (ex->w1->in_features != hidden || ex->w3->in_features != hidden || ex->w1->out_features != inter ||
-        ex->w3->out_features != inter || ex->w2->in_features != inter || ex->w2->out_features != hidden)
-      return nullptr;
-  }
-  if (hidden == 0 || inter % 32 != 0 || hidden % 32 != 0 || group % 32 != 0) return nullptr;
+  for (size_t e = 0; e < set.experts.size(); ++e)
+    if (set.experts[e] && !awq_entry(*set.experts[e], group, host[e])) return nullptr;
+  if (!expert_shapes(set, hidden, inter) || inter % 32 != 0 || hidden % 32 != 0 || group % 32 != 0) return nullptr;
   ExpertTable& t = tables_[&set];
-  const auto same = [&] {
-    return t.host.size() == host.size() &&
-           std::memcmp(t.host.data(), host.data(), host.size() * sizeof(cuda::ExpertMatrices)) == 0;
-  };
-  if (!t.device.buffer || !same()) {  // first use, or another set now lives at this address
-    for (size_t e = 0; e < set.experts.size(); ++e)
-      if (set.experts[e]) check_linear_device("moe_experts", dev_, *set.experts[e]->w1);
-    t.host = std::move(host);
-    t.device = empty(DType::U8, {int64_t(t.host.size() * sizeof(cuda::ExpertMatrices))}, "expert table");
-    from_host(t.host.data(), t.device.nbytes(), t.device);
-    t.group = group, t.hidden = hidden, t.inter = inter;
-    ++generation_;
-  }
+  keep_table(set, std::move(host), t.host, t.device, "expert table");
+  t.group = group, t.hidden = hidden, t.inter = inter;
   return &t;
 }
 
@@ -952,32 +965,21 @@ const CudaBackendImpl::DenseTable* CudaBackendImpl::dense_table(const ExpertSet&
   for (size_t e = 0; e < set.experts.size(); ++e) {
     const ExpertWeights* ex = set.experts[e];
     if (!ex) continue;
-    const CudaLinear* parts[3] = {static_cast<const CudaLinear*>(ex->w1.get()),
-                                  static_cast<const CudaLinear*>(ex->w3.get()),
-                                  static_cast<const CudaLinear*>(ex->w2.get())};
-    if (hidden == 0) hidden = ex->w1->in_features, inter = ex->w1->out_features, dtype = parts[0]->weight.dtype;
+    const Linear* parts[3] = {ex->w1.get(), ex->w3.get(), ex->w2.get()};
     for (int i = 0; i < 3; ++i) {
-      const CudaLinear* l = parts[i];
+      const auto* l = static_cast<const CudaLinear*>(parts[i]);
+      if (dtype == DType::U8) dtype = l->weight.dtype;
       if (!l->weight.buffer || l->transposed || l->weight.dtype != dtype) return nullptr;
       host[e * 3 + size_t(i)] = l->weight.raw();
     }
-    if (ex->w1->in_features != hidden || ex->w3->in_features != hidden || ex->w1->out_features != inter ||
-        ex->w3->out_features != inter || ex->w2->in_features != inter || ex->w2->out_features != hidden)
-      return nullptr;
   }
-  if (hidden == 0 || (dtype != DType::BF16 && dtype != DType::F16 && dtype != DType::F32)) return nullptr;
+  if (!expert_shapes(set, hidden, inter) || (dtype != DType::BF16 && dtype != DType::F16 && dtype != DType::F32))
+    return nullptr;
   const int64_t vec = 16 / int64_t(dtype_size(dtype));
   if (hidden % vec != 0 || inter % vec != 0) return nullptr;
   DenseTable& t = dense_tables_[&set];
-  if (!t.device.buffer || t.host != host) {
-    for (size_t e = 0; e < set.experts.size(); ++e)
-      if (set.experts[e]) check_linear_device("moe_experts", dev_, *set.experts[e]->w1);
-    t.host = std::move(host);
-    t.device = empty(DType::U8, {int64_t(t.host.size() * sizeof(void*))}, "dense expert table");
-    from_host(t.host.data(), t.device.nbytes(), t.device);
-    t.dtype = dtype, t.hidden = hidden, t.inter = inter;
-    ++generation_;
-  }
+  keep_table(set, std::move(host), t.host, t.device, "dense expert table");
+  t.dtype = dtype, t.hidden = hidden, t.inter = inter;
   return &t;
 }
 

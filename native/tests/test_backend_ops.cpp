@@ -19,6 +19,7 @@
 #include "ops/rms_norm.h"
 #include "ops/rope.h"
 #include "ops/argmax.h"
+#include "backend_tensors.h"
 #include "test_util.h"
 
 using namespace mixq;
@@ -36,27 +37,6 @@ std::vector<float> randv(size_t n, float scale = 1.f) {
   return v;
 }
 
-template <class T>
-Tensor put(Backend& b, const std::vector<T>& v, std::vector<int64_t> shape, DType dt, const std::string& name) {
-  Tensor t = b.empty(dt, std::move(shape), name);
-  b.from_host(v.data(), v.size() * sizeof(T), t);
-  return t;
-}
-Tensor putf(Backend& b, const std::vector<float>& v, std::vector<int64_t> shape, const std::string& name) {
-  return put(b, v, std::move(shape), DType::F32, name);
-}
-Tensor poisoned(Backend& b, std::vector<int64_t> shape, const std::string& name) {
-  Tensor t = b.empty(DType::F32, std::move(shape), name);
-  const std::vector<float> nan(size_t(t.numel()), std::numeric_limits<float>::quiet_NaN());
-  b.from_host(nan.data(), nan.size() * 4, t);
-  return t;
-}
-template <class T = float>
-std::vector<T> get(Backend& b, const Tensor& t) {
-  std::vector<T> v(size_t(t.numel()));
-  b.to_host(t, v.data(), v.size() * sizeof(T));
-  return v;
-}
 bool gpu(const Backend& b) { return b.device().kind == DeviceKind::Cuda; }
 
 bool finite(const std::vector<float>& v) {

@@ -20,9 +20,13 @@
 #include "ops/rms_norm.h"
 #include "ops/rope.h"
 #include "ops/router.h"
+#include "backend_tensors.h"
 #include "test_cuda_util.h"
 
 using namespace mixq;
+using mixq_test::get;
+using mixq_test::put;
+using mixq_test::putf;
 
 namespace {
 
@@ -51,21 +55,6 @@ int current_device() {
   return d;
 }
 
-template <class T>
-Tensor put(Backend& b, const std::vector<T>& v, std::vector<int64_t> shape, DType dt, const std::string& name) {
-  Tensor t = b.empty(dt, std::move(shape), name);
-  b.from_host(v.data(), v.size() * sizeof(T), t);
-  return t;
-}
-Tensor putf(Backend& b, const std::vector<float>& v, std::vector<int64_t> shape, const std::string& name) {
-  return put(b, v, std::move(shape), DType::F32, name);
-}
-template <class T = float>
-std::vector<T> get(Backend& b, const Tensor& t) {
-  std::vector<T> v(size_t(t.numel()));
-  b.to_host(t, v.data(), v.size() * sizeof(T));
-  return v;
-}
 
 // Host tensors a LinearSource points into (kept alive with the source).
 struct HostLinear {
