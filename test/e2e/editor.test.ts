@@ -686,7 +686,8 @@ test('Qwen3-MoE fixture: ghost text in the middle of a Python file through the Q
 
     // The cursor on a new line inside circle_area, with main() after it: a fill-in-the-middle request.
     await quickOpen(page, 'fim.py');
-    const editor = page.locator('.monaco-editor .view-lines').first();
+    // In the editor part: the log's output view below is a Monaco editor too.
+    const editor = page.locator('.part.editor .monaco-editor .view-lines').first();
     await editor.waitFor({ timeout: 30_000 });
     await editor.click();
     await page.keyboard.press('Control+Home');
@@ -696,9 +697,14 @@ test('Qwen3-MoE fixture: ghost text in the middle of a Python file through the Q
     const ghost = await waitForGhost(page);
     assert.ok(ghost.trim().length > 0, 'ghost text is not empty');
     await shot(page, 'qwen-fim-ghost');
-    // The text after the cursor is still there, below the suggestion.
-    const lines = (await page.locator('.part.editor .monaco-editor .view-line').allTextContents()).map((l) => l.replace(/\u00a0/g, ' '));
-    assert.ok(lines.some((l) => l.includes('print(circle_area(2.0))')), `the suffix stays in the document:\n${lines.join('\n')}`);
+    // The cursor is on line 5, in the middle of the file: the text after it (main()) went in as the FIM suffix and
+    // is still there, below the suggestion. (Monaco reuses its line elements: order them by their position.)
+    await page.locator('.statusbar-item', { hasText: 'Ln 5, Col 5' }).first().waitFor({ timeout: 10_000 });
+    const lines = (await page.locator('.part.editor .monaco-editor .view-line').evaluateAll((els) =>
+      els.map((e) => ({ top: parseFloat((e as unknown as { style: { top: string } }).style.top) || 0, text: e.textContent ?? '' }))
+        .sort((a, b) => a.top - b.top).map((l) => l.text))).map((l) => l.replace(/\u00a0/g, ' '));
+    assert.equal(lines[3], 'def circle_area(radius):', `the suggestion follows circle_area's header:\n${lines.join('\n')}`);
+    assert.ok(lines.slice(5).some((l) => l.includes('print(circle_area(2.0))')), `the suffix stays below the cursor:\n${lines.join('\n')}`);
     fs.writeFileSync(path.join(shots, 'qwen-fim.json'), JSON.stringify({ model: qwenModelDir, ghost, lines }, null, 2));
     await page.keyboard.press('Escape');
   });
