@@ -663,8 +663,11 @@ test('the profiler panel: live rows while completions run, a strict CSP, trace a
 
 test('Qwen3-MoE fixture: ghost text in the middle of a Python file through the Qwen FIM template', { skip, timeout: 300_000 }, async () => {
   await inEditor('qwen-fim', async (page) => {
+    // Start from an empty editor area: the tests before leave main.py (unsaved), the statistics and the profiler open.
     await runCommand(page, 'View: Close All Editors');
-    await page.waitForTimeout(500);
+    const dontSave = page.locator('.monaco-dialog-box .monaco-button', { hasText: "Don't Save" }).first();
+    await dontSave.waitFor({ state: 'visible', timeout: 5_000 }).then(() => dontSave.click(), () => undefined);
+    await page.locator('.part.editor .monaco-editor').first().waitFor({ state: 'detached', timeout: 15_000 });
     await editUserSettings(page, { 'mixq.modelPath': qwenModelDir });
     await page.locator('.statusbar-item', { hasText: 'mixq-tiny-qwen3moe' }).first().waitFor({ timeout: 120_000 });
 
