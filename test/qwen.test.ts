@@ -3,8 +3,9 @@
 // 16-bit) and perplexity / generation on the AutoAWQ-format results. Needs ../shared/fixtures for the held-out
 // stream, the reference figures and the calibration documents (skipped otherwise).
 //
-// Cost on 2 cores: AWQ with 32 samples × 512 tokens; with 48 experts top-8 some experts of a layer may get no
-// calibration token: the command then says how many used the fallback.
+// Cost on 2 cores: AWQ with the CLI's default calibration, 128 samples × 512 tokens (140–185 s on a shared 2-core VM);
+// with 48 experts top-8 some experts of a layer get no calibration token (3 of layer 1's, at any sample count: they
+// are never routed to): the command then says how many used the fallback.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -73,11 +74,15 @@ test('qwen RTN g128: mixq quantize, then ppl within 0.5% of valid_ppl_rtn_int4_g
   assert.ok(Math.abs(rtnPpl - want) / want <= 0.005, `${rtnPpl} vs ${want}`);
 });
 
-// Issue 16 asks AWQ g128 to close at least half of RTN's gap; with 32 samples it closes ≈40% (ppl 18.167 vs RTN
-// 18.297, float32 17.970; 2026-12-06): the test holds the weaker bar (beats RTN) and logs the share closed.
-test('qwen AWQ g128: beats RTN g128, says how many experts used the fallback, generates', { skip: needsFixtures }, () => {
+// Issue 16: AWQ g128 closes at least half of RTN's gap. With the CLI's default calibration (128 samples × 512 tokens)
+// it closes 55% (ppl 18.1164 vs float32 17.9698, RTN 18.2970; seeds 1 and 2: 55.8%, 53.6%; 2026-12-06). Fewer
+// samples are not enough for this family: 32 samples close 31–42% over seeds 0–2, 64 samples 45% (seed 0), because
+// with 48 experts and top-8 routing every search sees few tokens and the α it picks swings with the sample
+// (docs/BENCHMARKS.md, "Qwen3-MoE fixture").
+test('qwen AWQ g128 (default calibration): closes at least half of RTN\'s gap, says how many experts used the fallback, generates', { skip: needsFixtures }, () => {
   const out = path.join(tmp, 'awq-g128');
-  const r = json(mixq('quantize', qwenModelDir, out, '--calib', calib, '--samples', '32', '--seq-len', '512', '--group-size', '128', '--json'));
+  const r = json(mixq('quantize', qwenModelDir, out, '--calib', calib, '--group-size', '128', '--json'));
+  assert.equal(r.samples, 128, 'the CLI default');
   assert.equal(typeof r.expertsWithoutTokens, 'number');
   console.log(`  qwen AWQ: ${r.expertsWithoutTokens as number} (layer, expert) pairs without calibration tokens, ${(r.seconds as number).toFixed(1)} s`);
   const text = mixq('quantize', qwenModelDir, path.join(tmp, 'awq-text'), '--calib', calib, '--samples', '4', '--seq-len', '64', '--group-size', '128');
@@ -88,7 +93,7 @@ test('qwen AWQ g128: beats RTN g128, says how many experts used the fallback, ge
   const rtn = rtnPpl || figure('valid_ppl_rtn_int4_g128');
   const closed = (rtn - got) / (rtn - fp32);
   console.log(`  qwen AWQ g128 ppl ${got.toFixed(4)} (float32 ${fp32.toFixed(4)}, RTN ${rtn.toFixed(4)}): ${(closed * 100).toFixed(0)}% of RTN's gap closed`);
-  assert.ok(got < rtn, `AWQ g128 ppl ${got} must beat RTN g128 ${rtn} (closed ${closed} of the gap)`);
+  assert.ok(closed >= 0.5, `AWQ g128 ppl ${got} must close at least half of RTN g128's gap (${rtn} vs float32 ${fp32}; closed ${closed})`);
   const g = mixq('generate', '--model', out, '--prompt', 'def fibonacci(n):\n', '--max-tokens', '16', '--greedy');
   assert.equal(g.code, 0, g.stderr);
   assert.ok(g.stdout.trim().length > 0);

@@ -4,7 +4,8 @@
  * Python file, types, waits for MixQ's ghost text, accepts it with Tab and checks the saved document. Then: the
  * model switch, the toggle, a server crash; partial accept (a word with Ctrl+Right, a line with Ctrl+K Ctrl+Right) and
  * MixQ: Show Statistics (issue 14); the profiler panel while completions run — a growing `linear` row on cpu:0, its
- * live CSP, trace and CSV export through the toolbar and VS Code's save dialog (issue 13).
+ * live CSP, trace and CSV export through the toolbar and VS Code's save dialog (issue 13); the Qwen3-MoE fixture
+ * filling in the middle of a Python file through the Qwen FIM template (issue 16).
  * Screenshots go to artifacts/ (git-ignored): artifacts/e2e-*.png, and artifacts/e2e/ for issues 13 and 14 (with the
  * exported trace/CSV, the CSP seen, the statistics text).
  *
@@ -45,6 +46,11 @@ if (missing.length > 0 && process.env.CI) {
   throw new Error(`real-editor test prerequisites missing: ${missing.join(', ')}`);
 }
 const skip = missing.length > 0 ? `skipped: missing ${missing.join(', ')}` : false;
+
+/** The Qwen3-MoE fixture (byte-level BPE, Qwen FIM tokens), as bundled in the repository. */
+const qwenModelDir = path.join(repoRoot, 'models', 'mixq-tiny-qwen3moe');
+/** fim.py: the cursor goes on a new line after `def circle_area(radius):`, with main() after it (the suffix). */
+const FIM_INITIAL = 'import math\n\n\ndef circle_area(radius):\n\n\ndef main():\n    print(circle_area(2.0))\n\n\nif __name__ == "__main__":\n    main()\n';
 
 const INITIAL = 'import os\n\n\ndef read_lines(path):\n    with open(path) as f:\n        return f.readlines()\n\n\n';
 const TYPED = 'def count_lines(path):';
@@ -196,6 +202,7 @@ before(async () => {
   extensionsDir = dirs.extensions;
   writeSettings({}); // no model configured: the installed .vsix carries none
   fs.writeFileSync(path.join(dirs.workspace, 'main.py'), INITIAL);
+  fs.writeFileSync(path.join(dirs.workspace, 'fim.py'), FIM_INITIAL);
   const config = path.join(scratch, 'config.yaml');
   fs.writeFileSync(config, 'auth: none\n');
 
@@ -651,5 +658,57 @@ test('the profiler panel: live rows while completions run, a strict CSP, trace a
     fs.copyFileSync(path.join(exportDir, 'profile-trace.json'), path.join(shots, 'profiler-trace.json'));
     fs.copyFileSync(path.join(exportDir, 'profile-table.csv'), path.join(shots, 'profiler-table.csv'));
     await shot(page, 'profiler-exported');
+  });
+});
+
+test('Qwen3-MoE fixture: ghost text in the middle of a Python file through the Qwen FIM template', { skip, timeout: 300_000 }, async () => {
+  await inEditor('qwen-fim', async (page) => {
+    // Start from an empty editor area: the tests before leave main.py (unsaved), the statistics and the profiler open.
+    await runCommand(page, 'View: Close All Editors');
+    const dontSave = page.locator('.monaco-dialog-box .monaco-button', { hasText: "Don't Save" }).first();
+    await dontSave.waitFor({ state: 'visible', timeout: 5_000 }).then(() => dontSave.click(), () => undefined);
+    await page.locator('.part.editor .monaco-editor').first().waitFor({ state: 'detached', timeout: 15_000 });
+    await editUserSettings(page, { 'mixq.modelPath': qwenModelDir });
+    await page.locator('.statusbar-item', { hasText: 'mixq-tiny-qwen3moe' }).first().waitFor({ timeout: 120_000 });
+
+    // The template the server chose from the tokenizer's special tokens: its log says `template qwen (…)` when it
+    // makes the completion service for the model, and the extension logs `model ready: … (template qwen)`.
+    await runCommand(page, 'MixQ: Show Log');
+    const output = page.locator('.part.panel .monaco-editor .view-lines').first();
+    await output.waitFor({ timeout: 30_000 });
+    let log = '';
+    const t0 = Date.now();
+    while (!/template qwen\b/.test(log) && Date.now() - t0 < 30_000) {
+      await page.waitForTimeout(500);
+      log = ((await output.textContent().catch(() => '')) ?? '').replace(/\u00a0/g, ' ');
+    }
+    await shot(page, 'qwen-log');
+    assert.match(log, /template qwen\b/, `the MixQ log names the qwen template:\n${log}`);
+    fs.mkdirSync(shots, { recursive: true });
+    fs.writeFileSync(path.join(shots, 'qwen-log.txt'), log);
+
+    // The cursor on a new line inside circle_area, with main() after it: a fill-in-the-middle request.
+    await quickOpen(page, 'fim.py');
+    // In the editor part: the log's output view below is a Monaco editor too.
+    const editor = page.locator('.part.editor .monaco-editor .view-lines').first();
+    await editor.waitFor({ timeout: 30_000 });
+    await editor.click();
+    await page.keyboard.press('Control+Home');
+    for (let i = 0; i < 3; i++) await page.keyboard.press('ArrowDown');
+    await page.keyboard.press('End');
+    await page.keyboard.press('Enter'); // Python's on-enter rule indents the new line
+    const ghost = await waitForGhost(page);
+    assert.ok(ghost.trim().length > 0, 'ghost text is not empty');
+    await shot(page, 'qwen-fim-ghost');
+    // The cursor is on line 5, in the middle of the file: the text after it (main()) went in as the FIM suffix and
+    // is still there, below the suggestion. (Monaco reuses its line elements: order them by their position.)
+    await page.locator('.statusbar-item', { hasText: 'Ln 5, Col 5' }).first().waitFor({ timeout: 10_000 });
+    const lines = (await page.locator('.part.editor .monaco-editor .view-line').evaluateAll((els) =>
+      els.map((e) => ({ top: parseFloat((e as unknown as { style: { top: string } }).style.top) || 0, text: e.textContent ?? '' }))
+        .sort((a, b) => a.top - b.top).map((l) => l.text))).map((l) => l.replace(/\u00a0/g, ' '));
+    assert.equal(lines[3], 'def circle_area(radius):', `the suggestion follows circle_area's header:\n${lines.join('\n')}`);
+    assert.ok(lines.slice(5).some((l) => l.includes('print(circle_area(2.0))')), `the suffix stays below the cursor:\n${lines.join('\n')}`);
+    fs.writeFileSync(path.join(shots, 'qwen-fim.json'), JSON.stringify({ model: qwenModelDir, ghost, lines }, null, 2));
+    await page.keyboard.press('Escape');
   });
 });
