@@ -6,7 +6,6 @@
 // minutes, and 32k calibration tokens already cover all 70 documents of the calibration file). Each AWQ
 // run takes a few minutes, each 120-window ppl ~40–70 s.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -15,28 +14,14 @@ import { after, test } from 'node:test';
 import type * as calibrationModule from '../server/src/cli/calibration';
 import type * as nativeModule from '../server/src/native';
 import type * as tokenizerModule from '../server/src/tokenizer';
-import { cliPath, loadReference, loadReferenceFigures, needsFixtures, repoRoot, serverModule, sharedFixtures, tinyModelDir } from './helpers';
+import { lastJsonLine, runMixq, loadReference, loadReferenceFigures, needsFixtures, repoRoot, serverModule, sharedFixtures, tinyModelDir } from './helpers';
 
 const { buildCalibration, readCalibrationDocuments } = serverModule<typeof calibrationModule>('cli/calibration');
 const { MixqTokenizer } = serverModule<typeof tokenizerModule>('tokenizer');
 const { loadAddon } = serverModule<typeof nativeModule>('native');
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function mixq(...args: string[]): Run {
-  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', timeout: 1_800_000 });
-  if (r.error) throw r.error;
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-function json(r: Run): Record<string, unknown> {
-  assert.equal(r.code, 0, `exit ${r.code}; stderr: ${r.stderr}`);
-  return JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, unknown>;
-}
+const mixq = runMixq;
+const json = lastJsonLine;
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mixq-awq-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));

@@ -1,4 +1,6 @@
-// Paths and fixture loading shared by the Node tests (compiled to out/test/, run by `node --test out/test/`).
+// Paths, fixture loading and the `mixq` runner shared by the Node tests (compiled to out/test/, run by `node --test out/test/`).
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
@@ -20,6 +22,26 @@ export const tinyModelDir = path.join(repoRoot, 'models', 'mixq-tiny-code');
 export const qwenModelDir = path.join(repoRoot, 'models', 'mixq-tiny-qwen3moe');
 /** The mixq CLI entry point. */
 export const cliPath = path.join(repoRoot, 'bin', 'mixq.js');
+
+/** What one `mixq` process left: its exit status and output. */
+export interface MixqRun {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the repo's `mixq ARGS…` to completion (30 minutes at most). */
+export function runMixq(...args: string[]): MixqRun {
+  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', timeout: 1_800_000 });
+  if (r.error) throw r.error;
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** The last stdout line of a run that exited 0, parsed as JSON (`--json` output). */
+export function lastJsonLine(r: MixqRun): Record<string, unknown> {
+  assert.equal(r.code, 0, `exit ${r.code}; stderr: ${r.stderr}`);
+  return JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, unknown>;
+}
 
 /** <repo>/../shared/fixtures, or undefined when absent (then reference tests are skipped). */
 export const sharedFixtures: string | undefined = (() => {

@@ -7,30 +7,15 @@
 // with 48 experts top-8 some experts of a layer get no calibration token (3 of layer 1's, at any sample count: they
 // are never routed to): the command then says how many used the fallback.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
 
-import { cliPath, loadReference, loadReferenceFigures, needsFixtures, qwenModelDir, sharedFixtures } from './helpers';
+import { lastJsonLine, runMixq, loadReference, loadReferenceFigures, needsFixtures, qwenModelDir, sharedFixtures } from './helpers';
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function mixq(...args: string[]): Run {
-  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', timeout: 1_800_000 });
-  if (r.error) throw r.error;
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-function json(r: Run): Record<string, unknown> {
-  assert.equal(r.code, 0, `exit ${r.code}; stderr: ${r.stderr}`);
-  return JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, unknown>;
-}
+const mixq = runMixq;
+const json = lastJsonLine;
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mixq-qwen-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
